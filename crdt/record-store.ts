@@ -1,0 +1,302 @@
+import { Writer } from './bytes.js'
+import { type Delta, type FieldDelta, type RecordDelta, type RecordRef, decodeDelta, encodeDelta } from './delta.js'
+import { InvalidValueError } from './errors.js'
+import { murmur3x128 } from './hash.js'
+import { LWWMap } from './lww-map.js'
+import { type Timestamp, compareTimestamps } from './timestamp.js'
+import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
+import { type VersionVector, advance, isNewer } from './version-vector.js'
+
+/** A visible record: its fields plus its `id`. */
+export type StoredRecord = { readonly id: string } & { readonly [field: string]: Value }
+
+/** Reported while applying a delta when two different values met on one field: the winner and the loser. */
+export interface Overwrite extends RecordRef {
+  readonly field: string
+  readonly winner: { readonly value: Value | undefined; readonly timestamp: Timestamp }
+  readonly loser: { readonly value: Value | undefined; readonly timestamp: Timestamp }
+  /** True when the incoming write lost to the value already held. */
+  readonly incomingLost: boolean
+}
+
+/** The result of {@link RecordStore.apply}. */
+export interface ApplyResult {
+  /** Records whose visible content changed (appeared, changed or disappeared). */
+  readonly changed: RecordRef[]
+  /** True when the delta raised the store's version vector. */
+  readonly advanced: boolean
+}
+
+/** One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. */
+class RecordEntry extends LWWMap<Value> {
+  floor: Timestamp | undefined = undefined
+  deleted = false
+
+  /** Visible when the latest floor is a replacement, or any field survives a delete. */
+  visible(): boolean {
+    if (this.floor !== undefined && !this.deleted) return true
+    const cells = this.cells
+    for (let i = 1; i < cells.length; i += 3) if (cells[i] !== undefined) return true
+    return false
+  }
+
+  /** Raises the floor (a delete wins an exact tie with a replacement); returns true when visible fields were erased. */
+  raiseFloor(ts: Timestamp, deleted: boolean): boolean {
+    if (this.floor !== undefined) {
+      const c = compareTimestamps(ts, this.floor)
+      if (c < 0 || (c === 0 && (this.deleted || !deleted))) return false
+    }
+    this.floor = ts
+    this.deleted = deleted
+    return this.dropBelow(ts, deleted)
+  }
+
+  /** True when the entry holds nothing at all (no floor, no register). */
+  isEmpty(): boolean {
+    return this.floor === undefined && this.registerCount === 0
+  }
+
+  /** Writes a field unless the floor has already erased writes that old; returns whether it won. */
+  writeField(name: string, value: Value | undefined, ts: Timestamp): boolean {
+    if (this.floor !== undefined) {
+      const c = compareTimestamps(ts, this.floor)
+      if (c < 0 || (c === 0 && this.deleted)) return false
+    }
+    return this.write(name, value, ts)
+  }
+
+  /** The record as users see it. */
+  materialize(id: string): StoredRecord {
+    const out = this.toObject() as Record<string, Value>
+    out.id = id
+    return out as StoredRecord
+  }
+
+  /** Appends the registers `vv` does not cover to `fields`. */
+  collect(vv: ReadonlyMap<string, Timestamp>, fields: FieldDelta[]): void {
+    const cells = this.cells
+    for (let s = 0; s < cells.length / 3; s++) {
+      const ts = this.stampAt(s)
+      if (isNewer(vv, ts)) {
+        fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts })
+      }
+    }
+  }
+
+  /** The held register of a field, for conflict reports. */
+  register(name: string): { value: Value | undefined; timestamp: Timestamp } | undefined {
+    const s = this.slot(name)
+    return s < 0 ? undefined : { value: this.cells[3 * s + 1] as Value | undefined, timestamp: this.stampAt(s) }
+  }
+}
+
+/**
+ * Collections of records, each record an LWW map of fields with whole-record replace and delete:
+ * - `put` at T replaces the record: every field written before T is erased, the given fields are written at T;
+ * - `update` at T writes only the given fields (`undefined` removes one);
+ * - `delete` at D erases every field written at or before D; a later write makes the record visible again with only
+ *   the fields written after D.
+ * All three resolve by timestamp, identically on every replica, whatever order writes arrive in.
+ */
+export class RecordStore {
+  private readonly data = new Map<string, Map<string, RecordEntry>>()
+  private readonly vv: VersionVector = new Map()
+
+  /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
+  put(collection: string, id: string, fields: object, ts: Timestamp): void {
+    const clean = normalizeFields(collection, id, fields, false)
+    const entry = this.entry(collection, id)
+    entry.raiseFloor(ts, false)
+    for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
+    advance(this.vv, ts)
+  }
+
+  /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
+  update(collection: string, id: string, patch: object, ts: Timestamp): void {
+    const clean = normalizeFields(collection, id, patch, true)
+    const entry = this.entry(collection, id)
+    for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
+    advance(this.vv, ts)
+  }
+
+  /** Deletes a record at `ts`: fields written at or before `ts` are erased, later ones survive. */
+  delete(collection: string, id: string, ts: Timestamp): void {
+    checkRef(collection, id)
+    this.entry(collection, id).raiseFloor(ts, true)
+    advance(this.vv, ts)
+  }
+
+  /** The visible record, or undefined. A fresh object each call; nested values are frozen. */
+  get(collection: string, id: string): StoredRecord | undefined {
+    const entry = this.data.get(collection)?.get(id)
+    return entry?.visible() ? entry.materialize(id) : undefined
+  }
+
+  /** True when the record is visible. */
+  has(collection: string, id: string): boolean {
+    return this.data.get(collection)?.get(id)?.visible() ?? false
+  }
+
+  /** Ids of the visible records of a collection. */
+  ids(collection: string): string[] {
+    const out: string[] = []
+    for (const [id, entry] of this.data.get(collection) ?? []) if (entry.visible()) out.push(id)
+    return out
+  }
+
+  /** The visible records of a collection. */
+  all(collection: string): StoredRecord[] {
+    const out: StoredRecord[] = []
+    for (const [id, entry] of this.data.get(collection) ?? []) if (entry.visible()) out.push(entry.materialize(id))
+    return out
+  }
+
+  /** Names of the collections that hold any record (visible or deleted). */
+  collections(): string[] {
+    return [...this.data.keys()]
+  }
+
+  /** A copy of the version vector: per origin peer, the newest write held. */
+  versionVector(): VersionVector {
+    return new Map(this.vv)
+  }
+
+  /**
+   * The changes a replica with version vector `vv` lacks: every register and floor newer than `vv`'s entry for its
+   * origin. With `only`, just those records are examined (how live changes are gathered without a full scan).
+   */
+  changesSince(vv: ReadonlyMap<string, Timestamp>, only?: Iterable<RecordRef>): Delta {
+    const records: RecordDelta[] = []
+    const visit = (collection: string, id: string, entry: RecordEntry): void => {
+      const fields: FieldDelta[] = []
+      entry.collect(vv, fields)
+      const floor = entry.floor !== undefined && isNewer(vv, entry.floor) ? entry.floor : undefined
+      if (floor === undefined && fields.length === 0) return
+      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
+    }
+    if (only) {
+      for (const { collection, id } of only) {
+        const entry = this.data.get(collection)?.get(id)
+        if (entry) visit(collection, id, entry)
+      }
+    } else {
+      for (const [collection, recs] of this.data) for (const [id, entry] of recs) visit(collection, id, entry)
+    }
+    return { from: new Map(vv), to: this.versionVector(), records }
+  }
+
+  /**
+   * Merges a delta; idempotent, commutative and associative with every other delta. `onOverwrite` hears of every
+   * field where two different values met (the replica turns these into conflict events).
+   */
+  apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
+    const changed: RecordRef[] = []
+    for (const rd of delta.records) {
+      const { collection, id } = rd
+      const entry = this.entry(collection, id)
+      const wasVisible = entry.visible()
+      let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
+      for (const f of rd.fields) {
+        const before = entry.register(f.name)
+        const won = entry.writeField(f.name, f.value, f.ts)
+        if (!before || valuesEqual(before.value, f.value)) {
+          if (won && !before) touched ||= f.value !== undefined
+          continue
+        }
+        if (won) touched = true
+        if (onOverwrite) {
+          const incoming = { value: f.value, timestamp: f.ts }
+          onOverwrite(
+            won
+              ? { collection, id, field: f.name, winner: incoming, loser: before, incomingLost: false }
+              : { collection, id, field: f.name, winner: before, loser: incoming, incomingLost: true },
+          )
+        }
+      }
+      if (touched || wasVisible !== entry.visible()) changed.push({ collection, id })
+      if (entry.isEmpty()) this.data.get(collection)?.delete(id)
+    }
+    let advanced = false
+    for (const [peer, to] of delta.to) {
+      const from = delta.from.get(peer)
+      const held = this.vv.get(peer)
+      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) continue
+      if (advance(this.vv, to)) advanced = true
+    }
+    return { changed, advanced }
+  }
+
+  /** The whole state (every register, floor and the version vector) in the binary delta format. */
+  encodeState(): Uint8Array {
+    return encodeDelta(this.changesSince(new Map()))
+  }
+
+  /** Rebuilds a store from {@link RecordStore.encodeState}'s bytes; throws `DecodeError` on malformed input. */
+  static decodeState(bytes: Uint8Array): RecordStore {
+    const store = new RecordStore()
+    store.apply(decodeDelta(bytes))
+    return store
+  }
+
+  /** A digest of the visible state: equal on two stores exactly when their visible records are equal. */
+  digest(): string {
+    const lanes = [0, 0, 0, 0]
+    const w = new Writer(256)
+    for (const [collection, recs] of this.data) {
+      for (const [id, entry] of recs) {
+        if (!entry.visible()) continue
+        w.pos = 0
+        w.string(collection)
+        w.string(id)
+        const obj = entry.toObject()
+        for (const key of Object.keys(obj).sort()) {
+          w.string(key)
+          writeValue(w, obj[key])
+        }
+        const h = murmur3x128(w.view())
+        for (let i = 0; i < 4; i++) lanes[i] = (lanes[i]! + h[i]!) >>> 0
+      }
+    }
+    return lanes.map((x) => x.toString(16).padStart(8, '0')).join('')
+  }
+
+  private entry(collection: string, id: string): RecordEntry {
+    let recs = this.data.get(collection)
+    if (!recs) this.data.set(collection, (recs = new Map()))
+    let entry = recs.get(id)
+    if (!entry) recs.set(id, (entry = new RecordEntry()))
+    return entry
+  }
+}
+
+function checkRef(collection: string, id: string): void {
+  if (typeof collection !== 'string' || collection.length === 0) {
+    throw new InvalidValueError('collection name must be a non-empty string')
+  }
+  if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
+}
+
+/**
+ * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Returns
+ * `[name, value, name, value, …]`; with `removals`, `undefined` values are kept (they remove the field).
+ */
+function normalizeFields(collection: string, id: string, fields: object, removals: boolean): unknown[] {
+  checkRef(collection, id)
+  if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) {
+    throw new InvalidValueError(`record ${JSON.stringify(id)}: fields must be a plain object`)
+  }
+  const out: unknown[] = []
+  for (const name of Object.keys(fields)) {
+    const v = (fields as Record<string, unknown>)[name]
+    if (name === 'id') {
+      if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)
+      continue
+    }
+    if (v === undefined) {
+      if (removals) out.push(name, undefined)
+      continue
+    }
+    out.push(name, normalizeValue(v, name))
+  }
+  return out
+}

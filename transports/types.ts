@@ -1,0 +1,39 @@
+/**
+ * The one interface every syncmesh transport implements. Transports never import the library (`src/`): they move
+ * opaque frames between peers of a room and report which peers are reachable. Delivery is best-effort: a frame may be
+ * dropped, duplicated or reordered, and the sync engine above copes with all three.
+ */
+
+/** A peer's identity inside a room (an opaque, non-empty string). */
+export type PeerId = string
+
+/** What a transport is told when it starts. */
+export interface RoomContext {
+  /** The topic peers meet under. The replica passes a hash of (app, room), never the room name itself. */
+  readonly room: string
+  /** This replica's peer id. */
+  readonly peerId: PeerId
+}
+
+/** Handler for `peer:up` / `peer:down`. */
+export type PeerListener = (peer: PeerId) => void
+/** Handler for inbound frames. */
+export type FrameListener = (peer: PeerId, frame: Uint8Array) => void
+
+/** A best-effort, frame-oriented link to the other peers of a room. */
+export interface Transport {
+  /** Joins the room; resolves once the transport is ready to report peers and send frames. */
+  start(room: RoomContext): Promise<void>
+  /** Leaves the room and releases every resource; idempotent. */
+  stop(): Promise<void>
+  /** Sends one frame (at most {@link Transport.maxFrameSize} bytes) to a peer; unknown or gone peers are ignored. */
+  send(peer: PeerId, frame: Uint8Array): void
+  /** Sends one frame to every connected peer, when the transport can do that more cheaply than a loop of `send`. */
+  broadcast?(frame: Uint8Array): void
+  /** Largest frame `send` accepts; the engine chunks larger messages. */
+  readonly maxFrameSize: number
+  /** Subscribes to peers becoming reachable or unreachable; returns the unsubscribe function. */
+  on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
+  /** Subscribes to inbound frames; returns the unsubscribe function. */
+  on(event: 'frame', fn: FrameListener): () => void
+}
