@@ -98,6 +98,12 @@ export class LWWMap<V = unknown> {
     return map
   }
 
+  /** Drops the spare capacity `push` left in the backing arrays (a record written once stays exactly sized). */
+  protected trim(): void {
+    this.cells = this.cells.slice()
+    this.clock = this.clock.slice()
+  }
+
   /** Number of registers held, removed ones included. */
   protected get registerCount(): number {
     return this.cells.length / 3

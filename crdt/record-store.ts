@@ -29,6 +29,7 @@ export interface ApplyResult {
 
 /** One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. */
 class RecordEntry extends LWWMap<Value> {
+  declare trim: () => void
   floor: Timestamp | undefined = undefined
   deleted = false
 
@@ -108,6 +109,7 @@ export class RecordStore {
     const entry = this.entry(collection, id)
     entry.raiseFloor(ts, false)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
+    entry.trim()
     advance(this.vv, ts)
   }
 
@@ -194,6 +196,7 @@ export class RecordStore {
     for (const rd of delta.records) {
       const { collection, id } = rd
       const entry = this.entry(collection, id)
+      const fresh = entry.isEmpty()
       const wasVisible = entry.visible()
       let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
       for (const f of rd.fields) {
@@ -215,6 +218,7 @@ export class RecordStore {
       }
       if (touched || wasVisible !== entry.visible()) changed.push({ collection, id })
       if (entry.isEmpty()) this.data.get(collection)?.delete(id)
+      else if (fresh) entry.trim()
     }
     let advanced = false
     for (const [peer, to] of delta.to) {
