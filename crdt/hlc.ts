@@ -102,6 +102,19 @@ export class HLC {
     return { wall, counter, peer: this.peer }
   }
 
+  /**
+   * Moves the clock past a timestamp this peer issued before a restart (read back from storage), without the drift
+   * check: a replica must never reissue one of its own timestamps, even if the wall clock went back meanwhile.
+   */
+  restore(ts: Timestamp): void {
+    const reason = invalidTimestampReason(ts)
+    if (reason) throw new TypeError(`HLC.restore: ${reason}`)
+    if (ts.wall > this.wall || (ts.wall === this.wall && ts.counter > this.counter)) {
+      this.wall = ts.wall
+      this.counter = ts.counter
+    }
+  }
+
   /** The last timestamp issued or merged, without advancing the clock (wall 0 before the first event). */
   peek(): Timestamp {
     return { wall: this.wall, counter: this.counter, peer: this.peer }

@@ -28,4 +28,4 @@ export {
   encodeVersionVector,
   decodeVersionVector,
 } from './delta.js'
-export { RecordStore, type StoredRecord, type Overwrite, type ApplyResult } from './record-store.js'
+export { RecordStore, type StoredRecord, type Overwrite, type ApplyResult, type RecordChange } from './record-store.js'

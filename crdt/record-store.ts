@@ -19,10 +19,16 @@ export interface Overwrite extends RecordRef {
   readonly incomingLost: boolean
 }
 
+/** A record whose visible content changed. */
+export interface RecordChange extends RecordRef {
+  /** Whether the record was visible before the change (with `has()` now: added, updated or deleted). */
+  readonly existed: boolean
+}
+
 /** The result of {@link RecordStore.apply}. */
 export interface ApplyResult {
   /** Records whose visible content changed (appeared, changed or disappeared). */
-  readonly changed: RecordRef[]
+  readonly changed: RecordChange[]
   /** True when the delta raised the store's version vector. */
   readonly advanced: boolean
 }
@@ -184,7 +190,16 @@ export class RecordStore {
     } else {
       for (const [collection, recs] of this.data) for (const [id, entry] of recs) visit(collection, id, entry)
     }
-    return { from: new Map(vv), to: this.versionVector(), records }
+    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
+    const from: VersionVector = new Map()
+    const to: VersionVector = new Map()
+    for (const [peer, ts] of this.vv) {
+      const theirs = vv.get(peer)
+      if (theirs !== undefined && compareTimestamps(ts, theirs) <= 0) continue
+      to.set(peer, ts)
+      if (theirs !== undefined) from.set(peer, theirs)
+    }
+    return { from, to, records }
   }
 
   /**
@@ -192,7 +207,7 @@ export class RecordStore {
    * field where two different values met (the replica turns these into conflict events).
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
-    const changed: RecordRef[] = []
+    const changed: RecordChange[] = []
     for (const rd of delta.records) {
       const { collection, id } = rd
       const entry = this.entry(collection, id)
@@ -216,7 +231,7 @@ export class RecordStore {
           )
         }
       }
-      if (touched || wasVisible !== entry.visible()) changed.push({ collection, id })
+      if (touched || wasVisible !== entry.visible()) changed.push({ collection, id, existed: wasVisible })
       if (entry.isEmpty()) this.data.get(collection)?.delete(id)
       else if (fresh) entry.trim()
     }

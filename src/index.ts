@@ -1,5 +1,24 @@
 /**
- * `syncmesh` — CRDT-first peer-to-peer replication. This entry point re-exports the CRDT primitives and the
- * named errors; the replica API arrives beside them.
+ * `syncmesh` — CRDT-first peer-to-peer replication: records as LWW maps stamped by hybrid logical clocks, delta sync
+ * over any transport, local-first storage. This entry point: `createReplica`, the collection API, the named errors,
+ * and the CRDT primitives of `syncmesh/crdt`.
  */
 export * from '../crdt/index.js'
+export {
+  createReplica,
+  roomTopic,
+  type Replica,
+  type ReplicaInit,
+  type ReplicaEvents,
+  type ReplicaStatus,
+  type Collection,
+  type RecordShape,
+  type RecordChangeEvent,
+  type ConflictEvent,
+} from './replica.js'
+export type { PeerStatus } from './sync/engine.js'
+export { PROTOCOL_VERSION, DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
+export { MessageTooLargeError, UnsupportedVersionError, ReplicaClosedError, SyncTimeoutError, StorageCorruptError, StorageClosedError } from './errors.js'
+export { type Storage } from './storage/types.js'
+export { MemoryStorage } from './storage/memory.js'
+export type { Transport, RoomContext, PeerId } from '../transports/types.js'

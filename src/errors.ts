@@ -1,0 +1,62 @@
+import { SyncmeshError } from '../crdt/errors.js'
+
+/** A message (after reassembly) or a value exceeds the configured size limit. */
+export class MessageTooLargeError extends SyncmeshError {
+  override readonly code = 'MESSAGE_TOO_LARGE'
+  constructor(
+    message: string,
+    /** The size that was refused, in bytes (a lower bound when the message was refused early). */
+    readonly size: number,
+    /** The limit in force, in bytes. */
+    readonly limit: number,
+  ) {
+    super(message)
+  }
+}
+
+/** A frame announces a protocol version this build does not speak. */
+export class UnsupportedVersionError extends SyncmeshError {
+  override readonly code = 'UNSUPPORTED_VERSION'
+  constructor(
+    message: string,
+    /** The version byte received. */
+    readonly version: number,
+  ) {
+    super(message)
+  }
+}
+
+/** The replica was used after {@link Replica.close}. */
+export class ReplicaClosedError extends SyncmeshError {
+  override readonly code = 'REPLICA_CLOSED'
+}
+
+/** {@link Replica.sync} did not reach agreement with every connected peer in time. */
+export class SyncTimeoutError extends SyncmeshError {
+  override readonly code = 'SYNC_TIMEOUT'
+  constructor(
+    message: string,
+    /** Peers still not in agreement when the time ran out. */
+    readonly peers: string[],
+  ) {
+    super(message)
+  }
+}
+
+/** Stored data could not be read back: a corrupt or truncated entry. Names the key that is wrong. */
+export class StorageCorruptError extends SyncmeshError {
+  override readonly code = 'STORAGE_CORRUPT'
+  constructor(
+    message: string,
+    /** The storage key of the bad entry. */
+    readonly key: string[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
+/** A storage adapter was used after `close()`. */
+export class StorageClosedError extends SyncmeshError {
+  override readonly code = 'STORAGE_CLOSED'
+}

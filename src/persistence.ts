@@ -1,0 +1,154 @@
+/**
+ * How a replica keeps its state in a {@link Storage}: a snapshot plus an ordered log of deltas.
+ *
+ *   ['meta', 'peer']            the replica's peer id
+ *   ['snapshot', S]             the whole state, covering log entries ≤ S (S: 16-digit zero-padded sequence)
+ *   ['log', N]                  one delta (a batch of local writes, or one received from a peer), N > S
+ *
+ * Every value is `u8 version=1 | 16-byte MurmurHash3 of the payload | payload`, so a corrupt or truncated value is
+ * detected and reported as StorageCorruptError naming its key — never silently skipped. Compaction writes the new
+ * snapshot before it removes the log entries and the snapshot it replaces, so a crash at any point loses nothing:
+ * replaying a log entry the snapshot already holds is harmless (deltas are idempotent).
+ */
+import { DecodeError } from '../crdt/errors.js'
+import { decodeDelta } from '../crdt/delta.js'
+import { murmur3x128 } from '../crdt/hash.js'
+import { RecordStore } from '../crdt/record-store.js'
+import { StorageCorruptError } from './errors.js'
+import type { Storage } from './storage/types.js'
+
+const ENTRY_VERSION = 1
+const PEER_KEY = ['meta', 'peer']
+
+/** Options of the persistence layer. */
+export interface PersistenceInit {
+  /**
+   * Compact once this many log entries accumulate.
+   * @default 512
+   */
+  compactAfterEntries?: number
+}
+
+const seqKey = (kind: 'log' | 'snapshot', seq: number): string[] => [kind, seq.toString().padStart(16, '0')]
+
+function wrap(payload: Uint8Array): Uint8Array {
+  const out = new Uint8Array(payload.length + 17)
+  out[0] = ENTRY_VERSION
+  const h = murmur3x128(payload)
+  const view = new DataView(out.buffer)
+  for (let i = 0; i < 4; i++) view.setUint32(1 + 4 * i, h[i]!, true)
+  out.set(payload, 17)
+  return out
+}
+
+function unwrap(key: string[], data: Uint8Array): Uint8Array {
+  if (data.length < 17 || data[0] !== ENTRY_VERSION) {
+    throw new StorageCorruptError(`storage entry ${key.join('/')} is truncated or has an unknown version`, key)
+  }
+  const payload = data.subarray(17)
+  const h = murmur3x128(payload)
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  for (let i = 0; i < 4; i++) {
+    if (view.getUint32(1 + 4 * i, true) !== h[i]) throw new StorageCorruptError(`storage entry ${key.join('/')} fails its checksum`, key)
+  }
+  return payload
+}
+
+function parseSeq(key: string[]): number {
+  const seq = Number(key[1])
+  if (key.length !== 2 || !Number.isSafeInteger(seq) || seq < 0) throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
+  return seq
+}
+
+/** Loads and appends a replica's state; every write goes through one queue so the log keeps apply order. */
+export class Persistence {
+  private seq: number
+  private logCount: number
+  private readonly compactAfter: number
+  private queue: Promise<void> = Promise.resolve()
+  private failed: unknown
+
+  private constructor(
+    private readonly storage: Storage,
+    seq: number,
+    logCount: number,
+    init: PersistenceInit,
+  ) {
+    this.seq = seq
+    this.logCount = logCount
+    this.compactAfter = init.compactAfterEntries ?? 512
+  }
+
+  /** Opens the state held in `storage` (empty when new). Throws StorageCorruptError on bad data. */
+  static async open(storage: Storage, init: PersistenceInit = {}): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined }> {
+    const peerRaw = await storage.load(PEER_KEY)
+    const peerId = peerRaw && new TextDecoder().decode(unwrap(PEER_KEY, peerRaw))
+    let store = new RecordStore()
+    let covered = -1
+    const snapshots = await storage.loadRange(['snapshot'])
+    const latest = snapshots.at(-1)
+    if (latest) {
+      covered = parseSeq(latest.key)
+      store = decodeOrCorrupt(latest.key, () => RecordStore.decodeState(unwrap(latest.key, latest.data)))
+    }
+    let seq = covered
+    let logCount = 0
+    for (const { key, data } of await storage.loadRange(['log'])) {
+      const n = parseSeq(key)
+      if (n <= covered) continue // left behind by a crash during compaction; removed at the next one
+      decodeOrCorrupt(key, () => store.apply(decodeDelta(unwrap(key, data))))
+      seq = n
+      logCount++
+    }
+    return { persistence: new Persistence(storage, seq, logCount, init), store, peerId }
+  }
+
+  /** Records the replica's peer id. */
+  savePeerId(peerId: string): Promise<void> {
+    return this.enqueue(() => this.storage.save(PEER_KEY, wrap(new TextEncoder().encode(peerId))))
+  }
+
+  /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */
+  append(delta: Uint8Array, store: RecordStore): Promise<void> {
+    const seq = ++this.seq
+    const done = this.enqueue(() => this.storage.save(seqKey('log', seq), wrap(delta)))
+    if (++this.logCount >= this.compactAfter) {
+      this.logCount = 0
+      void this.enqueue(() => this.compact(store, seq)).catch(() => {})
+    }
+    return done
+  }
+
+  /** Resolves when every queued write is durable; rejects with the first storage failure. */
+  flush(): Promise<void> {
+    return this.enqueue(async () => {})
+  }
+
+  private async compact(store: RecordStore, upTo: number): Promise<void> {
+    const old = await this.storage.loadRange(['snapshot'])
+    await this.storage.save(seqKey('snapshot', upTo), wrap(store.encodeState()))
+    for (const { key } of old) if (parseSeq(key) < upTo) await this.storage.remove(key)
+    for (const { key } of await this.storage.loadRange(['log'])) if (parseSeq(key) <= upTo) await this.storage.remove(key)
+  }
+
+  private enqueue(task: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(() => {
+      if (this.failed !== undefined) throw this.failed
+      return task()
+    })
+    this.queue = run.catch((err: unknown) => {
+      this.failed ??= err
+    })
+    return run
+  }
+}
+
+function decodeOrCorrupt<T>(key: string[], fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof DecodeError) throw new StorageCorruptError(`storage entry ${key.join('/')} is corrupt: ${err.message}`, key, { cause: err })
+    throw err
+  }
+}
+

@@ -1,0 +1,420 @@
+import { sha256 } from '@noble/hashes/sha2.js'
+import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
+import { InvalidValueError } from '../crdt/errors.js'
+import { HLC } from '../crdt/hlc.js'
+import type { Overwrite, StoredRecord } from '../crdt/record-store.js'
+import { type RecordStore } from '../crdt/record-store.js'
+import type { Timestamp } from '../crdt/timestamp.js'
+import { type Value, encodeValue } from '../crdt/value.js'
+import type { Transport } from '../transports/types.js'
+import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
+import { Persistence } from './persistence.js'
+import { MemoryStorage } from './storage/memory.js'
+import type { Storage } from './storage/types.js'
+import { type PeerStatus, SyncEngine } from './sync/engine.js'
+import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
+
+/** Options of {@link createReplica}. */
+export interface ReplicaInit {
+  /**
+   * This replica's id, unique among its peers. Persisted in storage on first use.
+   * @default the stored id, else a random 128-bit hex id
+   */
+  peerId?: string
+  /**
+   * Where the replica keeps its state; resolved writes are durable there. The replica owns it: `close()` closes it.
+   * @default an in-memory store (nothing survives the process)
+   */
+  storage?: Storage
+  /**
+   * How the replica reaches its peers, in order of preference.
+   * @default none (offline)
+   */
+  transports?: Transport[]
+  /**
+   * Which peers to sync with. Transports see only a hash of `app` and `room`, never the name itself.
+   * @default 'default'
+   */
+  room?: string
+  /**
+   * Application namespace mixed into the room hash, so unrelated apps that pick the same room name never meet.
+   * @default 'syncmesh'
+   */
+  app?: string
+  /** The hybrid logical clock's physical clock and drift bound (see {@link HLCInit}). */
+  clock?: { now?: () => number; maxDriftMs?: number }
+  /**
+   * Largest sync message accepted from a peer or produced for one, after reassembly.
+   * @default 1_048_576 (1 MiB)
+   */
+  maxMessageBytes?: number
+  /**
+   * Interval (ms) of anti-entropy rounds, which repair anything a lossy transport dropped; 0 disables them.
+   * @default 5_000
+   */
+  antiEntropyMs?: number
+  /**
+   * Compact the storage log once this many entries accumulate.
+   * @default 512
+   */
+  compactAfterEntries?: number
+}
+
+/** A record as stored in a collection: a plain object with a string `id`. */
+export type RecordShape = { id: string }
+
+/** One changed record, as `subscribe` and the `change` event report it. */
+export interface RecordChangeEvent<T = StoredRecord> {
+  readonly type: 'added' | 'updated' | 'deleted'
+  readonly collection: string
+  readonly id: string
+  /** The record now (undefined when deleted). */
+  readonly record: T | undefined
+  /** Whether this replica made the change or received it from a peer. */
+  readonly origin: 'local' | 'remote'
+}
+
+/** A write that lost to a different value written by another peer, as the `conflict` event reports it. */
+export interface ConflictEvent {
+  readonly collection: string
+  readonly id: string
+  readonly field: string
+  readonly winner: { readonly value: Value | undefined; readonly timestamp: Timestamp }
+  readonly loser: { readonly value: Value | undefined; readonly timestamp: Timestamp }
+}
+
+/** Handlers of {@link Replica.on}. */
+export interface ReplicaEvents {
+  change: (changes: readonly RecordChangeEvent[]) => void
+  'peer:join': (peer: string) => void
+  'peer:leave': (peer: string) => void
+  /** A peer now holds exactly what this replica holds. */
+  sync: (peer: string) => void
+  conflict: (conflict: ConflictEvent) => void
+  /** Bad input from a peer, a clock far ahead, a storage failure: typed errors, never thrown at the caller. */
+  error: (error: Error, context: { peer?: string }) => void
+}
+
+/** What {@link Replica.status} returns. */
+export interface ReplicaStatus {
+  readonly peerId: string
+  readonly peers: readonly PeerStatus[]
+  /** Local writes not yet durable in storage. */
+  readonly pending: number
+}
+
+/** A named set of records inside a replica. */
+export interface Collection<T extends RecordShape> {
+  readonly name: string
+  /** Replaces the record (fields absent from `record` are removed); resolves once durable. */
+  put(record: T): Promise<void>
+  /** Sets the given fields (`undefined` removes one); creates the record if needed; resolves once durable. */
+  update(id: string, patch: Partial<Omit<T, 'id'>>): Promise<void>
+  /** Deletes the record; a later write from any peer makes it visible again with only the later fields. */
+  delete(id: string): Promise<void>
+  /** The record, synchronously (a fresh object; nested values are frozen). */
+  get(id: string): T | undefined
+  /** Every visible record, synchronously. */
+  all(): T[]
+  /** Calls `fn` with this collection's changed records, local and remote; returns the unsubscribe function. */
+  subscribe(fn: (changes: readonly RecordChangeEvent<T>[]) => void): () => void
+}
+
+/** A local-first replica: instant local reads and writes, durable storage, sync with peers over transports. */
+export interface Replica {
+  readonly peerId: string
+  /** The collection of that name (created on first use). */
+  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T>
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void
+  /** Peers, how far behind each is, and writes not yet durable. */
+  status(): ReplicaStatus
+  /** Resolves when every connected peer holds what this replica holds and vice versa; rejects on timeout. */
+  sync(options?: { timeoutMs?: number }): Promise<void>
+  /** Flushes pending writes, leaves the room and closes the storage. Later calls reject with ReplicaClosedError. */
+  close(): Promise<void>
+}
+
+/** Creates a replica: loads its state from storage (readable at once), then joins its room on every transport. */
+export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
+  const storage = init.storage ?? new MemoryStorage()
+  const { persistence, store, peerId: storedId } = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
+  const peerId = init.peerId ?? storedId ?? randomPeerId()
+  if (peerId !== storedId) await persistence.savePeerId(peerId)
+  const replica = new ReplicaImpl(peerId, store, persistence, storage, init)
+  await replica.start()
+  return replica
+}
+
+/** The hash peers meet under: transports and servers never see the room name. */
+export function roomTopic(app: string, room: string): string {
+  return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
+}
+
+function randomPeerId(): string {
+  const bytes = new Uint8Array(16)
+  globalThis.crypto.getRandomValues(bytes)
+  return bytesToHex(bytes)
+}
+
+type Listeners = { [E in keyof ReplicaEvents]: Set<ReplicaEvents[E]> }
+
+interface Batch {
+  readonly promise: Promise<void>
+  resolve(): void
+  reject(err: unknown): void
+  writes: number
+}
+
+/** The replica behind {@link createReplica}; exported for the test kit, not part of the public API. */
+export class ReplicaImpl implements Replica {
+  readonly engine: SyncEngine
+  private readonly hlc: HLC
+  private readonly listeners: Listeners = { change: new Set(), 'peer:join': new Set(), 'peer:leave': new Set(), sync: new Set(), conflict: new Set(), error: new Set() }
+  private readonly collections = new Map<string, CollectionImpl<RecordShape>>()
+  private readonly maxMessageBytes: number
+  private dirty = new Map<string, { collection: string; id: string }>()
+  private batch: Batch | undefined
+  private lastFlushed: Timestamp | undefined
+  private pendingWrites = 0
+  private closed = false
+
+  constructor(
+    readonly peerId: string,
+    /** The CRDT state (exposed for the test kit). */
+    readonly store: RecordStore,
+    private readonly persistence: Persistence,
+    private readonly storage: Storage,
+    init: ReplicaInit,
+  ) {
+    this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+    this.hlc = new HLC(peerId, init.clock)
+    const own = store.versionVector().get(peerId)
+    if (own) this.hlc.restore(own)
+    this.lastFlushed = own
+    this.engine = new SyncEngine({
+      store,
+      hlc: this.hlc,
+      transports: init.transports ?? [],
+      room: { room: roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId },
+      maxMessageBytes: this.maxMessageBytes,
+      antiEntropyMs: init.antiEntropyMs ?? 5_000,
+      hooks: {
+        applied: (result, bytes) => {
+          this.persistence.append(bytes, this.store).catch((err) => this.emit('error', asError(err), {}))
+          const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
+          this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
+        },
+        overwrite: (o) => this.onOverwrite(o),
+        peerJoin: (peer) => this.emit('peer:join', peer),
+        peerLeave: (peer) => this.emit('peer:leave', peer),
+        peerSynced: (peer) => this.emit('sync', peer),
+        error: (err, peer) => this.emit('error', err, { peer }),
+      },
+    })
+  }
+
+  /** Joins the room. */
+  start(): Promise<void> {
+    return this.engine.start()
+  }
+
+  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T> {
+    if (typeof name !== 'string' || name.length === 0) throw new InvalidValueError('collection name must be a non-empty string')
+    let c = this.collections.get(name)
+    if (!c) this.collections.set(name, (c = new CollectionImpl(this, name)))
+    return c as unknown as Collection<T>
+  }
+
+  on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void {
+    const set = this.listeners[event] as Set<ReplicaEvents[E]> | undefined
+    if (!set) throw new TypeError(`unknown replica event ${JSON.stringify(event)}`)
+    set.add(fn)
+    return () => set.delete(fn)
+  }
+
+  status(): ReplicaStatus {
+    return { peerId: this.peerId, peers: this.engine.status(), pending: this.pendingWrites }
+  }
+
+  async sync(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.checkOpen()
+    this.flush()
+    await this.engine.sync(options.timeoutMs ?? 10_000)
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.flush()
+    this.closed = true
+    await this.engine.stop()
+    try {
+      await this.persistence.flush()
+    } finally {
+      await this.storage.close?.()
+    }
+  }
+
+  /** Runs one local write: validates, stamps, applies, schedules the flush; resolves once durable. */
+  write(collection: string, id: string, kind: 'put' | 'update' | 'delete', fields?: object): Promise<void> {
+    this.checkOpen()
+    if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('a record needs a non-empty string id')
+    if (fields !== undefined) this.checkSize(id, fields)
+    const existed = this.store.has(collection, id)
+    const ts = this.hlc.now()
+    if (kind === 'put') this.store.put(collection, id, fields!, ts)
+    else if (kind === 'update') this.store.update(collection, id, fields!, ts)
+    else this.store.delete(collection, id, ts)
+    const event = this.changeEvent(collection, id, existed, 'local')
+    if (event) this.emitChanges([event])
+    return this.markDirty(collection, id)
+  }
+
+  /** Builds a change event, or undefined when the record was and is invisible. */
+  changeEvent(collection: string, id: string, existed: boolean, origin: 'local' | 'remote'): RecordChangeEvent | undefined {
+    const record = this.store.get(collection, id)
+    if (!existed && !record) return undefined
+    return { type: !existed ? 'added' : record ? 'updated' : 'deleted', collection, id, record, origin }
+  }
+
+  /** Subscribes to changes of one collection. */
+  subscribeCollection(name: string, fn: (changes: readonly RecordChangeEvent[]) => void): () => void {
+    return this.on('change', (changes) => {
+      const mine = changes.filter((c) => c.collection === name)
+      if (mine.length > 0) fn(mine)
+    })
+  }
+
+  private markDirty(collection: string, id: string): Promise<void> {
+    this.dirty.set(`${collection.length}:${collection}${id}`, { collection, id })
+    this.pendingWrites++
+    if (!this.batch) {
+      let resolve!: () => void
+      let reject!: (err: unknown) => void
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.batch = { promise, resolve, reject, writes: 0 }
+      queueMicrotask(() => this.flush())
+    }
+    this.batch.writes++
+    return this.batch.promise
+  }
+
+  /** Sends the writes made since the last flush to every peer and appends them to storage, as one delta. */
+  private flush(): void {
+    const batch = this.batch
+    if (!batch) return
+    this.batch = undefined
+    const refs = [...this.dirty.values()]
+    this.dirty = new Map()
+    try {
+      const base = this.store.versionVector()
+      if (this.lastFlushed) base.set(this.peerId, this.lastFlushed)
+      else base.delete(this.peerId)
+      const parts = encodeDeltaParts(this.store.changesSince(base, refs), this.maxMessageBytes - 16)
+      this.lastFlushed = this.store.versionVector().get(this.peerId)
+      this.engine.broadcastLive(parts)
+      Promise.all(parts.map((p) => this.persistence.append(p, this.store))).then(
+        () => {
+          this.pendingWrites -= batch.writes
+          batch.resolve()
+        },
+        (err: unknown) => {
+          this.pendingWrites -= batch.writes
+          batch.reject(err)
+          this.emit('error', asError(err), {})
+        },
+      )
+    } catch (err) {
+      this.pendingWrites -= batch.writes
+      batch.reject(err)
+    }
+  }
+
+  private checkSize(id: string, fields: object): void {
+    let size = 0
+    for (const v of Object.values(fields)) {
+      if (typeof v === 'string') size += v.length * 3
+      else if (typeof v === 'object' && v !== null) size += v instanceof Uint8Array ? v.length : encodedSize(v)
+    }
+    const limit = this.maxMessageBytes - 4096
+    if (size > limit) {
+      throw new MessageTooLargeError(`record ${JSON.stringify(id)}: a write of ~${size} bytes exceeds the ${limit}-byte limit (maxMessageBytes)`, size, limit)
+    }
+  }
+
+  private onOverwrite(o: Overwrite): void {
+    if (o.winner.timestamp.peer === o.loser.timestamp.peer) return // one peer's own later write: not a conflict
+    this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser })
+  }
+
+  private emitChanges(events: RecordChangeEvent[]): void {
+    if (events.length > 0) this.emit('change', events)
+  }
+
+  private emit<E extends keyof ReplicaEvents>(event: E, ...args: Parameters<ReplicaEvents[E]>): void {
+    for (const fn of this.listeners[event]) {
+      try {
+        ;(fn as (...a: Parameters<ReplicaEvents[E]>) => void)(...args)
+      } catch (err) {
+        // A throwing listener must not break replication; report it unless it is an error listener itself.
+        if (event !== 'error') this.emit('error', asError(err), {})
+      }
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new ReplicaClosedError('the replica is closed')
+  }
+}
+
+function encodedSize(v: unknown): number {
+  try {
+    return encodeValue(v as Value).length
+  } catch {
+    return 0 // not a storable value: the store's own validation reports it precisely
+  }
+}
+
+class CollectionImpl<T extends RecordShape> implements Collection<T> {
+  constructor(
+    private readonly replica: ReplicaImpl,
+    readonly name: string,
+  ) {}
+
+  async put(record: T): Promise<void> {
+    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+      throw new InvalidValueError(`${this.name}.put: a record must be a plain object with a string id`)
+    }
+    return this.replica.write(this.name, record.id, 'put', record)
+  }
+
+  async update(id: string, patch: Partial<Omit<T, 'id'>>): Promise<void> {
+    if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
+      throw new InvalidValueError(`${this.name}.update: the patch must be a plain object`)
+    }
+    return this.replica.write(this.name, id, 'update', patch)
+  }
+
+  async delete(id: string): Promise<void> {
+    return this.replica.write(this.name, id, 'delete')
+  }
+
+  get(id: string): T | undefined {
+    return this.replica.store.get(this.name, id) as T | undefined
+  }
+
+  all(): T[] {
+    return this.replica.store.all(this.name) as unknown as T[]
+  }
+
+  subscribe(fn: (changes: readonly RecordChangeEvent<T>[]) => void): () => void {
+    return this.replica.subscribeCollection(this.name, fn as (changes: readonly RecordChangeEvent[]) => void)
+  }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}

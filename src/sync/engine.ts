@@ -1,0 +1,303 @@
+/**
+ * The sync engine: runs the protocol of protocol.ts between one replica's {@link RecordStore} and its peers, over
+ * any number of transports. A peer reachable over several transports is one peer; frames go over the first link
+ * that reports it (transports are listed in order of preference).
+ */
+import type { Delta } from '../../crdt/delta.js'
+import { ClockDriftError, ClockOverflowError, SyncmeshError } from '../../crdt/errors.js'
+import type { HLC } from '../../crdt/hlc.js'
+import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
+import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
+import { type VersionVector, covers } from '../../crdt/version-vector.js'
+import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
+import { SyncTimeoutError } from '../errors.js'
+import {
+  Reassembler,
+  decodeMessage,
+  deltaPayload,
+  encodeDeltaMessage,
+  encodeDeltaParts,
+  encodeVectorMessage,
+  toFrames,
+} from './protocol.js'
+
+/** What the engine tells its replica. */
+export interface EngineHooks {
+  /** A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. */
+  applied(result: ApplyResult, bytes: Uint8Array, from: PeerId): void
+  /** Two different values met on a field while applying a peer's delta. */
+  overwrite(o: Overwrite, from: PeerId): void
+  peerJoin(peer: PeerId): void
+  peerLeave(peer: PeerId): void
+  /** A peer now holds exactly what we hold. */
+  peerSynced(peer: PeerId): void
+  /** Bad input from a peer, or a transport failure. The engine has already dropped the offending peer if needed. */
+  error(err: Error, peer?: PeerId): void
+}
+
+/** Options of the engine. */
+export interface EngineInit {
+  readonly store: RecordStore
+  readonly hlc: HLC
+  readonly transports: readonly Transport[]
+  readonly room: RoomContext
+  readonly maxMessageBytes: number
+  /** Interval of anti-entropy rounds in ms; 0 disables the timer (tests drive rounds by hand). */
+  readonly antiEntropyMs: number
+  readonly hooks: EngineHooks
+}
+
+interface PeerState {
+  readonly id: PeerId
+  /** Transports on which the peer is up, in preference order. */
+  links: Transport[]
+  readonly reassembler: Reassembler
+  /** The peer's version vector, as last reported by a SYNC_REQUEST or ACK. */
+  theirs: VersionVector | undefined
+  /** Input from this peer was malformed: ignore it until it reconnects. */
+  dropped: boolean
+  synced: boolean
+}
+
+/** Status of one peer, as {@link Replica.status} reports it. */
+export interface PeerStatus {
+  readonly id: PeerId
+  readonly connected: boolean
+  /** Writes (field registers and record floors) we hold that the peer has not confirmed holding. */
+  readonly behind: number
+  /** The transport carrying the traffic (its index in `transports`), -1 when unknown. */
+  readonly via: number
+}
+
+/** Runs the sync protocol for one replica. */
+export class SyncEngine {
+  private readonly peers = new Map<PeerId, PeerState>()
+  private readonly offs: (() => void)[] = []
+  private timer: ReturnType<typeof setInterval> | undefined
+  private nextMessageId = 1
+  private waiters = new Set<() => void>()
+  private stopped = false
+
+  constructor(private readonly init: EngineInit) {}
+
+  /** Starts every transport and begins listening. */
+  async start(): Promise<void> {
+    const { transports, room, antiEntropyMs } = this.init
+    for (const t of transports) {
+      this.offs.push(
+        t.on('peer:up', (peer) => this.linkUp(t, peer)),
+        t.on('peer:down', (peer) => this.linkDown(t, peer)),
+        t.on('frame', (peer, frame) => this.receive(peer, frame)),
+      )
+    }
+    await Promise.all(transports.map((t) => t.start(room)))
+    if (antiEntropyMs > 0) {
+      this.timer = setInterval(() => this.antiEntropy(), antiEntropyMs)
+      ;(this.timer as { unref?: () => void }).unref?.()
+    }
+  }
+
+  /** Stops the timer and every transport. */
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    clearInterval(this.timer)
+    for (const off of this.offs) off()
+    await Promise.allSettled(this.init.transports.map((t) => t.stop()))
+    this.peers.clear()
+    this.notify()
+  }
+
+  /** Connected peer ids. */
+  connectedPeers(): PeerId[] {
+    return [...this.peers.values()].filter((p) => !p.dropped).map((p) => p.id)
+  }
+
+  /** Sends a batch of local changes (already encoded) to every connected peer. */
+  broadcastLive(parts: readonly Uint8Array[]): void {
+    for (const part of parts) {
+      const message = encodeDeltaMessage(part, true)
+      for (const p of this.peers.values()) this.send(p, message)
+    }
+    this.notify()
+  }
+
+  /** One anti-entropy round: ask every connected peer for what we lack (and tell them what we hold). */
+  antiEntropy(): void {
+    const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
+    for (const p of this.peers.values()) this.send(p, req)
+  }
+
+  /**
+   * Resolves when every connected peer holds exactly what we hold; rejects with SyncTimeoutError after `timeoutMs`.
+   */
+  sync(timeoutMs: number): Promise<void> {
+    if (this.allSynced()) return Promise.resolve()
+    this.antiEntropy()
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (!this.allSynced()) return
+        cleanup()
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        const lagging = [...this.peers.values()].filter((p) => !this.inAgreement(p)).map((p) => p.id)
+        reject(new SyncTimeoutError(`sync did not complete within ${timeoutMs} ms (peers not in agreement: ${lagging.join(', ')})`, lagging))
+      }, timeoutMs)
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        this.waiters.delete(check)
+      }
+      this.waiters.add(check)
+    })
+  }
+
+  /** Per-peer status. */
+  status(): PeerStatus[] {
+    const { store, transports } = this.init
+    return [...this.peers.values()].map((p) => ({
+      id: p.id,
+      connected: !p.dropped,
+      behind: p.theirs ? countRegisters(store.changesSince(p.theirs)) : countRegisters(store.changesSince(new Map())),
+      via: p.links[0] ? transports.indexOf(p.links[0]) : -1,
+    }))
+  }
+
+  /** Re-checks sync waiters (after local changes). */
+  notify(): void {
+    for (const w of [...this.waiters]) w()
+  }
+
+  private allSynced(): boolean {
+    for (const p of this.peers.values()) if (!p.dropped && !this.inAgreement(p)) return false
+    return true
+  }
+
+  private inAgreement(p: PeerState): boolean {
+    const ours = this.init.store.versionVector()
+    return p.theirs !== undefined && covers(p.theirs, ours) && covers(ours, p.theirs)
+  }
+
+  private linkUp(t: Transport, peer: PeerId): void {
+    if (this.stopped || peer === this.init.room.peerId) return
+    let p = this.peers.get(peer)
+    if (!p) {
+      p = { id: peer, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
+      this.peers.set(peer, p)
+    }
+    if (p.links.includes(t)) return
+    const order = this.init.transports
+    p.links = [...p.links, t].sort((a, b) => order.indexOf(a) - order.indexOf(b))
+    if (p.links.length === 1) {
+      p.dropped = false
+      this.init.hooks.peerJoin(peer)
+      this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
+    }
+  }
+
+  private linkDown(t: Transport, peer: PeerId): void {
+    const p = this.peers.get(peer)
+    if (!p || !p.links.includes(t)) return
+    p.links = p.links.filter((l) => l !== t)
+    if (p.links.length > 0) return
+    this.peers.delete(peer)
+    this.init.hooks.peerLeave(peer)
+    this.notify()
+  }
+
+  private send(p: PeerState, message: Uint8Array): void {
+    const link = p.links[0]
+    if (!link || p.dropped) return
+    try {
+      for (const frame of toFrames(message, link.maxFrameSize, this.nextMessageId++)) link.send(p.id, frame)
+    } catch (err) {
+      this.init.hooks.error(asError(err), p.id)
+    }
+  }
+
+  private receive(peer: PeerId, frame: Uint8Array): void {
+    const p = this.peers.get(peer)
+    if (!p || p.dropped || this.stopped) return
+    try {
+      const whole = p.reassembler.push(frame)
+      if (!whole) return
+      const msg = decodeMessage(whole)
+      if (!msg) return
+      if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, whole)
+      else this.onVector(p, msg.vv, msg.type === 'sync-request')
+    } catch (err) {
+      const e = asError(err)
+      if (e instanceof SyncmeshError && !(e instanceof ClockDriftError || e instanceof ClockOverflowError)) {
+        // Malformed, oversized or unsupported input: drop the peer (until it reconnects), keep our state untouched.
+        // A peer whose clock runs far ahead is not hostile: its delta is refused, the peer kept.
+        p.dropped = true
+        this.notify()
+      }
+      this.init.hooks.error(e, peer)
+    }
+  }
+
+  private onVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
+    p.theirs = vv
+    const { store, hlc, room } = this.init
+    // A peer may hold writes of ours from before we lost our storage: never reissue their timestamps.
+    const mine = vv.get(room.peerId)
+    if (mine) hlc.receive(mine)
+    if (isRequest) {
+      const delta = store.changesSince(vv)
+      if (delta.records.length > 0 || delta.to.size > 0) {
+        for (const part of encodeDeltaParts(delta, this.init.maxMessageBytes - 16)) this.send(p, encodeDeltaMessage(part, false))
+      } else {
+        this.send(p, encodeVectorMessage('ack', store.versionVector()))
+      }
+    }
+    this.checkSynced(p)
+  }
+
+  private onDelta(p: PeerState, delta: Delta, live: boolean, message: Uint8Array): void {
+    const { store, hlc, hooks } = this.init
+    const newest = newestTimestamp(delta)
+    if (newest) hlc.receive(newest) // throws ClockDriftError for a far-future peer: nothing is applied
+    const result = store.apply(delta, (o) => hooks.overwrite(o, p.id))
+    const changed = result.changed.length > 0 || result.advanced
+    if (changed) hooks.applied(result, deltaPayload(message), p.id)
+    if (live && changed) {
+      for (const other of this.peers.values()) if (other !== p) this.send(other, message)
+    }
+    this.send(p, encodeVectorMessage('ack', store.versionVector()))
+    for (const other of this.peers.values()) this.checkSynced(other)
+    this.notify()
+  }
+
+  private checkSynced(p: PeerState): void {
+    const now = this.inAgreement(p)
+    if (now && !p.synced) this.init.hooks.peerSynced(p.id)
+    p.synced = now
+    this.notify()
+  }
+}
+
+function newestTimestamp(delta: Delta): Timestamp | undefined {
+  let max: Timestamp | undefined
+  const see = (ts: Timestamp): void => {
+    if (!max || compareTimestamps(ts, max) > 0) max = ts
+  }
+  for (const rd of delta.records) {
+    if (rd.floor) see(rd.floor)
+    for (const f of rd.fields) see(f.ts)
+  }
+  for (const ts of delta.to.values()) see(ts)
+  return max
+}
+
+function countRegisters(delta: Delta): number {
+  let n = 0
+  for (const rd of delta.records) n += rd.fields.length + (rd.floor ? 1 : 0)
+  return n
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
+

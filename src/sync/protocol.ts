@@ -1,0 +1,293 @@
+/**
+ * The syncmesh sync protocol, version 1. This comment is the specification.
+ *
+ * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
+ *
+ *   frame := u8 version=1   u8 type   payload
+ *
+ * Types (integers are LEB128 varints; `vv` is a version vector: uint n, n × (string peer, uint wall, uint counter);
+ * `delta` is the delta format of crdt/delta.ts, which carries its own format version):
+ *
+ *   1 SYNC_REQUEST  vv                 "this is what I hold; send me what I lack". The receiver answers with DELTA
+ *                                      parts for everything newer than vv (or an ACK when there is nothing), and
+ *                                      sends its own SYNC_REQUEST when vv shows the requester holds something it lacks.
+ *   2 DELTA         u8 flags  delta    changes, idempotent. flags bit 0: a live change (forward it to your other
+ *                                      peers if it changed your state). After applying, the receiver ACKs.
+ *   3 ACK           vv                 "after your last message, this is what I hold". Never answered; it lets the
+ *                                      sender know the receiver's progress (status, sync()).
+ *   4 CHUNK         uint id  uint index  uint count  bytes   one piece of a message larger than the transport's
+ *                                      maxFrameSize; the pieces of `id` concatenated form one whole frame.
+ *   other                              ignored (room for later, backwards-compatible message types).
+ *
+ * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
+ * writes are coalesced per field and flushed once per tick as one live DELTA to every connected peer. Peers repeat
+ * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped; live deltas that changed
+ * state are forwarded once, so changes cross any connected topology (line, ring, star), not only a full mesh.
+ *
+ * Version vectors make deltas proportional to what changed, never to history: a delta holds each register newer
+ * than the receiver's vector entry for its origin. A delta larger than the message limit is cut into parts ordered
+ * by (origin, timestamp), never inside one timestamp; each part's `from`/`to` vectors let the receiver advance only
+ * over contiguous ranges, so a lost part is re-sent by the next anti-entropy round and never skipped.
+ *
+ * Limits: a reassembled message is at most `maxMessageBytes` (default 1 MiB); a peer may have at most
+ * {@link MAX_PENDING_MESSAGES} partial messages in flight. A frame with another version byte is refused with
+ * UnsupportedVersionError; malformed input with DecodeError; oversized with MessageTooLargeError.
+ */
+import { Reader, Writer } from '../../crdt/bytes.js'
+import { type Delta, type FieldDelta, type RecordDelta, decodeDelta, encodeDelta, readVersionVector, writeVersionVector } from '../../crdt/delta.js'
+import { DecodeError } from '../../crdt/errors.js'
+import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
+import type { VersionVector } from '../../crdt/version-vector.js'
+import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
+
+/** Version byte at the start of every frame. */
+export const PROTOCOL_VERSION = 1
+/** Default limit of a reassembled message, in bytes. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+/** Partial (chunked) messages a peer may have in flight; the oldest is dropped beyond this. */
+export const MAX_PENDING_MESSAGES = 8
+/** Bytes a CHUNK frame spends on its header at most. */
+const CHUNK_HEADER_BYTES = 2 + 3 * 8
+
+const enum Type {
+  SyncRequest = 1,
+  Delta = 2,
+  Ack = 3,
+  Chunk = 4,
+}
+
+/** A decoded protocol message. */
+export type Message =
+  | { readonly type: 'sync-request'; readonly vv: VersionVector }
+  | { readonly type: 'delta'; readonly live: boolean; readonly delta: Delta }
+  | { readonly type: 'ack'; readonly vv: VersionVector }
+
+/** Encodes a SYNC_REQUEST or ACK. */
+export function encodeVectorMessage(type: 'sync-request' | 'ack', vv: ReadonlyMap<string, Timestamp>): Uint8Array {
+  const w = new Writer(16 + 24 * vv.size)
+  w.u8(PROTOCOL_VERSION)
+  w.u8(type === 'ack' ? Type.Ack : Type.SyncRequest)
+  writeVersionVector(w, vv)
+  return w.finish()
+}
+
+/** Wraps an encoded delta (see crdt/delta.ts) as a DELTA message. */
+export function encodeDeltaMessage(deltaBytes: Uint8Array, live: boolean): Uint8Array {
+  const out = new Uint8Array(deltaBytes.length + 3)
+  out[0] = PROTOCOL_VERSION
+  out[1] = Type.Delta
+  out[2] = live ? 1 : 0
+  out.set(deltaBytes, 3)
+  return out
+}
+
+/** The delta bytes inside a DELTA message (what storage logs), without copying. */
+export function deltaPayload(message: Uint8Array): Uint8Array {
+  return message.subarray(3)
+}
+
+/** Decodes a whole (reassembled) message; returns undefined for message types this version does not know. */
+export function decodeMessage(bytes: Uint8Array): Message | undefined {
+  const r = new Reader(bytes)
+  checkVersion(r.u8())
+  const type = r.u8()
+  switch (type) {
+    case Type.SyncRequest:
+    case Type.Ack: {
+      const vv = readVersionVector(r)
+      if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a ${type === Type.Ack ? 'ACK' : 'SYNC_REQUEST'}`)
+      return { type: type === Type.Ack ? 'ack' : 'sync-request', vv }
+    }
+    case Type.Delta: {
+      const flags = r.u8()
+      return { type: 'delta', live: (flags & 1) === 1, delta: decodeDelta(bytes.subarray(3)) }
+    }
+    case Type.Chunk:
+      throw new DecodeError('a CHUNK frame cannot be nested inside a message')
+    default:
+      return undefined
+  }
+}
+
+function checkVersion(version: number): void {
+  if (version !== PROTOCOL_VERSION) {
+    throw new UnsupportedVersionError(`sync protocol version ${version} is not supported (this build speaks ${PROTOCOL_VERSION})`, version)
+  }
+}
+
+/** Cuts a message into frames of at most `maxFrameSize` bytes (one frame when it already fits). */
+export function toFrames(message: Uint8Array, maxFrameSize: number, id: number): Uint8Array[] {
+  if (message.length <= maxFrameSize) return [message]
+  const room = maxFrameSize - CHUNK_HEADER_BYTES
+  if (room < 16) throw new RangeError(`maxFrameSize ${maxFrameSize} is too small to carry chunks`)
+  const count = Math.ceil(message.length / room)
+  const frames: Uint8Array[] = []
+  for (let index = 0; index < count; index++) {
+    const piece = message.subarray(index * room, Math.min(message.length, (index + 1) * room))
+    const w = new Writer(piece.length + CHUNK_HEADER_BYTES)
+    w.u8(PROTOCOL_VERSION)
+    w.u8(Type.Chunk)
+    w.uint(id)
+    w.uint(index)
+    w.uint(count)
+    w.bytes(piece)
+    frames.push(w.finish())
+  }
+  return frames
+}
+
+interface Partial {
+  readonly count: number
+  readonly pieces: (Uint8Array | undefined)[]
+  received: number
+  bytes: number
+}
+
+/** Reassembles one peer's CHUNK frames into whole messages, within a size limit. */
+export class Reassembler {
+  private readonly partial = new Map<number, Partial>()
+
+  constructor(private readonly maxMessageBytes: number) {}
+
+  /**
+   * Takes one frame; returns a whole message when one is complete (a non-chunk frame is returned as it is),
+   * otherwise undefined. Throws DecodeError / MessageTooLargeError / UnsupportedVersionError on bad input.
+   */
+  push(frame: Uint8Array): Uint8Array | undefined {
+    if (frame.length < 2) throw new DecodeError(`frame of ${frame.length} bytes is too short`)
+    checkVersion(frame[0]!)
+    if (frame[1] !== Type.Chunk) {
+      if (frame.length > this.maxMessageBytes) {
+        throw new MessageTooLargeError(`message of ${frame.length} bytes exceeds the ${this.maxMessageBytes}-byte limit`, frame.length, this.maxMessageBytes)
+      }
+      return frame
+    }
+    const r = new Reader(frame)
+    r.pos = 2
+    const id = r.uint()
+    const index = r.uint()
+    const count = r.uint()
+    const piece = r.bytes()
+    if (!r.done) throw new DecodeError('trailing bytes after a CHUNK')
+    if (count < 2 || index >= count) throw new DecodeError(`bad CHUNK index ${index} of ${count}`)
+    if (count > this.maxMessageBytes) {
+      throw new MessageTooLargeError(`a message of ${count} chunks exceeds the ${this.maxMessageBytes}-byte limit`, count, this.maxMessageBytes)
+    }
+    let p = this.partial.get(id)
+    if (!p) {
+      if (this.partial.size >= MAX_PENDING_MESSAGES) this.partial.delete(this.partial.keys().next().value!)
+      p = { count, pieces: new Array(count), received: 0, bytes: 0 }
+      this.partial.set(id, p)
+    } else if (p.count !== count) {
+      this.partial.delete(id)
+      throw new DecodeError(`CHUNK ${id} changed its count from ${p.count} to ${count}`)
+    }
+    if (p.pieces[index] !== undefined) return undefined // a duplicate
+    p.bytes += piece.length
+    if (p.bytes > this.maxMessageBytes) {
+      this.partial.delete(id)
+      throw new MessageTooLargeError(`chunked message exceeds the ${this.maxMessageBytes}-byte limit`, p.bytes, this.maxMessageBytes)
+    }
+    p.pieces[index] = piece
+    if (++p.received < count) return undefined
+    this.partial.delete(id)
+    const out = new Uint8Array(p.bytes)
+    let at = 0
+    for (const part of p.pieces) {
+      out.set(part!, at)
+      at += part!.length
+    }
+    return out
+  }
+}
+
+interface Item {
+  readonly ts: Timestamp
+  readonly rd: RecordDelta
+  /** The field, or undefined for the record's floor. */
+  readonly field: FieldDelta | undefined
+}
+
+/**
+ * Encodes a delta as one or more self-contained DELTA payloads of at most `maxBytes` each (see the spec above:
+ * parts ordered by origin and timestamp, never cut inside one timestamp). Throws MessageTooLargeError when a single
+ * write is larger than `maxBytes` on its own.
+ */
+export function encodeDeltaParts(delta: Delta, maxBytes: number): Uint8Array[] {
+  const whole = encodeDelta(delta)
+  if (whole.length <= maxBytes) return [whole]
+  const items: Item[] = []
+  for (const rd of delta.records) {
+    if (rd.floor) items.push({ ts: rd.floor, rd, field: undefined })
+    for (const f of rd.fields) items.push({ ts: f.ts, rd, field: f })
+  }
+  items.sort((a, b) => (a.ts.peer === b.ts.peer ? compareTimestamps(a.ts, b.ts) : a.ts.peer < b.ts.peer ? -1 : 1))
+  const lastIndex = new Map<string, number>()
+  items.forEach((it, i) => lastIndex.set(it.ts.peer, i))
+  const parts: Uint8Array[] = []
+  const emit = (lo: number, hi: number): void => {
+    const bytes = encodeDelta(partOf(delta, items, lo, hi, lastIndex))
+    if (bytes.length <= maxBytes) {
+      parts.push(bytes)
+      return
+    }
+    const cut = cutPoint(items, lo, hi)
+    if (cut === undefined) {
+      throw new MessageTooLargeError(`a single write of ${bytes.length} bytes exceeds the ${maxBytes}-byte message limit`, bytes.length, maxBytes)
+    }
+    emit(lo, cut)
+    emit(cut, hi)
+  }
+  emit(0, items.length)
+  return parts
+}
+
+/** A split point near the middle of `[lo, hi)` that does not separate equal timestamps, or undefined. */
+function cutPoint(items: Item[], lo: number, hi: number): number | undefined {
+  const same = (i: number): boolean => compareTimestamps(items[i - 1]!.ts, items[i]!.ts) === 0
+  const mid = (lo + hi) >> 1
+  for (let d = 0; d < hi - lo; d++) {
+    const up = mid + d
+    if (up > lo && up < hi && !same(up)) return up
+    const down = mid - d
+    if (down > lo && down < hi && !same(down)) return down
+  }
+  return undefined
+}
+
+/** The part of `delta` made of items `[lo, hi)`, with the vectors that make it safe to apply on its own. */
+function partOf(delta: Delta, items: Item[], lo: number, hi: number, lastIndex: Map<string, number>): Delta {
+  const from: VersionVector = new Map()
+  const to: VersionVector = new Map()
+  const byRecord = new Map<RecordDelta, { floor?: Timestamp; deleted?: boolean; fields: FieldDelta[] }>()
+  for (let i = lo; i < hi; i++) {
+    const it = items[i]!
+    const origin = it.ts.peer
+    if (!to.has(origin)) {
+      const prev = i > 0 && items[i - 1]!.ts.peer === origin ? items[i - 1]!.ts : delta.from.get(origin)
+      if (prev) from.set(origin, prev)
+    }
+    to.set(origin, lastIndex.get(origin) === i ? (delta.to.get(origin) ?? it.ts) : it.ts)
+    let rec = byRecord.get(it.rd)
+    if (!rec) byRecord.set(it.rd, (rec = { fields: [] }))
+    if (it.field) rec.fields.push(it.field)
+    else {
+      rec.floor = it.rd.floor
+      rec.deleted = it.rd.deleted
+    }
+  }
+  if (lo === 0) {
+    // Origins whose writes were all superseded still advance; they ride in the first part.
+    for (const [origin, ts] of delta.to) {
+      if (lastIndex.has(origin)) continue
+      const f = delta.from.get(origin)
+      if (f) from.set(origin, f)
+      to.set(origin, ts)
+    }
+  }
+  const records: RecordDelta[] = []
+  for (const [rd, rec] of byRecord) {
+    records.push(rec.floor ? { collection: rd.collection, id: rd.id, floor: rec.floor, deleted: rec.deleted === true, fields: rec.fields } : { collection: rd.collection, id: rd.id, fields: rec.fields })
+  }
+  return { from, to, records }
+}

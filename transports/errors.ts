@@ -1,0 +1,36 @@
+/** Errors shared by every syncmesh transport. */
+import { SyncmeshError } from '../crdt/errors.js'
+
+
+/** Base class of the errors the in-memory transport throws. */
+export class TransportError extends SyncmeshError {
+  override readonly code: string = 'TRANSPORT'
+}
+
+/** `send` / `broadcast` was given a frame longer than the transport's `maxFrameSize`; nothing was sent. */
+export class FrameTooLargeError extends TransportError {
+  override readonly code: string = 'FRAME_TOO_LARGE'
+  constructor(
+    /** Length in bytes of the refused frame. */
+    readonly size: number,
+    /** The transport's `maxFrameSize`. */
+    readonly maxFrameSize: number,
+  ) {
+    super(`frame of ${size} bytes exceeds maxFrameSize ${maxFrameSize}`)
+  }
+}
+
+/** An operation is not allowed in the current state (e.g. `start()` on a started transport, `deliverNext()` in auto mode). */
+export class TransportStateError extends TransportError {
+  override readonly code: string = 'TRANSPORT_STATE'
+}
+
+/** `start()` was given a peer id that a started transport already uses in the same room. */
+export class PeerIdInUseError extends TransportError {
+  override readonly code: string = 'PEER_ID_IN_USE'
+}
+
+/** An invalid option or argument (a rate outside [0, 1], an empty room or peer id, an unknown event name, ...). */
+export class TransportArgumentError extends TransportError {
+  override readonly code: string = 'TRANSPORT_ARGUMENT'
+}
