@@ -4,6 +4,8 @@ export default defineConfig({
   entry: {
     'src/index': 'src/index.ts',
     'crdt/index': 'crdt/index.ts',
+    'transports/memory': 'transports/memory.ts',
+    'src/testkit/index': 'src/testkit/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
@@ -12,4 +14,5 @@ export default defineConfig({
   target: 'node20',
   splitting: true,
   treeshake: true,
+  external: ['fast-check'],
 })

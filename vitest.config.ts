@@ -1,11 +1,22 @@
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
+const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url))
+
 export default defineConfig({
+  resolve: {
+    // Examples and README snippets import the package by name; tests run them against the sources.
+    alias: [
+      { find: /^syncmesh\/crdt$/, replacement: here('./crdt/index.ts') },
+      { find: /^syncmesh\/testkit$/, replacement: here('./src/testkit/index.ts') },
+      { find: /^syncmesh\/transports\/(.*)$/, replacement: here('./transports/$1.ts') },
+      { find: /^syncmesh$/, replacement: here('./src/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts', 'property-tests/**/*.test.ts'],
-    testTimeout: 60_000,
+    testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    reporters: process.env.CI ? ['default'] : ['default'],
   },
 })

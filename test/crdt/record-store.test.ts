@@ -1,0 +1,226 @@
+import { describe, expect, it } from 'vitest'
+import {
+  DecodeError,
+  InvalidValueError,
+  LWWMap,
+  LWWRegister,
+  RecordStore,
+  type Timestamp,
+  decodeDelta,
+  decodeVersionVector,
+  encodeDelta,
+  encodeVersionVector,
+} from '../../crdt/index.js'
+
+const ts = (wall: number, peer = 'a', counter = 0): Timestamp => ({ wall, counter, peer })
+
+/** Brings `to` up to date with `from` through the wire codecs; returns the bytes exchanged. */
+function pull(from: RecordStore, to: RecordStore): number {
+  const req = encodeVersionVector(to.versionVector())
+  const msg = encodeDelta(from.changesSince(decodeVersionVector(req)))
+  to.apply(decodeDelta(msg))
+  return req.length + msg.length
+}
+
+describe('LWWRegister / LWWMap', () => {
+  it('keep the greatest timestamp; an exact tie goes to the greater value bytes, deterministically', () => {
+    const r = new LWWRegister<string>()
+    expect(r.set('x', ts(2))).toBe(true)
+    expect(r.set('old', ts(1))).toBe(false)
+    expect(r.value).toBe('x')
+    const a = new LWWRegister('apple', ts(5))
+    const b = new LWWRegister('banana', ts(5))
+    a.merge(b)
+    b.merge(new LWWRegister('apple', ts(5)))
+    expect(a.value).toBe('banana')
+    expect(b.value).toBe('banana')
+    expect(LWWRegister.from(a.state()).state()).toEqual(a.state())
+  })
+
+  it('resolves each key independently and reports exactly the keys whose visible value changed', () => {
+    const m1 = new LWWMap<number>()
+    const m2 = new LWWMap<number>()
+    m1.set('x', 1, ts(1))
+    m1.set('y', 1, ts(1))
+    m2.set('x', 2, ts(2))
+    m2.delete('y', ts(2))
+    m2.set('z', 3, ts(1, 'b'))
+    expect(m1.merge(m2).sort()).toEqual(['x', 'y', 'z'])
+    expect(m1.toObject()).toEqual({ x: 2, z: 3 })
+    expect(m1.has('y')).toBe(false)
+    expect(m1.timestampOf('y')).toEqual(ts(2))
+    expect(m1.merge(m2)).toEqual([])
+    expect(LWWMap.from(m1.state()).toObject()).toEqual(m1.toObject())
+  })
+
+  it('stays correct past the size where it switches to an index', () => {
+    const m = new LWWMap<number>()
+    for (let i = 0; i < 100; i++) m.set(`k${i}`, i, ts(1))
+    for (let i = 0; i < 100; i += 2) m.delete(`k${i}`, ts(2))
+    expect(m.keys().length).toBe(50)
+    expect(m.get('k51')).toBe(51)
+    expect(m.get('k50')).toBeUndefined()
+  })
+})
+
+describe('RecordStore semantics', () => {
+  it('put replaces the record: fields absent from it are removed', () => {
+    const s = new RecordStore()
+    s.put('c', 'r', { a: 1, b: 2 }, ts(1))
+    s.put('c', 'r', { a: 3 }, ts(2))
+    expect(s.get('c', 'r')).toEqual({ id: 'r', a: 3 })
+  })
+
+  it('put also erases older concurrent fields it never saw (replica-independent)', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.put('c', 'r', { x: 1 }, ts(5, 'a'))
+    b.update('c', 'r', { y: 1 }, ts(4, 'b')) // older than the put: erased by it
+    b.update('c', 'r', { z: 1 }, ts(6, 'b')) // newer: survives
+    pull(a, b)
+    pull(b, a)
+    expect(a.get('c', 'r')).toEqual({ id: 'r', x: 1, z: 1 })
+    expect(b.get('c', 'r')).toEqual(a.get('c', 'r'))
+  })
+
+  it('update patches; undefined removes a field; an unknown record is created', () => {
+    const s = new RecordStore()
+    s.update('c', 'r', { a: 1, b: 2 }, ts(1))
+    s.update('c', 'r', { b: undefined, c: 3 }, ts(2))
+    expect(s.get('c', 'r')).toEqual({ id: 'r', a: 1, c: 3 })
+  })
+
+  it('delete at D erases fields written ≤ D; a later write resurrects with only its own fields', () => {
+    const s = new RecordStore()
+    s.put('c', 'r', { a: 1, b: 2 }, ts(1))
+    s.delete('c', 'r', ts(3))
+    expect(s.get('c', 'r')).toBeUndefined()
+    s.update('c', 'r', { b: 9 }, ts(2)) // concurrent, older than the delete: stays erased
+    expect(s.get('c', 'r')).toBeUndefined()
+    s.update('c', 'r', { c: 4 }, ts(4))
+    expect(s.get('c', 'r')).toEqual({ id: 'r', c: 4 })
+  })
+
+  it('a concurrent update and delete resolve by timestamp, the same on every replica, in any order', () => {
+    for (const [dWall, uWall, visible] of [[5, 4, false], [4, 5, true]] as const) {
+      const a = new RecordStore()
+      const b = new RecordStore()
+      a.put('c', 'r', { x: 1, y: 1 }, ts(1))
+      pull(a, b)
+      a.delete('c', 'r', ts(dWall, 'a'))
+      b.update('c', 'r', { y: 2 }, ts(uWall, 'b'))
+      pull(a, b)
+      pull(b, a)
+      expect(a.get('c', 'r')).toEqual(visible ? { id: 'r', y: 2 } : undefined)
+      expect(b.get('c', 'r')).toEqual(a.get('c', 'r'))
+      expect(a.digest()).toBe(b.digest())
+    }
+  })
+
+  it('an exact-timestamp tie between different values (duplicate peer id) resolves the same everywhere', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.update('c', 'r', { f: 'from-a' }, ts(7, 'dup'))
+    b.update('c', 'r', { f: 'from-b' }, ts(7, 'dup'))
+    a.apply(b.changesSince(new Map()))
+    b.apply(a.changesSince(new Map()))
+    expect(a.get('c', 'r')).toEqual(b.get('c', 'r'))
+    // a delete beats a put at the same timestamp; a removal beats a value
+    const x = new RecordStore()
+    x.put('c', 'r', { f: 1 }, ts(9, 'dup'))
+    x.delete('c', 'r', ts(9, 'dup'))
+    const y = new RecordStore()
+    y.delete('c', 'r', ts(9, 'dup'))
+    y.put('c', 'r', { f: 1 }, ts(9, 'dup'))
+    expect(x.get('c', 'r')).toBeUndefined()
+    expect(y.get('c', 'r')).toBeUndefined()
+  })
+
+  it('refuses bad input before writing anything', () => {
+    const s = new RecordStore()
+    s.put('c', 'r', { a: 1 }, ts(1))
+    const digest = s.digest()
+    expect(() => s.put('c', 'r', { a: 2, b: () => 1 }, ts(2))).toThrow(InvalidValueError)
+    expect(() => s.update('c', 'r', { id: 'other' }, ts(2))).toThrow(/id field/)
+    expect(() => s.put('c', '', {}, ts(2))).toThrow(InvalidValueError)
+    expect(() => s.put('', 'r', {}, ts(2))).toThrow(InvalidValueError)
+    expect(() => s.update('c', 'r', null as unknown as object, ts(2))).toThrow(InvalidValueError)
+    expect(s.digest()).toBe(digest)
+    expect(s.get('c', 'r')).toEqual({ id: 'r', a: 1 })
+  })
+
+  it('a record put with only its id is visible', () => {
+    const s = new RecordStore()
+    s.put('c', 'r', { id: 'r' }, ts(1))
+    expect(s.get('c', 'r')).toEqual({ id: 'r' })
+    expect(s.ids('c')).toEqual(['r'])
+  })
+})
+
+describe('RecordStore sync and codec', () => {
+  it('sends only what the other lacks, and nothing once in sync', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    for (let i = 0; i < 1000; i++) a.put('c', `r${i}`, { n: i, s: 'text' }, ts(1, 'a', i))
+    pull(a, b)
+    for (let i = 0; i < 10; i++) a.update('c', `r${i}`, { n: -i }, ts(2, 'a', i))
+    const delta = a.changesSince(b.versionVector())
+    expect(delta.records.length).toBe(10)
+    expect(delta.records.every((r) => r.fields.length === 1 && !r.floor)).toBe(true)
+    pull(a, b)
+    const idle = a.changesSince(b.versionVector())
+    expect(idle.records).toEqual([])
+    expect(idle.to.size).toBe(0)
+    expect(a.digest()).toBe(b.digest())
+  })
+
+  it('apply is idempotent and order-independent', () => {
+    const a = new RecordStore()
+    a.put('c', 'r', { x: 1 }, ts(1))
+    a.delete('c', 'q', ts(2))
+    a.update('c', 'r', { y: 2 }, ts(3))
+    const d = a.changesSince(new Map())
+    const b = new RecordStore()
+    b.apply(d)
+    b.apply(d)
+    const c = new RecordStore()
+    c.apply({ ...d, records: [...d.records].reverse() })
+    expect(b.digest()).toBe(a.digest())
+    expect(c.digest()).toBe(a.digest())
+    expect(b.apply(d).changed).toEqual([])
+  })
+
+  it('digest is equal exactly when visible state is equal', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.put('c', 'r', { x: 0 }, ts(1))
+    b.put('c', 'r', { x: -0 }, ts(1))
+    expect(a.digest()).not.toBe(b.digest())
+    b.put('c', 'r', { x: 0 }, ts(2, 'b')) // same visible state, different timestamps
+    expect(a.digest()).toBe(b.digest())
+    expect(new RecordStore().digest()).toBe(new RecordStore().digest())
+  })
+
+  it('state round-trips through the binary codec, tombstones and floors included', () => {
+    const a = new RecordStore()
+    a.put('c', 'r1', { s: 'héllo\ud800', b: new Uint8Array([1, 2]), n: -0, f: NaN, o: { k: [1] } }, ts(1))
+    a.delete('c', 'r2', ts(2))
+    a.update('d', 'r3', { gone: undefined, kept: 1.25 }, ts(3, 'b'))
+    const b = RecordStore.decodeState(a.encodeState())
+    expect(b.digest()).toBe(a.digest())
+    expect(b.versionVector()).toEqual(a.versionVector())
+    expect(Object.is(b.get('c', 'r1')!.n, -0)).toBe(true)
+    // the delete floor survives: an older concurrent write stays erased after the round trip
+    b.update('c', 'r2', { late: true }, ts(1, 'z'))
+    expect(b.get('c', 'r2')).toBeUndefined()
+  })
+
+  it('a corrupt or truncated state is a DecodeError, never a partial store', () => {
+    const a = new RecordStore()
+    for (let i = 0; i < 50; i++) a.put('c', `r${i}`, { n: i, s: `s${i}` }, ts(i + 1))
+    const bytes = a.encodeState()
+    expect(() => RecordStore.decodeState(bytes.subarray(0, bytes.length - 3))).toThrow(DecodeError)
+    expect(() => RecordStore.decodeState(new Uint8Array([2, ...bytes.subarray(1)]))).toThrow(/version 2/)
+    expect(() => RecordStore.decodeState(new Uint8Array([...bytes, 0]))).toThrow(/trailing/)
+  })
+})

@@ -1,0 +1,33 @@
+import { createReplica, type Replica, type ReplicaInit } from '../../src/index.js'
+import { MemoryNetwork } from '../../transports/memory.js'
+
+/** Todo records used across the replica tests. */
+export interface Todo {
+  id: string
+  title?: string
+  done?: boolean
+  n?: number
+}
+
+/** N replicas on one in-memory network (auto delivery), named r0…rN-1. */
+export async function replicas(n: number, init: Partial<ReplicaInit> = {}, net = new MemoryNetwork({ seed: 7 })): Promise<{ net: MemoryNetwork; rs: Replica[] }> {
+  const rs: Replica[] = []
+  for (let i = 0; i < n; i++) rs.push(await createReplica({ peerId: `r${i}`, transports: [net.transport()], antiEntropyMs: 0, ...init }))
+  return { net, rs }
+}
+
+/** Collects every event of a kind. */
+export function record<T>(subscribe: (fn: (x: T) => void) => unknown): T[] {
+  const out: T[] = []
+  subscribe((x) => out.push(x))
+  return out
+}
+
+/** Waits until `cond` holds (polling), or fails after `ms`. */
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 2))
+  }
+}
