@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidValueError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
-import type { Overwrite, StoredRecord } from '../crdt/record-store.js'
+import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
 import { type Value, encodeValue } from '../crdt/value.js'
@@ -205,7 +205,7 @@ export class ReplicaImpl implements Replica {
           const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
         },
-        overwrite: (o) => this.onOverwrite(o),
+        conflict: (o) => this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser }),
         peerJoin: (peer) => this.emit('peer:join', peer),
         peerLeave: (peer) => this.emit('peer:leave', peer),
         peerSynced: (peer) => this.emit('sync', peer),
@@ -343,11 +343,6 @@ export class ReplicaImpl implements Replica {
     if (size > limit) {
       throw new MessageTooLargeError(`record ${JSON.stringify(id)}: a write of ~${size} bytes exceeds the ${limit}-byte limit (maxMessageBytes)`, size, limit)
     }
-  }
-
-  private onOverwrite(o: Overwrite): void {
-    if (o.winner.timestamp.peer === o.loser.timestamp.peer) return // one peer's own later write: not a conflict
-    this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser })
   }
 
   private emitChanges(events: RecordChangeEvent[]): void {

@@ -8,7 +8,7 @@ import { ClockDriftError, ClockOverflowError, SyncmeshError } from '../../crdt/e
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
-import { type VersionVector, covers } from '../../crdt/version-vector.js'
+import { type VersionVector, covers, isNewer } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { SyncTimeoutError } from '../errors.js'
 import {
@@ -25,8 +25,11 @@ import {
 export interface EngineHooks {
   /** A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. */
   applied(result: ApplyResult, bytes: Uint8Array, from: PeerId): void
-  /** Two different values met on a field while applying a peer's delta. */
-  overwrite(o: Overwrite, from: PeerId): void
+  /**
+   * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
+   * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
+   */
+  conflict(o: Overwrite): void
   peerJoin(peer: PeerId): void
   peerLeave(peer: PeerId): void
   /** A peer now holds exactly what we hold. */
@@ -77,6 +80,7 @@ export class SyncEngine {
   private nextMessageId = 1
   private waiters = new Set<() => void>()
   private stopped = false
+  private readonly reported = new Set<string>()
 
   constructor(private readonly init: EngineInit) {}
 
@@ -259,7 +263,12 @@ export class SyncEngine {
     const { store, hlc, hooks } = this.init
     const newest = newestTimestamp(delta)
     if (newest) hlc.receive(newest) // throws ClockDriftError for a far-future peer: nothing is applied
-    const result = store.apply(delta, (o) => hooks.overwrite(o, p.id))
+    const held = store.versionVector()
+    const result = store.apply(delta, (o) => {
+      // A loser we already held was reported when it first lost; one arriving again (forwarded, duplicated) is not news.
+      if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
+      if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
+    })
     const changed = result.changed.length > 0 || result.advanced
     if (changed) hooks.applied(result, deltaPayload(message), p.id)
     if (live && changed) {
@@ -270,12 +279,29 @@ export class SyncEngine {
     this.notify()
   }
 
+  /** Remembers recent conflict reports so that a value arriving twice during a gap is reported once. */
+  private firstReport(o: Overwrite): boolean {
+    const l = o.loser.timestamp
+    const key = `${o.collection.length}:${o.collection}${o.id.length}:${o.id}${o.field}\u0000${l.wall}:${l.counter}:${l.peer}`
+    if (this.reported.has(key)) return false
+    this.reported.add(key)
+    if (this.reported.size > 4096) this.reported.delete(this.reported.values().next().value!)
+    return true
+  }
+
   private checkSynced(p: PeerState): void {
     const now = this.inAgreement(p)
     if (now && !p.synced) this.init.hooks.peerSynced(p.id)
     p.synced = now
     this.notify()
   }
+}
+
+function isConflict(o: Overwrite, sender: PeerState): boolean {
+  const writer = o.winner.timestamp.peer
+  if (writer === o.loser.timestamp.peer) return false
+  const senderSawLoser = sender.theirs !== undefined && !isNewer(sender.theirs, o.loser.timestamp)
+  return !(!o.incomingLost && writer === sender.id && senderSawLoser)
 }
 
 function newestTimestamp(delta: Delta): Timestamp | undefined {
