@@ -66,6 +66,9 @@ export interface RecordRef {
   readonly id: string
 }
 
+/** Reused across calls (encoding never re-enters itself); `finish()` hands out an exact-size copy. */
+let scratch = new Writer(4096)
+
 /** Encodes a delta (or a full snapshot) in the format above. */
 export function encodeDelta(delta: Delta): Uint8Array {
   const peers = new Map<string, number>()
@@ -91,7 +94,8 @@ export function encodeDelta(delta: Delta): Uint8Array {
   if (peers.size > MAX_DELTA_PEERS) throw new RangeError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
   if (peers.size === 0) baseWall = 0
   const nPeers = peers.size
-  const w = new Writer(1024)
+  const w = scratch
+  w.pos = 0
   const writeTs = (ts: Timestamp): void => {
     w.uint(ts.wall - baseWall)
     w.uint(ts.counter * nPeers + peers.get(ts.peer)!)
@@ -128,7 +132,9 @@ export function encodeDelta(delta: Delta): Uint8Array {
       }
     }
   }
-  return w.finish()
+  const out = w.finish()
+  if (out.length > 1 << 20) scratch = new Writer(4096) // do not pin a snapshot-sized buffer for the process's life
+  return out
 }
 
 function sharedPrefix(a: string, b: string): number {

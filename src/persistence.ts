@@ -23,11 +23,15 @@ const PEER_KEY = ['meta', 'peer']
 /** Options of the persistence layer. */
 export interface PersistenceInit {
   /**
-   * Compact once this many log entries accumulate.
-   * @default 512
+   * Compact once this many log entries accumulate (compaction also runs once the log outgrows the last snapshot,
+   * which keeps its cost amortised: each byte of state is rewritten a bounded number of times).
+   * @default 10_000
    */
   compactAfterEntries?: number
 }
+
+/** The log may grow to this many bytes before it is compacted, however small the snapshot. */
+const MIN_COMPACT_BYTES = 256 * 1024
 
 const seqKey = (kind: 'log' | 'snapshot', seq: number): string[] => [kind, seq.toString().padStart(16, '0')]
 
@@ -64,6 +68,8 @@ function parseSeq(key: string[]): number {
 export class Persistence {
   private seq: number
   private logCount: number
+  private logBytes = 0
+  private snapshotBytes: number
   private readonly compactAfter: number
   private queue: Promise<void> = Promise.resolve()
   private failed: unknown
@@ -72,11 +78,13 @@ export class Persistence {
     private readonly storage: Storage,
     seq: number,
     logCount: number,
+    snapshotBytes: number,
     init: PersistenceInit,
   ) {
     this.seq = seq
     this.logCount = logCount
-    this.compactAfter = init.compactAfterEntries ?? 512
+    this.snapshotBytes = snapshotBytes
+    this.compactAfter = init.compactAfterEntries ?? 10_000
   }
 
   /** Opens the state held in `storage` (empty when new). Throws StorageCorruptError on bad data. */
@@ -100,7 +108,7 @@ export class Persistence {
       seq = n
       logCount++
     }
-    return { persistence: new Persistence(storage, seq, logCount, init), store, peerId }
+    return { persistence: new Persistence(storage, seq, logCount, latest?.data.length ?? 0, init), store, peerId }
   }
 
   /** Records the replica's peer id. */
@@ -112,8 +120,10 @@ export class Persistence {
   append(delta: Uint8Array, store: RecordStore): Promise<void> {
     const seq = ++this.seq
     const done = this.enqueue(() => this.storage.save(seqKey('log', seq), wrap(delta)))
-    if (++this.logCount >= this.compactAfter) {
+    this.logBytes += delta.length
+    if (++this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes)) {
       this.logCount = 0
+      this.logBytes = 0
       void this.enqueue(() => this.compact(store, seq)).catch(() => {})
     }
     return done
@@ -126,7 +136,9 @@ export class Persistence {
 
   private async compact(store: RecordStore, upTo: number): Promise<void> {
     const old = await this.storage.loadRange(['snapshot'])
-    await this.storage.save(seqKey('snapshot', upTo), wrap(store.encodeState()))
+    const snapshot = wrap(store.encodeState())
+    this.snapshotBytes = snapshot.length
+    await this.storage.save(seqKey('snapshot', upTo), snapshot)
     for (const { key } of old) if (parseSeq(key) < upTo) await this.storage.remove(key)
     for (const { key } of await this.storage.loadRange(['log'])) if (parseSeq(key) <= upTo) await this.storage.remove(key)
   }

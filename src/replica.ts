@@ -54,8 +54,8 @@ export interface ReplicaInit {
    */
   antiEntropyMs?: number
   /**
-   * Compact the storage log once this many entries accumulate.
-   * @default 512
+   * Compact the storage log once this many entries accumulate (it is also compacted once it outgrows the snapshot).
+   * @default 10_000
    */
   compactAfterEntries?: number
 }

@@ -119,6 +119,7 @@ export class SyncEngine {
 
   /** Sends a batch of local changes (already encoded) to every connected peer. */
   broadcastLive(parts: readonly Uint8Array[]): void {
+    if (this.peers.size === 0) return
     for (const part of parts) {
       const message = encodeDeltaMessage(part, true)
       for (const p of this.peers.values()) this.send(p, message)
