@@ -66,7 +66,7 @@ export interface RecordRef {
   readonly id: string
 }
 
-/** Reused across calls (encoding never re-enters itself); `finish()` hands out an exact-size copy. */
+/** Reused across calls for small deltas (encoding never re-enters itself); `finish()` hands out an exact-size copy. */
 let scratch = new Writer(4096)
 
 /** Encodes a delta (or a full snapshot) in the format above. */
@@ -133,7 +133,7 @@ export function encodeDelta(delta: Delta): Uint8Array {
     }
   }
   const out = w.finish()
-  if (out.length > 1 << 20) scratch = new Writer(4096) // do not pin a snapshot-sized buffer for the process's life
+  if (out.length > 1 << 16) scratch = new Writer(4096) // keep the buffer for small live deltas, not for snapshots
   return out
 }
 

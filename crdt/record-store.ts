@@ -79,22 +79,37 @@ class RecordEntry extends LWWMap<Value> {
     return out as StoredRecord
   }
 
-  /** Appends the registers `vv` does not cover to `fields`. */
+  /** Appends the registers `vv` does not cover to `fields` (allocating only for those). */
   collect(vv: ReadonlyMap<string, Timestamp>, fields: FieldDelta[]): void {
     const cells = this.cells
+    const clock = this.clock
     for (let s = 0; s < cells.length / 3; s++) {
-      const ts = this.stampAt(s)
-      if (isNewer(vv, ts)) {
-        fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts })
+      const peer = cells[3 * s + 2] as string
+      const seen = vv.get(peer)
+      if (seen !== undefined) {
+        const w = clock[2 * s]!
+        const c = clock[2 * s + 1]!
+        if (w < seen.wall || (w === seen.wall && c <= seen.counter)) continue
       }
+      fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts: this.stampAt(s) })
     }
   }
 
-  /** The held register of a field, for conflict reports. */
-  register(name: string): { value: Value | undefined; timestamp: Timestamp } | undefined {
-    const s = this.slot(name)
-    return s < 0 ? undefined : { value: this.cells[3 * s + 1] as Value | undefined, timestamp: this.stampAt(s) }
+  /** The slot of a field, or -1. */
+  slotOf(name: string): number {
+    return this.slot(name)
   }
+
+  /** The value held in a slot. */
+  valueAt(s: number): Value | undefined {
+    return this.cells[3 * s + 1] as Value | undefined
+  }
+
+  /** The timestamp of a slot. */
+  stampOf(s: number): Timestamp {
+    return this.stampAt(s)
+  }
+
 }
 
 /**
@@ -215,19 +230,24 @@ export class RecordStore {
       const wasVisible = entry.visible()
       let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
       for (const f of rd.fields) {
-        const before = entry.register(f.name)
+        const slot = entry.slotOf(f.name)
+        const old = slot < 0 ? undefined : entry.valueAt(slot)
+        const differs = slot >= 0 && !valuesEqual(old, f.value)
+        const oldTs = differs && onOverwrite ? entry.stampOf(slot) : undefined
         const won = entry.writeField(f.name, f.value, f.ts)
-        if (!before || valuesEqual(before.value, f.value)) {
-          if (won && !before) touched ||= f.value !== undefined
+        if (slot < 0) {
+          if (won && f.value !== undefined) touched = true
           continue
         }
+        if (!differs) continue
         if (won) touched = true
-        if (onOverwrite) {
+        if (oldTs && onOverwrite) {
+          const held = { value: old, timestamp: oldTs }
           const incoming = { value: f.value, timestamp: f.ts }
           onOverwrite(
             won
-              ? { collection, id, field: f.name, winner: incoming, loser: before, incomingLost: false }
-              : { collection, id, field: f.name, winner: before, loser: incoming, incomingLost: true },
+              ? { collection, id, field: f.name, winner: incoming, loser: held, incomingLost: false }
+              : { collection, id, field: f.name, winner: held, loser: incoming, incomingLost: true },
           )
         }
       }
@@ -295,6 +315,9 @@ function checkRef(collection: string, id: string): void {
   if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
 }
 
+/** Reused by every write (writes never re-enter the store), so a one-field update allocates no array. */
+const fieldScratch: unknown[] = []
+
 /**
  * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Returns
  * `[name, value, name, value, …]`; with `removals`, `undefined` values are kept (they remove the field).
@@ -304,7 +327,8 @@ function normalizeFields(collection: string, id: string, fields: object, removal
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) {
     throw new InvalidValueError(`record ${JSON.stringify(id)}: fields must be a plain object`)
   }
-  const out: unknown[] = []
+  const out = fieldScratch
+  out.length = 0
   for (const name of Object.keys(fields)) {
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
