@@ -6,6 +6,9 @@ export default defineConfig({
     'crdt/index': 'crdt/index.ts',
     'transports/memory': 'transports/memory.ts',
     'src/testkit/index': 'src/testkit/index.ts',
+    'src/storage/level': 'src/storage/level.ts',
+    'src/storage/indexeddb': 'src/storage/indexeddb.ts',
+    'src/storage/redis': 'src/storage/redis.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
@@ -14,5 +17,5 @@ export default defineConfig({
   target: 'node20',
   splitting: true,
   treeshake: true,
-  external: ['fast-check'],
+  external: ['fast-check', 'classic-level', 'redis'],
 })
