@@ -138,11 +138,22 @@ export interface Replica {
 /** Creates a replica: loads its state from storage (readable at once), then joins its room on every transport. */
 export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
   const storage = init.storage ?? new MemoryStorage()
-  const { persistence, store, peerId: storedId } = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
-  const peerId = init.peerId ?? storedId ?? randomPeerId()
-  if (peerId !== storedId) await persistence.savePeerId(peerId)
-  const replica = new ReplicaImpl(peerId, store, persistence, storage, init)
-  await replica.start()
+  let replica: ReplicaImpl
+  try {
+    const { persistence, store, peerId: storedId } = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
+    const peerId = init.peerId ?? storedId ?? randomPeerId()
+    if (peerId !== storedId) await persistence.savePeerId(peerId)
+    replica = new ReplicaImpl(peerId, store, persistence, storage, init)
+  } catch (err) {
+    await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
+    throw err
+  }
+  try {
+    await replica.start()
+  } catch (err) {
+    await replica.close().catch(() => {})
+    throw err
+  }
   return replica
 }
 

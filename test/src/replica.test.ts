@@ -311,8 +311,15 @@ describe('storage', () => {
     const err = await createReplica({ storage: s2 }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(StorageCorruptError)
     expect((err as StorageCorruptError).key).toEqual(log!.key)
-    await s2.save(log!.key, bad.subarray(0, 5))
-    await expect(createReplica({ storage: s2 })).rejects.toThrow(/truncated/)
+    await reopen(s2).save(log!.key, bad.subarray(0, 5))
+    await expect(createReplica({ storage: reopen(s2) })).rejects.toThrow(/truncated/)
+  })
+
+  it('closes its storage when it fails to open (no leaked connections)', async () => {
+    const s = new MemoryStorage()
+    await s.save(['meta', 'peer'], new Uint8Array([9, 9]))
+    await expect(createReplica({ storage: s })).rejects.toThrow(StorageCorruptError)
+    await expect(s.load(['meta', 'peer'])).rejects.toThrow(/closed/)
   })
 })
 
