@@ -67,23 +67,25 @@ function parseSeq(key: string[]): number {
 /** Loads and appends a replica's state; every write goes through one queue so the log keeps apply order. */
 export class Persistence {
   private seq: number
+  /** Log entries written since the current snapshot (they hold what it lacks). */
   private logCount: number
   private logBytes = 0
   private snapshotBytes: number
+  /** Keys that a snapshot has made redundant: removed after the next snapshot is durable. */
+  private obsolete: string[][]
   private readonly compactAfter: number
   private queue: Promise<void> = Promise.resolve()
   private failed: unknown
 
   private constructor(
     private readonly storage: Storage,
-    seq: number,
-    logCount: number,
-    snapshotBytes: number,
+    state: { seq: number; logCount: number; snapshotBytes: number; obsolete: string[][] },
     init: PersistenceInit,
   ) {
-    this.seq = seq
-    this.logCount = logCount
-    this.snapshotBytes = snapshotBytes
+    this.seq = state.seq
+    this.logCount = state.logCount
+    this.snapshotBytes = state.snapshotBytes
+    this.obsolete = state.obsolete
     this.compactAfter = init.compactAfterEntries ?? 10_000
   }
 
@@ -95,6 +97,7 @@ export class Persistence {
     let covered = -1
     const snapshots = await storage.loadRange(['snapshot'])
     const latest = snapshots.at(-1)
+    const obsolete = snapshots.slice(0, -1).map((e) => e.key) // left behind by a crash during compaction
     if (latest) {
       covered = parseSeq(latest.key)
       store = decodeOrCorrupt(latest.key, () => RecordStore.decodeState(unwrap(latest.key, latest.data)))
@@ -103,12 +106,18 @@ export class Persistence {
     let logCount = 0
     for (const { key, data } of await storage.loadRange(['log'])) {
       const n = parseSeq(key)
-      if (n <= covered) continue // left behind by a crash during compaction; removed at the next one
+      if (n <= covered) {
+        obsolete.push(key) // the snapshot already holds it (a crash during compaction)
+        continue
+      }
       decodeOrCorrupt(key, () => store.apply(decodeDelta(unwrap(key, data))))
       seq = n
       logCount++
+      obsolete.push(key)
     }
-    return { persistence: new Persistence(storage, seq, logCount, latest?.data.length ?? 0, init), store, peerId }
+    if (latest) obsolete.push(latest.key)
+    const persistence = new Persistence(storage, { seq, logCount, snapshotBytes: latest?.data.length ?? 0, obsolete }, init)
+    return { persistence, store, peerId }
   }
 
   /** Records the replica's peer id. */
@@ -118,13 +127,17 @@ export class Persistence {
 
   /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */
   append(delta: Uint8Array, store: RecordStore): Promise<void> {
-    const seq = ++this.seq
-    const done = this.enqueue(() => this.storage.save(seqKey('log', seq), wrap(delta)))
+    const key = seqKey('log', ++this.seq)
+    const done = this.enqueue(() => this.storage.save(key, wrap(delta)))
+    this.obsolete.push(key)
     this.logBytes += delta.length
     if (++this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes)) {
+      const upTo = this.seq
+      const redundant = this.obsolete
+      this.obsolete = []
       this.logCount = 0
       this.logBytes = 0
-      void this.enqueue(() => this.compact(store, seq)).catch(() => {})
+      void this.enqueue(() => this.compact(store, upTo, redundant)).catch(() => {})
     }
     return done
   }
@@ -134,13 +147,14 @@ export class Persistence {
     return this.enqueue(async () => {})
   }
 
-  private async compact(store: RecordStore, upTo: number): Promise<void> {
-    const old = await this.storage.loadRange(['snapshot'])
+  /** Writes a snapshot covering log entries ≤ `upTo`, then (only then) removes what it replaces. */
+  private async compact(store: RecordStore, upTo: number, redundant: string[][]): Promise<void> {
+    const key = seqKey('snapshot', upTo)
     const snapshot = wrap(store.encodeState())
     this.snapshotBytes = snapshot.length
-    await this.storage.save(seqKey('snapshot', upTo), snapshot)
-    for (const { key } of old) if (parseSeq(key) < upTo) await this.storage.remove(key)
-    for (const { key } of await this.storage.loadRange(['log'])) if (parseSeq(key) <= upTo) await this.storage.remove(key)
+    await this.storage.save(key, snapshot)
+    this.obsolete.push(key)
+    for (const k of redundant) await this.storage.remove(k)
   }
 
   private enqueue(task: () => Promise<void>): Promise<void> {

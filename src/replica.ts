@@ -2,6 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidValueError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
+import type { RecordRef } from '../crdt/delta.js'
 import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
@@ -184,7 +185,8 @@ export class ReplicaImpl implements Replica {
   private readonly listeners: Listeners = { change: new Set(), 'peer:join': new Set(), 'peer:leave': new Set(), sync: new Set(), conflict: new Set(), error: new Set() }
   private readonly collections = new Map<string, CollectionImpl<RecordShape>>()
   private readonly maxMessageBytes: number
-  private dirty = new Map<string, { collection: string; id: string }>()
+  /** Records written since the last flush, per collection. */
+  private dirty = new Map<string, Set<string>>()
   private batch: Batch | undefined
   private lastFlushed: Timestamp | undefined
   private pendingWrites = 0
@@ -213,6 +215,7 @@ export class ReplicaImpl implements Replica {
       hooks: {
         applied: (result, bytes) => {
           this.persistence.append(bytes, this.store).catch((err) => this.emit('error', asError(err), {}))
+          if (this.listeners.change.size === 0) return
           const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
         },
@@ -271,13 +274,16 @@ export class ReplicaImpl implements Replica {
     this.checkOpen()
     if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('a record needs a non-empty string id')
     if (fields !== undefined) this.checkSize(id, fields)
-    const existed = this.store.has(collection, id)
+    const observed = this.listeners.change.size > 0 // change events cost a materialised record: only when heard
+    const existed = observed && this.store.has(collection, id)
     const ts = this.hlc.now()
     if (kind === 'put') this.store.put(collection, id, fields!, ts)
     else if (kind === 'update') this.store.update(collection, id, fields!, ts)
     else this.store.delete(collection, id, ts)
-    const event = this.changeEvent(collection, id, existed, 'local')
-    if (event) this.emitChanges([event])
+    if (observed) {
+      const event = this.changeEvent(collection, id, existed, 'local')
+      if (event) this.emitChanges([event])
+    }
     return this.markDirty(collection, id)
   }
 
@@ -297,7 +303,9 @@ export class ReplicaImpl implements Replica {
   }
 
   private markDirty(collection: string, id: string): Promise<void> {
-    this.dirty.set(`${collection.length}:${collection}${id}`, { collection, id })
+    let ids = this.dirty.get(collection)
+    if (!ids) this.dirty.set(collection, (ids = new Set()))
+    ids.add(id)
     this.pendingWrites++
     if (!this.batch) {
       let resolve!: () => void
@@ -318,7 +326,8 @@ export class ReplicaImpl implements Replica {
     const batch = this.batch
     if (!batch) return
     this.batch = undefined
-    const refs = [...this.dirty.values()]
+    const refs: RecordRef[] = []
+    for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
     this.dirty = new Map()
     try {
       const base = this.store.versionVector()
@@ -346,7 +355,8 @@ export class ReplicaImpl implements Replica {
 
   private checkSize(id: string, fields: object): void {
     let size = 0
-    for (const v of Object.values(fields)) {
+    for (const key in fields) {
+      const v = (fields as Record<string, unknown>)[key]
       if (typeof v === 'string') size += v.length * 3
       else if (typeof v === 'object' && v !== null) size += v instanceof Uint8Array ? v.length : encodedSize(v)
     }
