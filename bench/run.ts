@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: runs each selected (system, workload) BENCH_RUNS times (default 3), every run in a fresh worker
  * process, prints a markdown report of the medians and writes the raw results to `.bench-results/latest.json`.
- *   tsx bench/run.ts [--only W1,W2] [--systems syncmesh,yjs]     env: BENCH_RUNS, BENCH_SCALE, BENCH_SEED
+ *   tsx bench/run.ts [--only W1,W2,API] [--systems syncmesh,yjs]     env: BENCH_RUNS, BENCH_SCALE, BENCH_SEED
  */
 import { spawnSync } from 'node:child_process'
 import { buildSync } from 'esbuild'
@@ -14,7 +14,7 @@ import { scaledSizes } from './data.js'
 import { errorMessage, oneOf, type WorkerResult } from './protocol.js'
 import { cellKey, renderReport, type Problem } from './report.js'
 import { SYSTEM_NAMES, type SystemName } from './systems/types.js'
-import { WORKLOADS, type Metrics, type WorkloadName } from './workloads.js'
+import { FROM_W1_STATES, WORKLOADS, type Metrics, type WorkloadName } from './workloads.js'
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.dirname(BENCH_DIR)
@@ -153,8 +153,10 @@ function readConfig(): Config {
 
 /** Runs every (run, system, workload) in order, one worker process each, logging progress to stderr. */
 function runAll({ workloads, systems, runs, scale, seed }: Config): RunRecord[] {
-  // W2–W4 start from the states W1 wrote in the same run, so W1 always runs first (reported only if selected).
-  const plan: WorkloadName[] = workloads.includes('W1') ? workloads : ['W1', ...workloads]
+  // W2–W4 start from the states W1 wrote in the same run, so W1 runs first whenever one of them is selected (it is
+  // reported only if selected too). API needs no states.
+  const needsW1 = !workloads.includes('W1') && workloads.some((w) => FROM_W1_STATES.has(w))
+  const plan: WorkloadName[] = needsW1 ? ['W1', ...workloads] : workloads
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'syncmesh-bench-'))
   const records: RunRecord[] = []
   const unavailable = new Set<SystemName>()
@@ -168,7 +170,10 @@ function runAll({ workloads, systems, runs, scale, seed }: Config): RunRecord[] 
         for (const workload of plan) {
           if (skipped.has(cellKey(system, workload))) continue
           const t0 = Date.now()
-          const result = w1Failure ? blockedBy(w1Failure, workload) : runWorker(system, workload, seed, scale, states)
+          const result =
+            w1Failure && FROM_W1_STATES.has(workload)
+              ? blockedBy(w1Failure, workload)
+              : runWorker(system, workload, seed, scale, states)
           records.push({ ...result, run, wallMs: Date.now() - t0 })
           const seconds = ((Date.now() - t0) / 1000).toFixed(1)
           const outcome = result.metrics ? 'ok' : `${result.unavailable ?? result.skipped ?? result.error}`

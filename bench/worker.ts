@@ -1,7 +1,8 @@
 /**
  * Runs ONE workload for ONE system in this (fresh) process and prints one JSON line ({@link WorkerResult}):
  *   node --expose-gc --import tsx bench/worker.ts --system yjs --workload W1 --seed 1 --states /tmp/x/yjs
- * W1 writes `<states>.inserts` and `<states>.final`; W2–W4 (same system, seed and scale) start from them.
+ * W1 writes `<states>.inserts` and `<states>.final`; W2–W4 (same system, seed and scale) start from them. API needs
+ * no states (it still requires `--states`, unused).
  * Exit code 0 with `metrics` (or `skipped`); 1 with `error` on failure; 2 with `unavailable` if the system cannot load.
  */
 import { parseArgs } from 'node:util'
@@ -9,7 +10,7 @@ import { scaledSizes } from './data.js'
 import { errorMessage, oneOf, type WorkerResult } from './protocol.js'
 import { loadSystem } from './systems/index.js'
 import { SYSTEM_NAMES, type System } from './systems/types.js'
-import { NEEDS_SYNC, RUNNERS, WORKLOADS } from './workloads.js'
+import { RUNNERS, WORKLOADS, skipReason } from './workloads.js'
 
 function emit(result: WorkerResult, exitCode: number): number {
   process.stdout.write(JSON.stringify(result) + '\n')
@@ -39,11 +40,10 @@ async function main(): Promise<number> {
   } catch (err) {
     return emit({ ...result, unavailable: errorMessage(err) }, 2)
   }
-  if (NEEDS_SYNC.has(result.workload) && !system.sync) {
-    return emit({ ...result, skipped: `${system.name} has no replication` }, 0)
-  }
+  const skipped = skipReason(result.workload, system)
+  if (skipped !== undefined) return emit({ ...result, skipped }, 0)
   try {
-    const metrics = RUNNERS[result.workload]({
+    const metrics = await RUNNERS[result.workload]({
       system,
       sizes: scaledSizes(result.scale),
       seed: result.seed,

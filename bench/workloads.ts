@@ -1,13 +1,14 @@
 /**
- * The four workloads of the spec, written once against the {@link System} interface. Each returns flat numeric
- * metrics; the worker prints them and the orchestrator takes medians.
+ * The workloads of the spec: W1–W4, written once against the {@link System} interface, and API, which drives
+ * syncmesh's public replica API (bench/api.ts). Each returns flat numeric metrics; the worker prints them and the
+ * orchestrator takes medians.
  */
 import { readFileSync, writeFileSync } from 'node:fs'
 import { FIELDS, makeRecords, makeUpdates, recordId, rng, type Sizes } from './data.js'
 import type { Replica, Sync, System } from './systems/types.js'
 
 /** The workloads, in table order. */
-export const WORKLOADS = ['W1', 'W2', 'W3', 'W4'] as const
+export const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'API'] as const
 
 /** Name of one workload. */
 export type WorkloadName = (typeof WORKLOADS)[number]
@@ -15,11 +16,23 @@ export type WorkloadName = (typeof WORKLOADS)[number]
 /** Workloads that need replication; systems without `sync` (the floor) skip them. */
 export const NEEDS_SYNC: ReadonlySet<WorkloadName> = new Set(['W3', 'W4'])
 
+/** Workloads that start from the state files W1 writes in the same run (W1 then runs first, selected or not). */
+export const FROM_W1_STATES: ReadonlySet<WorkloadName> = new Set(['W2', 'W3', 'W4'])
+
+/** Why `system` does not run `workload` (the cell is reported n/a), or undefined if it does. */
+export function skipReason(workload: WorkloadName, system: System): string | undefined {
+  if (NEEDS_SYNC.has(workload) && !system.sync) return `${system.name} has no replication`
+  if (workload === 'API' && system.name !== 'syncmesh' && system.name !== 'floor') {
+    return 'API measures syncmesh’s own replica API; no counterpart is measured'
+  }
+  return undefined
+}
+
 /** Flat numeric results of one (system, workload, run). */
 export type Metrics = Record<string, number>
 
 /** Random-stream ids: one per data set, so every system sees exactly the same records and updates. */
-const STREAM = { records: 1, w1Updates: 2, w3Updates: 10, w4Fresh: 20, w4After: 21 } as const
+export const STREAM = { records: 1, w1Updates: 2, w3Updates: 10, w4Fresh: 20, w4After: 21 } as const
 /** W3 replica count. */
 const W3_REPLICAS = 4
 /** W3 gives up (and fails) if the replicas have not converged after this many full pairwise rounds. */
@@ -40,7 +53,7 @@ export interface WorkloadContext {
 }
 
 /** MB (10^6 bytes) of JS heap used + array buffers + the system's memory outside the JS heap, after two full GCs. */
-function heapAfterGcMB(system: System): { heapMB: number; outsideHeapMB: number } {
+export function heapAfterGcMB(system: System): { heapMB: number; outsideHeapMB: number } {
   if (!globalThis.gc) throw new Error('run the worker with node --expose-gc')
   globalThis.gc()
   globalThis.gc()
@@ -50,7 +63,7 @@ function heapAfterGcMB(system: System): { heapMB: number; outsideHeapMB: number 
 }
 
 /** Canonical JSON of records 0…count-1 of a replica (field order fixed, missing records as null). */
-function snapshot(replica: Replica, count: number): string {
+export function snapshot(replica: Pick<Replica, 'get'>, count: number): string {
   const rows: unknown[] = []
   for (let i = 0; i < count; i++) {
     const rec = replica.get(recordId(i))
@@ -60,7 +73,7 @@ function snapshot(replica: Replica, count: number): string {
 }
 
 /** The snapshot W1 must end in: the seeded records with the seeded updates applied, computed independently. */
-function expectedW1Snapshot(sizes: Sizes, seed: number): string {
+export function expectedW1Snapshot(sizes: Sizes, seed: number): string {
   const records = makeRecords(sizes.records, rng(seed, STREAM.records)).map(({ rec }) => ({ ...rec }))
   for (const { id, field, value } of makeUpdates(sizes.w1Updates, sizes.records, rng(seed, STREAM.w1Updates))) {
     const rec: Record<string, unknown> | undefined = records[Number(id.slice(1))]
@@ -212,10 +225,14 @@ function runW4(ctx: WorkloadContext): Metrics {
   return { bytesFresh: bytes('inserts', STREAM.w4Fresh), bytesAfterOverwrites: bytes('final', STREAM.w4After) }
 }
 
-/** The runner of each workload. */
-export const RUNNERS: Record<WorkloadName, (ctx: WorkloadContext) => Metrics> = {
+/**
+ * The runner of each workload (API is asynchronous). API's module is imported only when API runs, so the syncmesh
+ * replica layer it loads never weighs on the other workers' heap.
+ */
+export const RUNNERS: Record<WorkloadName, (ctx: WorkloadContext) => Metrics | Promise<Metrics>> = {
   W1: runW1,
   W2: runW2,
   W3: runW3,
   W4: runW4,
+  API: async (ctx) => (await import('./api.js')).runAPI(ctx),
 }
