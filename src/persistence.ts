@@ -132,14 +132,17 @@ export class Persistence {
     this.obsolete.push(key)
     this.logBytes += delta.length
     if (++this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes)) {
-      const upTo = this.seq
-      const redundant = this.obsolete
-      this.obsolete = []
-      this.logCount = 0
-      this.logBytes = 0
-      void this.enqueue(() => this.compact(store, upTo, redundant)).catch(() => {})
+      void this.scheduleCompaction(store).catch(() => {})
     }
     return done
+  }
+
+  /**
+   * Compacts now if the log holds anything (a replica does this on close, so that the next open decodes one
+   * snapshot instead of replaying a log).
+   */
+  compactIfLogged(store: RecordStore): Promise<void> {
+    return this.logCount > 0 ? this.scheduleCompaction(store) : this.flush()
   }
 
   /** Resolves when every queued write is durable; rejects with the first storage failure. */
@@ -147,14 +150,31 @@ export class Persistence {
     return this.enqueue(async () => {})
   }
 
-  /** Writes a snapshot covering log entries ≤ `upTo`, then (only then) removes what it replaces. */
-  private async compact(store: RecordStore, upTo: number, redundant: string[][]): Promise<void> {
-    const key = seqKey('snapshot', upTo)
+  /**
+   * Queues a snapshot covering every log entry written so far. The keys it makes redundant are taken now, and
+   * its own key is registered now as redundant for the next snapshot: the queue runs in order, so no removal
+   * can overtake the save it depends on, however compactions overlap.
+   */
+  private scheduleCompaction(store: RecordStore): Promise<void> {
+    const key = seqKey('snapshot', this.seq)
+    const redundant = this.obsolete
+    this.obsolete = [key]
+    this.logCount = 0
+    this.logBytes = 0
+    return this.enqueue(() => this.compact(store, key, redundant))
+  }
+
+  /** Writes the snapshot, then (only once it is durable) removes what it replaces — atomically where possible. */
+  private async compact(store: RecordStore, key: string[], redundant: string[][]): Promise<void> {
     const snapshot = wrap(store.encodeState())
     this.snapshotBytes = snapshot.length
+    const stale = redundant.filter((k) => k[0] !== key[0] || k[1] !== key[1])
+    if (this.storage.batch) {
+      await this.storage.batch([{ type: 'put', key, data: snapshot }, ...stale.map((k) => ({ type: 'del' as const, key: k }))])
+      return
+    }
     await this.storage.save(key, snapshot)
-    this.obsolete.push(key)
-    for (const k of redundant) await this.storage.remove(k)
+    for (const k of stale) await this.storage.remove(k)
   }
 
   private enqueue(task: () => Promise<void>): Promise<void> {

@@ -263,7 +263,7 @@ export class ReplicaImpl implements Replica {
     this.closed = true
     await this.engine.stop()
     try {
-      await this.persistence.flush()
+      await this.persistence.compactIfLogged(this.store)
     } finally {
       await this.storage.close?.()
     }

@@ -28,7 +28,7 @@
  */
 import { SyncmeshError } from '../../crdt/errors.js'
 import { StorageClosedError, StorageCorruptError } from '../errors.js'
-import type { Storage } from './types.js'
+import type { Storage, StorageOp } from './types.js'
 
 /** The IndexedDB database version this adapter creates and expects. */
 export const INDEXEDDB_VERSION = 1
@@ -137,6 +137,27 @@ export class IndexedDBStorage implements Storage {
     })
   }
 
+  /** {@inheritDoc Storage.batch} */
+  batch(ops: readonly StorageOp[]): Promise<void> {
+    // Keys and bytes copied now, as for save(); one strict transaction makes the batch atomic.
+    const prepared: { key: string[]; data: Uint8Array | undefined }[] = []
+    let problem: Error | undefined
+    for (const op of ops) {
+      const key = copyKey(op.key, 'batch')
+      if (key instanceof Error) problem ??= key
+      else if (op.type === 'del') prepared.push({ key, data: undefined })
+      else if (!(op.data instanceof Uint8Array)) problem ??= new TypeError('batch: data must be a Uint8Array')
+      else prepared.push({ key, data: op.data.slice() })
+    }
+    return this.op('readwrite', problem ?? prepared, (store, list) => {
+      for (const { key, data } of list) {
+        if (data === undefined) store.delete(key)
+        else store.put(data, key)
+      }
+      return () => undefined
+    })
+  }
+
   /** {@inheritDoc Storage.loadRange} */
   loadRange(prefix: string[]): Promise<Entry[]> {
     return this.op('readonly', copyKey(prefix, 'loadRange'), (store, p) => {
@@ -180,7 +201,7 @@ export class IndexedDBStorage implements Storage {
    * Runs one call in its own transaction. `body` issues the requests and returns how to read the result once the
    * transaction has completed. No `await` precedes `this.connect().then`, so transactions are created in call order.
    */
-  private op<T>(mode: IDBTransactionMode, key: string[] | Error, body: (store: IDBObjectStore, key: string[]) => () => T): Promise<T> {
+  private op<K, T>(mode: IDBTransactionMode, key: K | Error, body: (store: IDBObjectStore, key: K) => () => T): Promise<T> {
     if (this.closedReason !== undefined) return Promise.reject(new StorageClosedError(this.closedReason))
     if (key instanceof Error) return Promise.reject(key)
     const run = this.connect().then((db) => this.transact(db, mode, (store) => body(store, key)))

@@ -1,4 +1,4 @@
-import type { Storage } from './types.js'
+import type { Storage, StorageOp } from './types.js'
 import { compareKeys } from './types.js'
 import { StorageClosedError } from '../errors.js'
 
@@ -23,6 +23,15 @@ export class MemoryStorage implements Storage {
   async remove(key: string[]): Promise<void> {
     this.check()
     this.entries.delete(JSON.stringify(key))
+  }
+
+  /** {@inheritDoc Storage.batch} */
+  async batch(ops: readonly StorageOp[]): Promise<void> {
+    this.check()
+    for (const op of ops) {
+      if (op.type === 'put') this.entries.set(JSON.stringify(op.key), { key: [...op.key], data: op.data.slice() })
+      else this.entries.delete(JSON.stringify(op.key))
+    }
   }
 
   /** {@inheritDoc Storage.loadRange} */

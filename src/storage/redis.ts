@@ -65,7 +65,7 @@
  */
 import { type RedisClientType, type RedisFunctions, type RedisModules, type RedisScripts, type RespVersions, type TypeMapping, RESP_TYPES, createClient } from 'redis'
 import { StorageClosedError, StorageCorruptError } from '../errors.js'
-import type { Storage } from './types.js'
+import type { Storage, StorageOp } from './types.js'
 
 /** Any node-redis v5 client (`createClient(...)`), whatever its modules, RESP version or type mapping. */
 export type AnyRedisClient = RedisClientType<RedisModules, RedisFunctions, RedisScripts, RespVersions, TypeMapping>
@@ -166,6 +166,24 @@ export class RedisStorage implements Storage {
     return this.run(async () => {
       const k = encodeKey(checkKey(key))
       await transaction(this.client.multi().addCommand(['HDEL', this.valuesKey, k]).addCommand(['ZREM', this.indexKey, k]))
+    })
+  }
+
+  /** {@inheritDoc Storage.batch} */
+  batch(ops: readonly StorageOp[]): Promise<void> {
+    return this.run(async () => {
+      // Everything is encoded and copied before the first await, then sent as one MULTI/EXEC: atomic.
+      const multi = this.client.multi()
+      for (const op of ops) {
+        const k = encodeKey(checkKey(op.key))
+        if (op.type === 'del') {
+          multi.addCommand(['HDEL', this.valuesKey, k]).addCommand(['ZREM', this.indexKey, k])
+          continue
+        }
+        if (!(op.data instanceof Uint8Array)) throw new TypeError('RedisStorage.batch: data must be a Uint8Array')
+        multi.addCommand(['HSET', this.valuesKey, k, Buffer.from(op.data)]).addCommand(['ZADD', this.indexKey, '0', k])
+      }
+      if (ops.length > 0) await transaction(multi)
     })
   }
 

@@ -589,5 +589,31 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
       },
       { reopen: true },
     ),
+
+    storageCase('batch() (where offered) applies puts and removes together, in order, copying its input', async (ctx) => {
+      const s = ctx.s
+      if (typeof s.batch !== 'function') return // optional method
+      await ctx.save(['b', 'old'], new Uint8Array([1]))
+      const data = new Uint8Array([7, 8, 9])
+      const pending = s.batch([
+        { type: 'put', key: ['b', 'x'], data },
+        { type: 'del', key: ['b', 'old'] },
+        { type: 'put', key: ['b', 'y'], data: new Uint8Array([]) },
+        { type: 'put', key: ['b', 'x'], data: new Uint8Array([4]) }, // a later op on the same key wins
+        { type: 'del', key: ['b', 'never-there'] },
+      ])
+      data[0] = 99 // copied at call time: this must not be what is stored
+      await pending
+      await ctx.expectValue(['b', 'x'], new Uint8Array([4]), 'the last put of a key in a batch')
+      await ctx.expectValue(['b', 'y'], new Uint8Array([]), 'an empty value put in a batch')
+      await ctx.expectValue(['b', 'old'], undefined, 'a key removed in a batch')
+      const range = await ctx.loadRange(['b'])
+      assert(range.length === 2, `loadRange(['b']) after the batch must hold 2 entries, got ${range.length}`)
+      await s.batch([])
+      if (ctx.reopen) {
+        await ctx.reopen()
+        await ctx.expectValue(['b', 'x'], new Uint8Array([4]), 'a batch, after reopen')
+      }
+    }),
   ]
 }

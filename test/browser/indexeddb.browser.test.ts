@@ -191,13 +191,14 @@ window.syncmesh = {
     return out
   },
   async corrupt(db) {
-    // Truncate the newest log entry behind the library's back; returns its key.
+    // Truncate the newest stored state behind the library's back; returns its key. (close() compacts, so that is
+    // the snapshot; the log replay itself was checked by the reload before, which happened without a close.)
     await replica.close()
     const raw = await rawOpen(db)
     const tx = raw.transaction('entries', 'readwrite')
     const store = tx.objectStore('entries')
     const keys = await new Promise((resolve) => { const r = store.getAllKeys(); r.onsuccess = () => resolve(r.result) })
-    const log = keys.filter((k) => k[0] === 'log').at(-1)
+    const log = keys.filter((k) => k[0] === 'log' || k[0] === 'snapshot').at(-1)
     const value = await new Promise((resolve) => { const r = store.get(log); r.onsuccess = () => resolve(r.result) })
     store.put(value.slice(0, value.length - 3), log)
     await done(tx)

@@ -454,9 +454,10 @@ describe.skipIf(!available)('redis storage (real redis-server on 127.0.0.1)', ()
       const r1 = await createReplica({ storage: redisStorage({ url: server.url, namespace }) })
       await r1.collection('c').put({ id: 'x', v: 1 })
       await r1.close()
-      // Flip the last byte of the log entry's value directly in the Redis hash (as a stray script or operator might).
+      // Flip the last byte of the stored state (the snapshot close() wrote) directly in the Redis hash, as a stray
+      // script or operator might.
       const inspect = redisStorage({ client: admin, namespace })
-      const [log] = await inspect.loadRange(['log'])
+      const [log] = await inspect.loadRange(['snapshot'])
       await inspect.close()
       expect(log).toBeDefined()
       const field = encodeKey(log!.key)
