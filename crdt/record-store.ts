@@ -79,18 +79,17 @@ class RecordEntry extends LWWMap<Value> {
     return out as StoredRecord
   }
 
-  /** Appends the registers `vv` does not cover to `fields` (allocating only for those). */
-  collect(vv: ReadonlyMap<string, Timestamp>, fields: FieldDelta[]): void {
+  /** Appends the registers `vv` does not cover, and `ceiling` does not hold back, to `fields`. */
+  collect(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, fields: FieldDelta[]): void {
     const cells = this.cells
     const clock = this.clock
     for (let s = 0; s < cells.length / 3; s++) {
       const peer = cells[3 * s + 2] as string
+      const w = clock[2 * s]!
+      const c = clock[2 * s + 1]!
       const seen = vv.get(peer)
-      if (seen !== undefined) {
-        const w = clock[2 * s]!
-        const c = clock[2 * s + 1]!
-        if (w < seen.wall || (w === seen.wall && c <= seen.counter)) continue
-      }
+      if (seen !== undefined && (w < seen.wall || (w === seen.wall && c <= seen.counter))) continue
+      if (ceiling !== undefined && peer === ceiling.peer && (w > ceiling.wall || (w === ceiling.wall && c > ceiling.counter))) continue
       fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts: this.stampAt(s) })
     }
   }
@@ -187,13 +186,16 @@ export class RecordStore {
   /**
    * The changes a replica with version vector `vv` lacks: every register and floor newer than `vv`'s entry for its
    * origin. With `only`, just those records are examined (how live changes are gathered without a full scan).
+   * With `ceiling`, writes of `ceiling.peer` newer than it are held back (a replica does not hand out its own
+   * writes before they are durable); a ceiling with wall −1 holds back every write of that origin.
    */
-  changesSince(vv: ReadonlyMap<string, Timestamp>, only?: Iterable<RecordRef>): Delta {
+  changesSince(vv: ReadonlyMap<string, Timestamp>, only?: Iterable<RecordRef>, ceiling?: Timestamp): Delta {
     const records: RecordDelta[] = []
+    const heldBack = (ts: Timestamp): boolean => ceiling !== undefined && ts.peer === ceiling.peer && compareTimestamps(ts, ceiling) > 0
     const visit = (collection: string, id: string, entry: RecordEntry): void => {
       const fields: FieldDelta[] = []
-      entry.collect(vv, fields)
-      const floor = entry.floor !== undefined && isNewer(vv, entry.floor) ? entry.floor : undefined
+      entry.collect(vv, ceiling, fields)
+      const floor = entry.floor !== undefined && isNewer(vv, entry.floor) && !heldBack(entry.floor) ? entry.floor : undefined
       if (floor === undefined && fields.length === 0) return
       records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
     }
@@ -208,9 +210,10 @@ export class RecordStore {
     // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
     const from: VersionVector = new Map()
     const to: VersionVector = new Map()
-    for (const [peer, ts] of this.vv) {
+    for (const [peer, held] of this.vv) {
+      const ts = heldBack(held) ? ceiling! : held
       const theirs = vv.get(peer)
-      if (theirs !== undefined && compareTimestamps(ts, theirs) <= 0) continue
+      if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
       to.set(peer, ts)
       if (theirs !== undefined) from.set(peer, theirs)
     }

@@ -1,7 +1,8 @@
 /**
  * How a replica keeps its state in a {@link Storage}: a snapshot plus an ordered log of deltas.
  *
- *   ['meta', 'peer']            the replica's peer id
+ *   ['meta', 'peer']            the replica's peer id (how transports know it)
+ *   ['meta', 'writer']          the origin id its timestamps carry: one per storage history (see replica.ts)
  *   ['snapshot', S]             the whole state, covering log entries ≤ S (S: 16-digit zero-padded sequence)
  *   ['log', N]                  one delta (a batch of local writes, or one received from a peer), N > S
  *
@@ -19,6 +20,7 @@ import type { Storage } from './storage/types.js'
 
 const ENTRY_VERSION = 1
 const PEER_KEY = ['meta', 'peer']
+const WRITER_KEY = ['meta', 'writer']
 
 /** Options of the persistence layer. */
 export interface PersistenceInit {
@@ -58,6 +60,11 @@ function unwrap(key: string[], data: Uint8Array): Uint8Array {
   return payload
 }
 
+async function loadText(storage: Storage, key: string[]): Promise<string | undefined> {
+  const raw = await storage.load(key)
+  return raw && new TextDecoder().decode(unwrap(key, raw))
+}
+
 function parseSeq(key: string[]): number {
   const seq = Number(key[1])
   if (key.length !== 2 || !Number.isSafeInteger(seq) || seq < 0) throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
@@ -90,9 +97,12 @@ export class Persistence {
   }
 
   /** Opens the state held in `storage` (empty when new). Throws StorageCorruptError on bad data. */
-  static async open(storage: Storage, init: PersistenceInit = {}): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined }> {
-    const peerRaw = await storage.load(PEER_KEY)
-    const peerId = peerRaw && new TextDecoder().decode(unwrap(PEER_KEY, peerRaw))
+  static async open(
+    storage: Storage,
+    init: PersistenceInit = {},
+  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined }> {
+    const peerId = await loadText(storage, PEER_KEY)
+    const writerId = await loadText(storage, WRITER_KEY)
     let store = new RecordStore()
     let covered = -1
     const snapshots = await storage.loadRange(['snapshot'])
@@ -117,12 +127,16 @@ export class Persistence {
     }
     if (latest) obsolete.push(latest.key)
     const persistence = new Persistence(storage, { seq, logCount, snapshotBytes: latest?.data.length ?? 0, obsolete }, init)
-    return { persistence, store, peerId }
+    return { persistence, store, peerId, writerId }
   }
 
-  /** Records the replica's peer id. */
-  savePeerId(peerId: string): Promise<void> {
-    return this.enqueue(() => this.storage.save(PEER_KEY, wrap(new TextEncoder().encode(peerId))))
+  /** Records the replica's peer id and writer id. */
+  saveIdentity(peerId: string, writerId: string): Promise<void> {
+    const text = (s: string): Uint8Array => wrap(new TextEncoder().encode(s))
+    return this.enqueue(async () => {
+      await this.storage.save(PEER_KEY, text(peerId))
+      await this.storage.save(WRITER_KEY, text(writerId))
+    })
   }
 
   /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */

@@ -141,10 +141,12 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
   const storage = init.storage ?? new MemoryStorage()
   let replica: ReplicaImpl
   try {
-    const { persistence, store, peerId: storedId } = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
-    const peerId = init.peerId ?? storedId ?? randomPeerId()
-    if (peerId !== storedId) await persistence.savePeerId(peerId)
-    replica = new ReplicaImpl(peerId, store, persistence, storage, init)
+    const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
+    const { persistence, store } = opened
+    const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
+    const writerId = opened.writerId ?? newWriterId(peerId, init)
+    if (peerId !== opened.peerId || writerId !== opened.writerId) await persistence.saveIdentity(peerId, writerId)
+    replica = new ReplicaImpl(peerId, writerId, store, persistence, storage, init)
   } catch (err) {
     await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
     throw err
@@ -161,6 +163,19 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
 /** The hash peers meet under: transports and servers never see the room name. */
 export function roomTopic(app: string, room: string): string {
   return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
+}
+
+/**
+ * The origin id a new storage history stamps its writes with. A version vector's entry for an origin promises every
+ * write of that origin up to it, so an origin must never outlive the storage that holds its writes: a replica that
+ * lost its storage (or runs on a fresh one) under a peer id the application chose gets a new origin,
+ * `peerId@<clock ms, base 36>` (from the injected clock, so tests stay deterministic). A random peer id is already
+ * new with its storage and serves as the origin itself.
+ */
+function newWriterId(peerId: string, init: ReplicaInit): string {
+  if (init.peerId === undefined) return peerId
+  const now = Math.max(0, Math.floor((init.clock?.now ?? Date.now)()))
+  return `${peerId}@${now.toString(36)}`
 }
 
 function randomPeerId(): string {
@@ -189,11 +204,17 @@ export class ReplicaImpl implements Replica {
   private dirty = new Map<string, Set<string>>()
   private batch: Batch | undefined
   private lastFlushed: Timestamp | undefined
+  /** The newest own write that is durable in storage (see SyncEngine: nothing newer is handed to peers). */
+  private durable: Timestamp | undefined
   private pendingWrites = 0
+  /** Settles when the latest flushed batch is durable and sent. */
+  private settled: Promise<void> = Promise.resolve()
   private closed = false
 
   constructor(
     readonly peerId: string,
+    /** The origin id this replica's timestamps carry (see newWriterId). */
+    readonly writerId: string,
     /** The CRDT state (exposed for the test kit). */
     readonly store: RecordStore,
     private readonly persistence: Persistence,
@@ -201,15 +222,18 @@ export class ReplicaImpl implements Replica {
     init: ReplicaInit,
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
-    this.hlc = new HLC(peerId, init.clock)
-    const own = store.versionVector().get(peerId)
+    this.hlc = new HLC(writerId, init.clock)
+    const own = store.versionVector().get(writerId)
     if (own) this.hlc.restore(own)
     this.lastFlushed = own
+    this.durable = own
     this.engine = new SyncEngine({
       store,
       hlc: this.hlc,
       transports: init.transports ?? [],
       room: { room: roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId },
+      writerId,
+      durable: () => this.durable,
       maxMessageBytes: this.maxMessageBytes,
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
       hooks: {
@@ -261,6 +285,7 @@ export class ReplicaImpl implements Replica {
     if (this.closed) return
     this.flush()
     this.closed = true
+    await this.settled.catch(() => {}) // the last writes reach connected peers before we leave
     await this.engine.stop()
     try {
       await this.persistence.compactIfLogged(this.store)
@@ -331,14 +356,17 @@ export class ReplicaImpl implements Replica {
     this.dirty = new Map()
     try {
       const base = this.store.versionVector()
-      if (this.lastFlushed) base.set(this.peerId, this.lastFlushed)
-      else base.delete(this.peerId)
+      if (this.lastFlushed) base.set(this.writerId, this.lastFlushed)
+      else base.delete(this.writerId)
       const parts = encodeDeltaParts(this.store.changesSince(base, refs), this.maxMessageBytes - 16)
-      this.lastFlushed = this.store.versionVector().get(this.peerId)
-      this.engine.broadcastLive(parts)
-      Promise.all(parts.map((p) => this.persistence.append(p, this.store))).then(
+      const flushed = (this.lastFlushed = this.store.versionVector().get(this.writerId))
+      // Durable first, then sent: a peer must never hold a write of ours that a crash could take from us, or our
+      // version vector would later claim it while we lack it.
+      this.settled = Promise.all(parts.map((p) => this.persistence.append(p, this.store))).then(
         () => {
+          this.durable = flushed
           this.pendingWrites -= batch.writes
+          this.engine.broadcastLive(parts)
           batch.resolve()
         },
         (err: unknown) => {

@@ -44,6 +44,10 @@ export interface EngineInit {
   readonly hlc: HLC
   readonly transports: readonly Transport[]
   readonly room: RoomContext
+  /** The origin id of this replica's own timestamps. */
+  readonly writerId: string
+  /** The newest of this replica's own writes that is durable; newer ones are never handed to a peer. */
+  readonly durable: () => Timestamp | undefined
   readonly maxMessageBytes: number
   /** Interval of anti-entropy rounds in ms; 0 disables the timer (tests drive rounds by hand). */
   readonly antiEntropyMs: number
@@ -245,12 +249,13 @@ export class SyncEngine {
 
   private onVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
     p.theirs = vv
-    const { store, hlc, room } = this.init
-    // A peer may hold writes of ours from before we lost our storage: never reissue their timestamps.
-    const mine = vv.get(room.peerId)
+    const { store, hlc, writerId } = this.init
+    // A peer may hold writes of ours that we do not (yet) hold: never reissue their timestamps.
+    const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)
     if (isRequest) {
-      const delta = store.changesSince(vv)
+      const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
+      const delta = store.changesSince(vv, undefined, durable)
       if (delta.records.length > 0 || delta.to.size > 0) {
         for (const part of encodeDeltaParts(delta, this.init.maxMessageBytes - 16)) this.send(p, encodeDeltaMessage(part, false))
       } else {

@@ -1,0 +1,733 @@
+/**
+ * `syncmesh/server` — one process that is both a y-webrtc-compatible signaling server and the syncmesh relay
+ * (`npx syncmesh serve`). One HTTP server, one port:
+ *
+ * - `GET /health` → `200 {"ok":true,"clients":n,"topics":n,"uptimeMs":n}` (`topics` counts signaling topics and relay
+ *   rooms). Every other path upgrades to a WebSocket (`/` is what y-webrtc clients use); plain HTTP elsewhere is 404.
+ * - **Text** WebSocket messages speak the y-webrtc signaling protocol, so `WebrtcProvider({ signaling: [url] })`
+ *   works against this server unchanged:
+ *   ```
+ *   {"type":"subscribe","topics":["t",...]}    add this connection to each topic (non-string entries are skipped)
+ *   {"type":"unsubscribe","topics":["t",...]}  remove it
+ *   {"type":"publish","topic":"t",...}         re-sent verbatim, plus "clients": <subscriber count>, to EVERY
+ *                                              subscriber of t — the sender included when it is subscribed
+ *   {"type":"ping"}                            answered {"type":"pong"}
+ *   ```
+ *   Valid JSON without a known `type` is ignored (as y-webrtc does). Invalid JSON, `topics` that is not an array, a
+ *   topic longer than `maxTopicLength` or more than `maxTopicsPerConnection` topics close the connection with 1008.
+ * - **Binary** WebSocket messages speak the relay protocol specified (and encoded/decoded) in
+ *   `transports/relay.ts`: JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/FROM/PONG/ERROR back.
+ *   Topics are opaque: syncmesh replicas hash (app, room) before a transport sees it, so room names never reach the
+ *   server. y-webrtc signaling topics *are* room names, so the log shows topics only as a short hash of the topic.
+ *
+ * Hardening (each applies per connection and never affects other connections):
+ * - a message longer than `maxMessageBytes` closes the connection with 1009 (enforced while reading, by `ws`);
+ * - malformed input (see above and the relay spec) closes it with 1008; an exception while handling a message is
+ *   caught, logged and closes only that connection (1011) — the process never crashes on input;
+ * - two token buckets: ops (`ratePerSecond`, burst `rateBurst`; a text message counts as one op, a relay message as
+ *   its number of ops) and bytes (`bytesPerSecond`, burst `bytesBurst`); exceeding either closes with 1008. Relay
+ *   clients learn the limits from WELCOME and pace themselves, so only misbehaving clients hit them;
+ * - every `pingIntervalMs` the server pings each connection at WebSocket level; a connection from which nothing (no
+ *   message, no pong) arrived for more than two intervals is terminated;
+ * - frames to a receiver whose send buffer exceeds `maxBufferedBytes` are dropped (best-effort delivery; membership
+ *   events are never dropped);
+ * - at most `maxConnections` connections (further upgrades get 503) and `maxPeersPerRoom` peers per relay room.
+ *
+ * Logging: one line per connection event — open, subscribe, join / join refused, violation, timeout, error, close —
+ * each `<ISO time> conn=<n> <event> ...`, with remote address and topic hashes; never topics or peer ids.
+ *
+ * ```ts
+ * import { startServer } from 'syncmesh/server'
+ * const server = await startServer({ port: 0 })   // host defaults to 127.0.0.1
+ * console.log(server.url)                          // ws://127.0.0.1:<port>
+ * await server.close()
+ * ```
+ */
+import { createHash } from 'node:crypto'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type RawData, type WebSocket } from 'ws'
+import {
+  RELAY_MAX_OPS,
+  RelayErrorCode,
+  type RelayLimits,
+  decodeClientMessage,
+  encodeRelayMessage,
+  encodeServerOp,
+} from '../../transports/relay.js'
+
+/** Options of {@link startServer}. */
+export interface ServerInit {
+  /**
+   * Interface to bind. Anything but loopback exposes the server to the network.
+   * @default '127.0.0.1'
+   */
+  host?: string
+  /**
+   * TCP port; 0 picks a free one (read it back from {@link SyncmeshServer.port}).
+   * @default 4444
+   */
+  port?: number
+  /**
+   * Largest WebSocket message accepted, text or binary; larger ones close the connection with 1009. The default fits
+   * a 64 KiB relay frame with its framing.
+   * @default 131072
+   */
+  maxMessageBytes?: number
+  /**
+   * Sustained ops per second per connection (a text message is one op; a relay message counts its ops).
+   * @default 1000
+   */
+  ratePerSecond?: number
+  /**
+   * Ops a connection may send in a burst above the sustained rate.
+   * @default 2 × ratePerSecond
+   */
+  rateBurst?: number
+  /**
+   * Sustained bytes per second per connection.
+   * @default 4 MiB
+   */
+  bytesPerSecond?: number
+  /**
+   * Bytes a connection may send in a burst (never less than 2 × maxMessageBytes).
+   * @default bytesPerSecond
+   */
+  bytesBurst?: number
+  /**
+   * Interval of WebSocket-level pings; a connection silent for more than two intervals is dropped.
+   * @default 30000
+   */
+  pingIntervalMs?: number
+  /**
+   * Most simultaneous WebSocket connections.
+   * @default 10000
+   */
+  maxConnections?: number
+  /**
+   * Most signaling topics one connection may subscribe to.
+   * @default 256
+   */
+  maxTopicsPerConnection?: number
+  /**
+   * Longest signaling topic, in UTF-16 code units.
+   * @default 1024
+   */
+  maxTopicLength?: number
+  /**
+   * Most peers in one relay room; further JOINs get ERROR(ROOM_FULL).
+   * @default 1000
+   */
+  maxPeersPerRoom?: number
+  /**
+   * A receiver whose WebSocket send buffer holds more than this many bytes gets no more frames until it drains.
+   * @default 8 MiB
+   */
+  maxBufferedBytes?: number
+  /**
+   * Receives one line per connection event; `false` silences the server.
+   * @default writes to stderr
+   */
+  log?: ((line: string) => void) | false
+}
+
+/** Counters of a running server. */
+export interface ServerStats {
+  /** Open WebSocket connections. */
+  readonly clients: number
+  /** Signaling topics with at least one subscriber. */
+  readonly signalingTopics: number
+  /** Relay rooms with at least one peer. */
+  readonly relayRooms: number
+  /** Connections accepted since start. */
+  readonly connections: number
+  /** Connections closed by the server for malformed input, oversized messages or rate limits. */
+  readonly violations: number
+  /** Connections dropped for silence. */
+  readonly timeouts: number
+  /** Relay frames forwarded (one per receiver). */
+  readonly forwarded: number
+  /** Relay frames and signaling messages dropped because a receiver's buffer was full. */
+  readonly droppedSlow: number
+}
+
+/** A running server. */
+export interface SyncmeshServer {
+  /** `ws://host:port` — give it to `relayTransport({ url })` and to y-webrtc's `signaling` option. */
+  readonly url: string
+  readonly host: string
+  readonly port: number
+  /** A snapshot of the counters. */
+  stats(): ServerStats
+  /** Closes every connection (1001 going away), stops listening; resolves when done. Idempotent. */
+  close(): Promise<void>
+}
+
+interface Bucket {
+  tokens: number
+  last: number
+}
+
+interface RelayMembership {
+  readonly topic: string
+  readonly peer: string
+  readonly members: Map<string, Conn>
+}
+
+interface Conn {
+  readonly id: number
+  readonly ws: WebSocket
+  readonly remote: string
+  readonly openedAt: number
+  lastSeen: number
+  readonly ops: Bucket
+  readonly bytes: Bucket
+  readonly topics: Set<string>
+  relay: RelayMembership | undefined
+  /** No more input is processed (violation, timeout, server closing). */
+  closed: boolean
+  /** Removed from every topic and room. */
+  detached: boolean
+  msgsIn: number
+  bytesIn: number
+  closeReason: string | undefined
+}
+
+/** Output of handling one message: per receiver, the ops to send, in order. */
+type Outbox = Map<Conn, { bytes: Uint8Array; droppable: boolean }[]>
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new RangeError(`${name} must be a positive number, got ${String(v)}`)
+  return v
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number, max = 0xffffffff): number {
+  const v = positive(name, value, fallback)
+  if (!Number.isSafeInteger(v) || v > max) throw new RangeError(`${name} must be an integer in 1..${max}, got ${v}`)
+  return v
+}
+
+/** Short, non-reversible label of a topic for the log. */
+function topicLabel(topic: string): string {
+  return `#${createHash('sha256').update(topic, 'utf8').digest('hex').slice(0, 12)}`
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data
+  if (Array.isArray(data)) return Buffer.concat(data)
+  return Buffer.from(data)
+}
+
+function take(bucket: Bucket, rate: number, burst: number, n: number, now: number): boolean {
+  bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.last) * rate) / 1000)
+  bucket.last = now
+  if (bucket.tokens < n) return false
+  bucket.tokens -= n
+  return true
+}
+
+function formatUrl(scheme: string, host: string, port: number): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+/** Starts the signaling + relay server; resolves once it listens. */
+export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer> {
+  const host = init.host ?? '127.0.0.1'
+  if (typeof host !== 'string' || host === '') throw new RangeError('host must be a non-empty string')
+  const port = init.port ?? 4444
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be an integer in 0..65535, got ${String(port)}`)
+  const maxMessageBytes = positiveInt('maxMessageBytes', init.maxMessageBytes, 128 * 1024)
+  if (maxMessageBytes < 1024) throw new RangeError('maxMessageBytes must be at least 1024')
+  const rate = positiveInt('ratePerSecond', init.ratePerSecond, 1000)
+  const rateBurst = positiveInt('rateBurst', init.rateBurst, 2 * rate)
+  const bytesRate = positiveInt('bytesPerSecond', init.bytesPerSecond, 4 << 20)
+  const bytesBurst = Math.max(positiveInt('bytesBurst', init.bytesBurst, bytesRate), 2 * maxMessageBytes)
+  const pingIntervalMs = positive('pingIntervalMs', init.pingIntervalMs, 30_000)
+  const maxConnections = positiveInt('maxConnections', init.maxConnections, 10_000)
+  const maxTopicsPerConnection = positiveInt('maxTopicsPerConnection', init.maxTopicsPerConnection, 256)
+  const maxTopicLength = positiveInt('maxTopicLength', init.maxTopicLength, 1024)
+  const maxPeersPerRoom = positiveInt('maxPeersPerRoom', init.maxPeersPerRoom, 1000)
+  const maxBufferedBytes = positiveInt('maxBufferedBytes', init.maxBufferedBytes, 8 << 20)
+  const sink = init.log === undefined ? (line: string) => process.stderr.write(`${line}\n`) : init.log
+  const log = (line: string): void => {
+    if (sink === false) return
+    try {
+      sink(`${new Date().toISOString()} ${line}`)
+    } catch {
+      // A failing log sink must not take the server down.
+    }
+  }
+  const limits: RelayLimits = {
+    maxMessageBytes,
+    opsPerSecond: rate,
+    opsBurst: rateBurst,
+    bytesPerSecond: bytesRate,
+    bytesBurst,
+    maxOps: RELAY_MAX_OPS,
+  }
+  const welcome = encodeServerOp({ op: 'welcome', limits })
+
+  const startedAt = Date.now()
+  const conns = new Set<Conn>()
+  const topics = new Map<string, Set<Conn>>()
+  const rooms = new Map<string, Map<string, Conn>>()
+  let nextId = 1
+  let closing: Promise<void> | undefined
+  const counters = { connections: 0, violations: 0, timeouts: 0, forwarded: 0, droppedSlow: 0 }
+
+  // -- HTTP ---------------------------------------------------------------------------------------------------------
+
+  const http = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (path === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const body = JSON.stringify({ ok: closing === undefined, clients: conns.size, topics: topics.size + rooms.size, uptimeMs: Date.now() - startedAt })
+      res.writeHead(closing === undefined ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      res.end(req.method === 'HEAD' ? undefined : body)
+      return
+    }
+    const text = path === '/' ? 'syncmesh signaling + relay server: connect with a WebSocket; GET /health for status\n' : 'not found\n'
+    res.writeHead(path === '/' ? 200 : 404, { 'content-type': 'text/plain; charset=utf-8' })
+    res.end(text)
+  })
+  http.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+    else socket.destroy()
+  })
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: maxMessageBytes, perMessageDeflate: false, clientTracking: false })
+  wss.on('error', (err) => log(`server error ${err.message}`))
+
+  http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy())
+    const refuse = (status: string): void => {
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+    }
+    const path = (req.url ?? '/').split('?')[0]
+    if (path === '/health') return refuse('400 Bad Request')
+    if (closing !== undefined) return refuse('503 Service Unavailable')
+    if (conns.size >= maxConnections) {
+      log(`refused upgrade from ${req.socket.remoteAddress ?? '?'}: ${maxConnections} connections already open`)
+      return refuse('503 Service Unavailable')
+    }
+    try {
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req))
+    } catch (err) {
+      log(`upgrade failed: ${(err as Error).message}`)
+      socket.destroy()
+    }
+  })
+
+  // -- connections --------------------------------------------------------------------------------------------------
+
+  function onConnection(ws: WebSocket, req: IncomingMessage): void {
+    const now = Date.now()
+    const c: Conn = {
+      id: nextId++,
+      ws,
+      remote: `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`,
+      openedAt: now,
+      lastSeen: now,
+      ops: { tokens: rateBurst, last: now },
+      bytes: { tokens: bytesBurst, last: now },
+      topics: new Set(),
+      relay: undefined,
+      closed: false,
+      detached: false,
+      msgsIn: 0,
+      bytesIn: 0,
+      closeReason: undefined,
+    }
+    conns.add(c)
+    counters.connections++
+    log(`conn=${c.id} open from=${c.remote}`)
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      try {
+        onMessage(c, data, isBinary)
+      } catch (err) {
+        // A bug of ours must cost at most this one connection, never the process.
+        log(`conn=${c.id} internal error ${(err as Error)?.stack?.split('\n', 2).join(' ') ?? String(err)}`)
+        drop(c, 1011, 'internal error')
+      }
+    })
+    ws.on('pong', () => (c.lastSeen = Date.now()))
+    ws.on('ping', () => (c.lastSeen = Date.now()))
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws closes the socket itself after an error (1009 too big, 1007 invalid UTF-8, 1002 bad frame, ...).
+      if (c.closeReason === undefined) {
+        c.closeReason = err.code ?? 'error'
+        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') counters.violations++
+      }
+      log(`conn=${c.id} error ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '))
+      c.closed = true
+      detach(c)
+    })
+    ws.on('close', (code: number, reason: Buffer) => {
+      c.closed = true
+      detach(c)
+      conns.delete(c)
+      const why = reason.length > 0 ? ` reason=${JSON.stringify(reason.toString('utf8').slice(0, 80))}` : ''
+      const secs = ((Date.now() - c.openedAt) / 1000).toFixed(1)
+      log(`conn=${c.id} close code=${code}${why}${c.closeReason ? ` by=${c.closeReason}` : ''} msgs=${c.msgsIn} bytes=${c.bytesIn} duration=${secs}s`)
+    })
+  }
+
+  /** Closes a connection on our side (violation, timeout, shutdown); detaches it at once so peers see DOWN now. */
+  function drop(c: Conn, code: number, reason: string): void {
+    if (c.closed && c.detached && c.closeReason !== undefined) return
+    c.closed = true
+    c.closeReason ??= reason
+    detach(c)
+    try {
+      c.ws.close(code, reason.slice(0, 120))
+    } catch {
+      c.ws.terminate()
+    }
+    // A peer that ignores the closing handshake is cut off.
+    const t = setTimeout(() => c.ws.terminate(), 1000)
+    t.unref()
+  }
+
+  function violation(c: Conn, code: number, reason: string): void {
+    if (c.closed) return
+    counters.violations++
+    log(`conn=${c.id} violation code=${code} ${reason}`)
+    drop(c, code, reason)
+  }
+
+  /** Removes a connection from every topic and room (idempotent); relay peers get DOWN. */
+  function detach(c: Conn): void {
+    if (c.detached) return
+    c.detached = true
+    for (const t of c.topics) {
+      const subs = topics.get(t)
+      if (subs === undefined) continue
+      subs.delete(c)
+      if (subs.size === 0) topics.delete(t)
+    }
+    c.topics.clear()
+    const out: Outbox = new Map()
+    leaveRoom(c, out)
+    flush(out)
+  }
+
+  function onMessage(c: Conn, data: RawData, isBinary: boolean): void {
+    if (c.closed) return
+    const now = Date.now()
+    c.lastSeen = now
+    const buf = toBuffer(data)
+    c.msgsIn++
+    c.bytesIn += buf.byteLength
+    if (!take(c.bytes, bytesRate, bytesBurst, buf.byteLength, now)) return violation(c, 1008, 'byte rate limit exceeded')
+    if (isBinary) onRelayMessage(c, buf, now)
+    else onSignalingMessage(c, buf, now)
+  }
+
+  // -- signaling (y-webrtc protocol) --------------------------------------------------------------------------------
+
+  function onSignalingMessage(c: Conn, buf: Buffer, now: number): void {
+    if (!take(c.ops, rate, rateBurst, 1, now)) return violation(c, 1008, 'rate limit exceeded')
+    let message: unknown
+    try {
+      message = JSON.parse(buf.toString('utf8'))
+    } catch {
+      return violation(c, 1008, 'malformed signaling message (not JSON)')
+    }
+    if (message === null || typeof message !== 'object' || Array.isArray(message)) return // ignored, as y-webrtc does
+    const m = message as Record<string, unknown>
+    switch (m['type']) {
+      case 'subscribe': {
+        const list = topicList(c, m['topics'])
+        if (list === undefined) return
+        const added: string[] = []
+        for (const t of list) {
+          if (c.topics.has(t)) continue
+          if (c.topics.size >= maxTopicsPerConnection) return violation(c, 1008, `more than ${maxTopicsPerConnection} topics`)
+          c.topics.add(t)
+          let subs = topics.get(t)
+          if (subs === undefined) topics.set(t, (subs = new Set()))
+          subs.add(c)
+          added.push(t)
+        }
+        if (added.length > 0) {
+          const shown = added.slice(0, 4).map(topicLabel).join(',')
+          log(`conn=${c.id} subscribe topics=${shown}${added.length > 4 ? `,+${added.length - 4}` : ''}`)
+        }
+        return
+      }
+      case 'unsubscribe': {
+        const list = topicList(c, m['topics'])
+        if (list === undefined) return
+        for (const t of list) {
+          if (!c.topics.delete(t)) continue
+          const subs = topics.get(t)
+          subs?.delete(c)
+          if (subs?.size === 0) topics.delete(t)
+        }
+        return
+      }
+      case 'publish': {
+        const t = m['topic']
+        if (typeof t !== 'string' || t === '') return
+        const subs = topics.get(t)
+        if (subs === undefined) return
+        m['clients'] = subs.size
+        const text = JSON.stringify(m)
+        for (const s of subs) sendText(s, text)
+        return
+      }
+      case 'ping':
+        sendText(c, '{"type":"pong"}')
+        return
+      default:
+        return // unknown types are ignored, as y-webrtc does
+    }
+  }
+
+  /** The string topics of a subscribe/unsubscribe, or undefined after a violation (or when absent). */
+  function topicList(c: Conn, value: unknown): string[] | undefined {
+    if (value === undefined || value === null) return []
+    if (!Array.isArray(value)) {
+      violation(c, 1008, 'malformed signaling message (topics is not an array)')
+      return undefined
+    }
+    const out: string[] = []
+    for (const t of value) {
+      if (typeof t !== 'string') continue // skipped, as y-webrtc does
+      if (t.length > maxTopicLength) {
+        violation(c, 1008, `topic longer than ${maxTopicLength}`)
+        return undefined
+      }
+      out.push(t)
+    }
+    return out
+  }
+
+  function sendText(to: Conn, text: string): void {
+    if (to.closed || to.ws.readyState !== 1) return
+    if (to.ws.bufferedAmount > maxBufferedBytes) {
+      counters.droppedSlow++
+      return
+    }
+    try {
+      to.ws.send(text)
+    } catch {
+      drop(to, 1011, 'send failed')
+    }
+  }
+
+  // -- relay --------------------------------------------------------------------------------------------------------
+
+  function onRelayMessage(c: Conn, buf: Buffer, now: number): void {
+    let ops
+    try {
+      ops = decodeClientMessage(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength))
+    } catch (err) {
+      return violation(c, 1008, `malformed relay message: ${(err as Error).message}`)
+    }
+    if (!take(c.ops, rate, rateBurst, ops.length, now)) return violation(c, 1008, 'rate limit exceeded')
+    const out: Outbox = new Map()
+    let problem: string | undefined
+    for (const op of ops) {
+      switch (op.op) {
+        case 'join': {
+          if (c.relay !== undefined) {
+            problem = 'JOIN while in a room'
+            break
+          }
+          let members = rooms.get(op.topic)
+          if (members?.has(op.peer)) {
+            push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' }))
+            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use`)
+            break
+          }
+          if (members !== undefined && members.size >= maxPeersPerRoom) {
+            push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.ROOM_FULL, message: 'room full' }))
+            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: room full`)
+            break
+          }
+          if (members === undefined) rooms.set(op.topic, (members = new Map()))
+          push(out, c, welcome)
+          const present = [...members.keys()]
+          for (let i = 0; i < present.length; i += 256) push(out, c, encodeServerOp({ op: 'peers', peers: present.slice(i, i + 256) }))
+          const up = encodeServerOp({ op: 'up', peer: op.peer })
+          for (const m of members.values()) push(out, m, up)
+          members.set(op.peer, c)
+          c.relay = { topic: op.topic, peer: op.peer, members }
+          log(`conn=${c.id} join room=${topicLabel(op.topic)} peers=${members.size}`)
+          break
+        }
+        case 'leave':
+          leaveRoom(c, out)
+          break
+        case 'send': {
+          const r = c.relay
+          if (r === undefined) {
+            problem = 'SEND outside a room'
+            break
+          }
+          const to = r.members.get(op.to)
+          if (to === undefined || to === c) break
+          push(out, to, encodeServerOp({ op: 'from', from: r.peer, payload: op.payload }), true)
+          break
+        }
+        case 'broadcast': {
+          const r = c.relay
+          if (r === undefined) {
+            problem = 'BROADCAST outside a room'
+            break
+          }
+          if (r.members.size < 2) break
+          const frame = encodeServerOp({ op: 'from', from: r.peer, payload: op.payload })
+          for (const m of r.members.values()) if (m !== c) push(out, m, frame, true)
+          break
+        }
+        case 'ping':
+          push(out, c, encodeServerOp({ op: 'pong', nonce: op.nonce }))
+          break
+      }
+      if (problem !== undefined) break
+    }
+    // What was produced before a violation goes out first, so no FROM(c) can follow the DOWN(c) the violation causes.
+    flush(out)
+    if (problem !== undefined) violation(c, 1008, `relay protocol violation: ${problem}`)
+  }
+
+  function leaveRoom(c: Conn, out: Outbox): void {
+    const r = c.relay
+    if (r === undefined) return
+    c.relay = undefined
+    if (r.members.get(r.peer) === c) r.members.delete(r.peer)
+    if (r.members.size === 0) {
+      if (rooms.get(r.topic) === r.members) rooms.delete(r.topic)
+      return
+    }
+    const down = encodeServerOp({ op: 'down', peer: r.peer })
+    for (const m of r.members.values()) push(out, m, down)
+  }
+
+  function push(out: Outbox, to: Conn, bytes: Uint8Array, droppable = false): void {
+    let list = out.get(to)
+    if (list === undefined) out.set(to, (list = []))
+    list.push({ bytes, droppable })
+  }
+
+  /** Sends each receiver its ops, packed into as few messages as maxMessageBytes / RELAY_MAX_OPS allow. */
+  function flush(out: Outbox): void {
+    for (const [to, items] of out) {
+      if (to.closed || to.ws.readyState !== 1) continue
+      const slow = to.ws.bufferedAmount > maxBufferedBytes
+      let batch: Uint8Array[] = []
+      let size = 1
+      const emit = (): void => {
+        if (batch.length === 0) return
+        try {
+          to.ws.send(encodeRelayMessage(batch))
+        } catch {
+          drop(to, 1011, 'send failed')
+        }
+        batch = []
+        size = 1
+      }
+      for (const item of items) {
+        if (item.droppable) {
+          if (slow) {
+            counters.droppedSlow++
+            continue
+          }
+          counters.forwarded++
+        }
+        if (batch.length > 0 && (size + item.bytes.byteLength > maxMessageBytes || batch.length >= RELAY_MAX_OPS)) emit()
+        batch.push(item.bytes)
+        size += item.bytes.byteLength
+      }
+      emit()
+    }
+  }
+
+  // -- liveness -----------------------------------------------------------------------------------------------------
+
+  const sweep = setInterval(() => {
+    const now = Date.now()
+    for (const c of conns) {
+      if (c.closed) continue
+      const silent = now - c.lastSeen
+      if (silent > 2 * pingIntervalMs) {
+        counters.timeouts++
+        log(`conn=${c.id} timeout silent=${silent}ms`)
+        c.closed = true
+        c.closeReason = 'timeout'
+        detach(c)
+        c.ws.terminate()
+        continue
+      }
+      try {
+        c.ws.ping()
+      } catch {
+        // The close event follows.
+      }
+    }
+  }, pingIntervalMs)
+  sweep.unref()
+
+  // -- listen -------------------------------------------------------------------------------------------------------
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => {
+      clearInterval(sweep)
+      reject(err)
+    }
+    http.once('error', onError)
+    http.listen(port, host, () => {
+      http.off('error', onError)
+      resolve()
+    })
+  })
+  http.on('error', (err) => log(`server error ${err.message}`))
+  const address = http.address() as AddressInfo
+  const boundPort = address.port
+  const url = formatUrl('ws', host, boundPort)
+  log(`listening on ${url}`)
+
+  return {
+    url,
+    host,
+    port: boundPort,
+    stats: () => ({
+      clients: conns.size,
+      signalingTopics: topics.size,
+      relayRooms: rooms.size,
+      ...counters,
+    }),
+    close(): Promise<void> {
+      closing ??= (async () => {
+        clearInterval(sweep)
+        const open = [...conns]
+        for (const c of open) {
+          c.closed = true
+          c.closeReason ??= 'shutdown'
+          detach(c)
+        }
+        for (const c of open) {
+          try {
+            c.ws.close(1001, 'server shutting down')
+          } catch {
+            c.ws.terminate()
+          }
+        }
+        const closed = new Promise<void>((resolve) => http.close(() => resolve()))
+        http.closeIdleConnections()
+        // Give clients a moment for the closing handshake, then cut whatever is left.
+        const deadline = Date.now() + 1000
+        while (conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+        for (const c of conns) c.ws.terminate()
+        http.closeAllConnections()
+        await closed
+        wss.close()
+        log('closed')
+      })()
+      return closing
+    },
+  }
+}
