@@ -36,6 +36,7 @@ export {
   type TransportConformanceOptions,
   type TransportHarness,
 } from './transport-suite.js'
+export { storageConformanceCases, StorageConformanceError, type StorageHarness, type StorageConformanceOptions } from './storage-suite.js'
 
 // =====================================================================================================================
 // Types
