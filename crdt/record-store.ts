@@ -79,8 +79,12 @@ class RecordEntry extends LWWMap<Value> {
     return out as StoredRecord
   }
 
-  /** Appends the registers `vv` does not cover, and `ceiling` does not hold back, to `fields`. */
-  collect(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, fields: FieldDelta[]): void {
+  /**
+   * Appends the registers `vv` does not cover, and `ceiling` does not hold back, to `fields`; returns how many it
+   * held back.
+   */
+  collect(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, fields: FieldDelta[]): number {
+    let held = 0
     const cells = this.cells
     const clock = this.clock
     for (let s = 0; s < cells.length / 3; s++) {
@@ -89,9 +93,13 @@ class RecordEntry extends LWWMap<Value> {
       const c = clock[2 * s + 1]!
       const seen = vv.get(peer)
       if (seen !== undefined && (w < seen.wall || (w === seen.wall && c <= seen.counter))) continue
-      if (ceiling !== undefined && peer === ceiling.peer && (w > ceiling.wall || (w === ceiling.wall && c > ceiling.counter))) continue
+      if (ceiling !== undefined && peer === ceiling.peer && (w > ceiling.wall || (w === ceiling.wall && c > ceiling.counter))) {
+        held++
+        continue
+      }
       fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts: this.stampAt(s) })
     }
+    return held
   }
 
   /** The slot of a field, or -1. */
@@ -187,14 +195,18 @@ export class RecordStore {
    * The changes a replica with version vector `vv` lacks: every register and floor newer than `vv`'s entry for its
    * origin. With `only`, just those records are examined (how live changes are gathered without a full scan).
    * With `ceiling`, writes of `ceiling.peer` newer than it are held back (a replica does not hand out its own
-   * writes before they are durable); a ceiling with wall −1 holds back every write of that origin.
+   * writes before they are durable; a ceiling with wall −1 holds back all of them). When anything was held back,
+   * the delta makes no claim for that origin (no `to` entry): a held-back write may have superseded a durable one
+   * that is no longer in memory, so the receiver must ask again rather than count it as received.
    */
   changesSince(vv: ReadonlyMap<string, Timestamp>, only?: Iterable<RecordRef>, ceiling?: Timestamp): Delta {
     const records: RecordDelta[] = []
+    let held = 0
     const heldBack = (ts: Timestamp): boolean => ceiling !== undefined && ts.peer === ceiling.peer && compareTimestamps(ts, ceiling) > 0
     const visit = (collection: string, id: string, entry: RecordEntry): void => {
       const fields: FieldDelta[] = []
-      entry.collect(vv, ceiling, fields)
+      held += entry.collect(vv, ceiling, fields)
+      if (entry.floor !== undefined && isNewer(vv, entry.floor) && heldBack(entry.floor)) held++
       const floor = entry.floor !== undefined && isNewer(vv, entry.floor) && !heldBack(entry.floor) ? entry.floor : undefined
       if (floor === undefined && fields.length === 0) return
       records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
@@ -210,8 +222,9 @@ export class RecordStore {
     // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
     const from: VersionVector = new Map()
     const to: VersionVector = new Map()
-    for (const [peer, held] of this.vv) {
-      const ts = heldBack(held) ? ceiling! : held
+    for (const [peer, newest] of this.vv) {
+      if (held > 0 && peer === ceiling!.peer) continue
+      const ts = heldBack(newest) ? ceiling! : newest
       const theirs = vv.get(peer)
       if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
       to.set(peer, ts)

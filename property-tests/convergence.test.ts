@@ -193,4 +193,48 @@ describe('pinned schedules', () => {
     assertConverged(result.replicas, { replay: 'Replay: the schedule of this test (no randomness)' })
     await result.close()
   })
+
+  // Found by the random proof (SEED=1780993900, 2958002, -251504778): an overwrite still in flight when its replica
+  // crashed was held back from a sync answer that nevertheless claimed the older, durable write it had replaced.
+  const LOSSY = { dropRate: 0.1, duplicateRate: 0.1, reorder: true }
+  it('a sync answer never claims a durable write that an in-flight overwrite replaced (crash, amnesiac peer)', async () => {
+    const steps: Step[] = [
+      { kind: 'deliver', count: 6 },
+      { kind: 'update', replica: 0, collection: 'todos', id: '__proto__', patch: { done: undefined, n: 0 } },
+      { kind: 'amnesia', replica: 1 },
+      { kind: 'update', replica: 0, collection: 'todos', id: '__proto__', patch: { title: 0, n: 0, ['__proto__']: 0 } },
+      { kind: 'restart', replica: 0, crash: true },
+    ]
+    const result = await runSchedule(steps, { replicas: 2, seed: 370263453, faults: LOSSY })
+    assertConverged(result.replicas, { replay: 'Replay: the schedule of this test' })
+    await result.close()
+  })
+
+  it('a sync answer never claims a durable write that an in-flight overwrite replaced (crash, 7 replicas)', async () => {
+    const steps: Step[] = [
+      { kind: 'deliver', count: 1 },
+      { kind: 'put', replica: 0, collection: 'todos', id: 'ab', fields: { done: 0, n: 0, ['__proto__']: 0, '': 0 } },
+      { kind: 'put', replica: 2, collection: 'notes', id: '😀', fields: { ['__proto__']: 0, constructor: 0, '': 0 } },
+      { kind: 'put', replica: 4, collection: 'todos', id: 'a', fields: { ['__proto__']: 0 } },
+      { kind: 'deliver', count: 27 },
+      { kind: 'deliver', count: 27 },
+      { kind: 'put', replica: 0, collection: 'todos', id: 'ab', fields: { title: 0, done: 0, n: 0, ['__proto__']: 0, constructor: 0 } },
+      { kind: 'restart', replica: 0, crash: true },
+    ]
+    const result = await runSchedule(steps, { replicas: 7, seed: 1, faults: LOSSY })
+    assertConverged(result.replicas, { replay: 'Replay: the schedule of this test' })
+    await result.close()
+  })
+
+  it('a sync answer never claims a durable write that an in-flight overwrite replaced (crash, removals)', async () => {
+    const steps: Step[] = [
+      { kind: 'update', replica: 1, collection: 'todos', id: 'b', patch: { title: 0, done: undefined, n: undefined, ['__proto__']: undefined, constructor: 0, '': 0 } },
+      { kind: 'deliver', count: 2 },
+      { kind: 'update', replica: 1, collection: 'todos', id: 'b', patch: { title: undefined, done: 0, n: undefined, ['__proto__']: 0, constructor: 0 } },
+      { kind: 'restart', replica: 1, crash: true },
+    ]
+    const result = await runSchedule(steps, { replicas: 2, seed: 2147483643, faults: LOSSY })
+    assertConverged(result.replicas, { replay: 'Replay: the schedule of this test' })
+    await result.close()
+  })
 })
