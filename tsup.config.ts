@@ -5,6 +5,7 @@ export default defineConfig({
     'src/index': 'src/index.ts',
     'crdt/index': 'crdt/index.ts',
     'transports/memory': 'transports/memory.ts',
+    'transports/webrtc': 'transports/webrtc.ts',
     'src/testkit/index': 'src/testkit/index.ts',
     'src/storage/level': 'src/storage/level.ts',
     'src/storage/indexeddb': 'src/storage/indexeddb.ts',
@@ -17,5 +18,5 @@ export default defineConfig({
   target: 'node20',
   splitting: true,
   treeshake: true,
-  external: ['fast-check', 'classic-level', 'redis'],
+  external: ['fast-check', 'classic-level', 'redis', 'ws', '@roamhq/wrtc'],
 })
