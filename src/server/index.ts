@@ -192,6 +192,14 @@ interface Conn {
   msgsIn: number
   bytesIn: number
   closeReason: string | undefined
+  /** The close code the server sent, when it closed the connection. */
+  closeCode: number | undefined
+}
+
+/** Close codes `ws` sends for its own errors (the rest are framing errors: 1002). */
+const WS_ERROR_CLOSE_CODES: Record<string, number> = {
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 1009,
+  WS_ERR_INVALID_UTF8: 1007,
 }
 
 /** Output of handling one message: per receiver, the ops to send, in order. */
@@ -338,6 +346,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       msgsIn: 0,
       bytesIn: 0,
       closeReason: undefined,
+      closeCode: undefined,
     }
     conns.add(c)
     counters.connections++
@@ -354,12 +363,17 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     ws.on('pong', () => (c.lastSeen = Date.now()))
     ws.on('ping', () => (c.lastSeen = Date.now()))
     ws.on('error', (err: Error & { code?: string }) => {
-      // ws closes the socket itself after an error (1009 too big, 1007 invalid UTF-8, 1002 bad frame, ...).
-      if (c.closeReason === undefined) {
-        c.closeReason = err.code ?? 'error'
-        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') counters.violations++
+      // ws has already sent the close frame (1009 too big, 1007 invalid UTF-8, 1002 bad framing) and drops the socket.
+      const code = typeof err.code === 'string' && err.code.startsWith('WS_ERR_') ? (WS_ERROR_CLOSE_CODES[err.code] ?? 1002) : undefined
+      if (code !== undefined && !c.closed) {
+        counters.violations++
+        c.closeCode = code
+        c.closeReason = err.message
+        log(`conn=${c.id} violation code=${code} ${err.message}`)
+      } else {
+        c.closeReason ??= err.code ?? 'error'
+        log(`conn=${c.id} error ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '))
       }
-      log(`conn=${c.id} error ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '))
       c.closed = true
       detach(c)
     })
@@ -369,7 +383,8 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       conns.delete(c)
       const why = reason.length > 0 ? ` reason=${JSON.stringify(reason.toString('utf8').slice(0, 80))}` : ''
       const secs = ((Date.now() - c.openedAt) / 1000).toFixed(1)
-      log(`conn=${c.id} close code=${code}${why}${c.closeReason ? ` by=${c.closeReason}` : ''} msgs=${c.msgsIn} bytes=${c.bytesIn} duration=${secs}s`)
+      const by = ` by=${c.closeReason === undefined ? 'client' : 'server'}`
+      log(`conn=${c.id} close code=${c.closeCode ?? code}${why}${by} msgs=${c.msgsIn} bytes=${c.bytesIn} duration=${secs}s`)
     })
   }
 
@@ -378,6 +393,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     if (c.closed && c.detached && c.closeReason !== undefined) return
     c.closed = true
     c.closeReason ??= reason
+    c.closeCode ??= code
     detach(c)
     try {
       c.ws.close(code, reason.slice(0, 120))
@@ -707,6 +723,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         for (const c of open) {
           c.closed = true
           c.closeReason ??= 'shutdown'
+          c.closeCode ??= 1001
           detach(c)
         }
         for (const c of open) {

@@ -1,0 +1,133 @@
+/**
+ * The `syncmesh` command line, kept apart from the bin file (`src/cli.ts`) so that it can be imported and tested
+ * without side effects. No dependencies: argv is parsed by hand.
+ */
+import { startServer, type ServerInit, type SyncmeshServer } from './index.js'
+
+/** Text of `syncmesh --help`. */
+export const HELP = `Usage: syncmesh serve [options]
+
+Runs one process that is both a y-webrtc-compatible signaling server and the
+syncmesh relay (transports/relay), on one port. GET /health reports status.
+
+Options:
+  --host <addr>              interface to bind (default 127.0.0.1; anything else
+                             exposes the server to the network)
+  --port <n>                 TCP port, 0 for any free one (default 4444)
+  --max-message-bytes <n>    largest WebSocket message accepted (default 131072)
+  --rate <n>                 ops per second per connection (default 1000)
+  --bytes-per-second <n>     bytes per second per connection (default 4194304)
+  --ping-interval <ms>       WebSocket ping interval; clients silent for two
+                             intervals are dropped (default 30000)
+  --quiet                    do not log connection events
+  -h, --help                 show this help
+
+The URL is printed on stdout once listening; connection events are logged to
+stderr, one line each. SIGINT / SIGTERM close every connection and exit.
+`
+
+/** What the command line asks for. */
+export type CliCommand =
+  | { readonly kind: 'help' }
+  | { readonly kind: 'serve'; readonly options: ServerInit; readonly quiet: boolean }
+  | { readonly kind: 'error'; readonly message: string }
+
+const NUMERIC: Record<string, { key: keyof ServerInit; min: number; max: number }> = {
+  '--port': { key: 'port', min: 0, max: 65535 },
+  '--max-message-bytes': { key: 'maxMessageBytes', min: 1024, max: 0xffffffff },
+  '--rate': { key: 'ratePerSecond', min: 1, max: 0xffffffff },
+  '--bytes-per-second': { key: 'bytesPerSecond', min: 1, max: 0xffffffff },
+  '--ping-interval': { key: 'pingIntervalMs', min: 10, max: 86_400_000 },
+}
+
+/** Parses `argv` (without `node` and the script path). */
+export function parseCli(argv: readonly string[]): CliCommand {
+  const args = [...argv]
+  const command = args.shift()
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') return { kind: 'help' }
+  if (command !== 'serve') return { kind: 'error', message: `unknown command ${JSON.stringify(command)}` }
+  const options: Record<string, unknown> = {}
+  let quiet = false
+  while (args.length > 0) {
+    const arg = args.shift()!
+    if (arg === '-h' || arg === '--help') return { kind: 'help' }
+    if (arg === '--quiet') {
+      quiet = true
+      continue
+    }
+    const eq = arg.indexOf('=')
+    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg
+    const inline = arg.startsWith('--') && eq > 0 ? arg.slice(eq + 1) : undefined
+    if (name !== '--host' && NUMERIC[name] === undefined) return { kind: 'error', message: `unknown option ${JSON.stringify(arg)}` }
+    const value = inline ?? args.shift()
+    if (value === undefined || value === '' || (inline === undefined && value.startsWith('--'))) {
+      return { kind: 'error', message: `${name} needs a value` }
+    }
+    if (name === '--host') {
+      options['host'] = value
+      continue
+    }
+    const spec = NUMERIC[name]!
+    if (!/^\d+$/.test(value)) return { kind: 'error', message: `${name} must be a whole number, got ${JSON.stringify(value)}` }
+    const n = Number(value)
+    if (n < spec.min || n > spec.max) return { kind: 'error', message: `${name} must be in ${spec.min}..${spec.max}, got ${n}` }
+    options[spec.key] = n
+  }
+  return { kind: 'serve', options: options as ServerInit, quiet }
+}
+
+/** Where the CLI writes and how it waits for shutdown; replaced in tests. */
+export interface CliIO {
+  out(line: string): void
+  err(line: string): void
+  /** Resolves when the process is asked to stop (SIGINT / SIGTERM). */
+  stopSignal(): Promise<string>
+}
+
+const processIO: CliIO = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  stopSignal: () =>
+    new Promise((resolve) => {
+      const on = (signal: string): void => {
+        process.off('SIGINT', on)
+        process.off('SIGTERM', on)
+        resolve(signal)
+      }
+      process.on('SIGINT', on)
+      process.on('SIGTERM', on)
+    }),
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
+
+/** Runs the command line; resolves with the exit code. */
+export async function runCli(argv: readonly string[], io: CliIO = processIO): Promise<number> {
+  const cmd = parseCli(argv)
+  if (cmd.kind === 'help') {
+    io.out(HELP.trimEnd())
+    return 0
+  }
+  if (cmd.kind === 'error') {
+    io.err(`syncmesh: ${cmd.message}\n\n${HELP.trimEnd()}`)
+    return 2
+  }
+  const host = cmd.options.host ?? '127.0.0.1'
+  if (!LOOPBACK.has(host) && !host.startsWith('127.')) {
+    io.err(`syncmesh: warning: binding ${host} exposes the server beyond this machine`)
+  }
+  let server: SyncmeshServer
+  try {
+    server = await startServer({ ...cmd.options, log: cmd.quiet ? false : (line) => io.err(line) })
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException
+    io.err(`syncmesh: cannot listen on ${host}:${cmd.options.port ?? 4444}: ${e.code ?? ''} ${e.message}`.trim())
+    return 1
+  }
+  const httpUrl = server.url.replace(/^ws/, 'http')
+  io.out(`syncmesh signaling + relay server listening on ${server.url} (health: ${httpUrl}/health)`)
+  const signal = await io.stopSignal()
+  io.err(`syncmesh: ${signal}, closing`)
+  await server.close()
+  return 0
+}

@@ -1,0 +1,251 @@
+/** Test helpers for the signaling + relay server: raw clients, a recording proxy, y-webrtc's server as a child. */
+import { type ChildProcess, spawn } from 'node:child_process'
+import net from 'node:net'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import {
+  type RelayClientOp,
+  type RelayServerOp,
+  decodeServerMessage,
+  encodeClientOp,
+  encodeRelayMessage,
+} from '../../transports/relay.js'
+
+/** Every child process a test spawned; {@link killChildren} (run in afterAll) kills whatever is still running. */
+const children = new Set<ChildProcess>()
+
+/** Registers a spawned child for {@link killChildren}. */
+export function track<C extends ChildProcess>(child: C): C {
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  return child
+}
+
+/** Kills (SIGKILL) every tracked child that is still running and waits for them to exit. */
+export async function killChildren(): Promise<void> {
+  await Promise.all(
+    [...children].map(async (c) => {
+      if (c.exitCode === null && c.signalCode === null) {
+        const exited = new Promise((r) => c.once('exit', r))
+        c.kill('SIGKILL')
+        await exited
+      }
+      children.delete(c)
+    }),
+  )
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `cond` until it holds or fails after `ms`. */
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+/** A raw WebSocket client that records everything: parsed text (JSON) messages, relay ops, and how it closed. */
+export class RawClient {
+  readonly ws: WebSocket
+  readonly json: unknown[] = []
+  readonly texts: string[] = []
+  readonly ops: RelayServerOp[] = []
+  readonly badBinary: Uint8Array[] = []
+  closed: { code: number; reason: string } | undefined
+  private opened: Promise<void>
+
+  constructor(url: string, options: WebSocket.ClientOptions = {}) {
+    this.ws = new WebSocket(url, options)
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', () => resolve())
+      this.ws.once('error', reject)
+    })
+    this.ws.on('error', () => {})
+    this.ws.on('message', (data, isBinary) => {
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)
+      if (isBinary) {
+        try {
+          this.ops.push(...decodeServerMessage(new Uint8Array(buf)))
+        } catch {
+          this.badBinary.push(new Uint8Array(buf))
+        }
+      } else {
+        const text = buf.toString('utf8')
+        this.texts.push(text)
+        try {
+          this.json.push(JSON.parse(text))
+        } catch {
+          // recorded in texts only
+        }
+      }
+    })
+    this.ws.on('close', (code, reason) => (this.closed = { code, reason: reason.toString() }))
+  }
+
+  static async open(url: string, options?: WebSocket.ClientOptions): Promise<RawClient> {
+    const c = new RawClient(url, options)
+    await c.opened
+    return c
+  }
+
+  sendJson(value: unknown): void {
+    this.ws.send(JSON.stringify(value))
+  }
+
+  sendOps(...ops: RelayClientOp[]): void {
+    this.ws.send(encodeRelayMessage(ops.map(encodeClientOp)))
+  }
+
+  async waitJson(pred: (m: Record<string, unknown>) => boolean, ms = 3000): Promise<Record<string, unknown>> {
+    let found: Record<string, unknown> | undefined
+    await until(() => (found = this.json.find((m) => m !== null && typeof m === 'object' && pred(m as Record<string, unknown>)) as Record<string, unknown> | undefined) !== undefined, ms, 'a matching JSON message')
+    return found!
+  }
+
+  async waitOp<K extends RelayServerOp['op']>(kind: K, pred: (op: Extract<RelayServerOp, { op: K }>) => boolean = () => true, ms = 3000): Promise<Extract<RelayServerOp, { op: K }>> {
+    let found: Extract<RelayServerOp, { op: K }> | undefined
+    await until(() => (found = this.ops.find((o) => o.op === kind && pred(o as Extract<RelayServerOp, { op: K }>)) as Extract<RelayServerOp, { op: K }> | undefined) !== undefined, ms, `a ${kind} op`)
+    return found!
+  }
+
+  async waitClosed(ms = 3000): Promise<{ code: number; reason: string }> {
+    await until(() => this.closed !== undefined, ms, 'the connection to close')
+    return this.closed!
+  }
+
+  close(): void {
+    if (this.ws.readyState <= 1) this.ws.terminate()
+  }
+}
+
+/** A GET on the server's HTTP side. */
+export async function httpGet(url: string, path: string, method = 'GET'): Promise<{ status: number; body: string; type: string | null }> {
+  const res = await fetch(`${url.replace(/^ws/, 'http')}${path}`, { method })
+  return { status: res.status, body: await res.text(), type: res.headers.get('content-type') }
+}
+
+/**
+ * A TCP proxy in front of a server that records what clients send, decoded: the HTTP upgrade request and the
+ * unmasked payload of every WebSocket frame. This is exactly what the server receives.
+ */
+export class RecordingProxy {
+  readonly headers: string[] = []
+  readonly payloads: Buffer[] = []
+  private readonly server: net.Server
+  private readonly sockets = new Set<net.Socket>()
+  port = 0
+
+  constructor(private readonly target: () => number) {
+    this.server = net.createServer((client) => this.onClient(client))
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}`
+  }
+
+  async listen(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r))
+    this.port = (this.server.address() as net.AddressInfo).port
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy()
+    await new Promise<void>((r) => this.server.close(() => r()))
+  }
+
+  /** Everything recorded, as one buffer (headers + payloads). */
+  all(): Buffer {
+    return Buffer.concat([...this.headers.map((h) => Buffer.from(h, 'latin1')), ...this.payloads])
+  }
+
+  private onClient(client: net.Socket): void {
+    const upstream = net.connect(this.target(), '127.0.0.1')
+    this.sockets.add(client)
+    this.sockets.add(upstream)
+    let pending = Buffer.alloc(0)
+    let inHeader = true
+    client.on('data', (chunk) => {
+      upstream.write(chunk)
+      pending = Buffer.concat([pending, chunk])
+      if (inHeader) {
+        const end = pending.indexOf('\r\n\r\n')
+        if (end < 0) return
+        this.headers.push(pending.subarray(0, end).toString('latin1'))
+        pending = pending.subarray(end + 4)
+        inHeader = false
+      }
+      for (;;) {
+        const frame = parseClientFrame(pending)
+        if (frame === undefined) break
+        this.payloads.push(frame.payload)
+        pending = pending.subarray(frame.length)
+      }
+    })
+    upstream.on('data', (chunk) => client.write(chunk))
+    const end = (): void => {
+      client.destroy()
+      upstream.destroy()
+      this.sockets.delete(client)
+      this.sockets.delete(upstream)
+    }
+    client.on('close', end)
+    upstream.on('close', end)
+    client.on('error', end)
+    upstream.on('error', end)
+  }
+}
+
+/** Parses one (masked) client-to-server WebSocket frame at the start of `b`, or undefined when incomplete. */
+function parseClientFrame(b: Buffer): { payload: Buffer; length: number } | undefined {
+  if (b.length < 2) return undefined
+  const masked = (b[1]! & 0x80) !== 0
+  let len = b[1]! & 0x7f
+  let pos = 2
+  if (len === 126) {
+    if (b.length < 4) return undefined
+    len = b.readUInt16BE(2)
+    pos = 4
+  } else if (len === 127) {
+    if (b.length < 10) return undefined
+    len = Number(b.readBigUInt64BE(2))
+    pos = 10
+  }
+  const maskAt = pos
+  if (masked) pos += 4
+  if (b.length < pos + len) return undefined
+  const payload = Buffer.from(b.subarray(pos, pos + len))
+  if (masked) for (let i = 0; i < len; i++) payload[i]! ^= b[maskAt + (i % 4)]!
+  return { payload, length: pos + len }
+}
+
+export const Y_WEBRTC_SERVER = fileURLToPath(new URL('../../node_modules/y-webrtc/bin/server.js', import.meta.url))
+export const LOOPBACK_PRELOAD = fileURLToPath(new URL('./loopback-preload.cjs', import.meta.url))
+
+/** y-webrtc's own signaling server as a child process, forced onto 127.0.0.1 by the preload. */
+export async function startYWebrtcServer(): Promise<{ url: string; address: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = track(
+    spawn(process.execPath, ['-r', LOOPBACK_PRELOAD, Y_WEBRTC_SERVER], {
+      env: { ...process.env, PORT: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  )
+  let out = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+  await until(() => /LISTENING (\S+) (\d+)/.test(out) || child.exitCode !== null, 10_000, 'y-webrtc server to listen')
+  const m = /LISTENING (\S+) (\d+)/.exec(out)
+  if (!m) throw new Error(`y-webrtc server did not start: ${out}`)
+  return {
+    url: `ws://127.0.0.1:${m[2]}`,
+    address: m[1]!,
+    child,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL')
+        await new Promise((r) => child.once('exit', r))
+      }
+    },
+  }
+}
