@@ -11,7 +11,7 @@ interface WellFormedString {
   isWellFormed(): boolean
 }
 
-const textDecoder = new TextDecoder('utf-8', { fatal: true })
+const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }) // ignoreBOM: keep a leading U+FEFF
 const textEncoder = new TextEncoder()
 const f64 = new Float64Array(1)
 const f64Bytes = new Uint8Array(f64.buffer)

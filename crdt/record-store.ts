@@ -193,43 +193,70 @@ export class RecordStore {
 
   /**
    * The changes a replica with version vector `vv` lacks: every register and floor newer than `vv`'s entry for its
-   * origin. With `only`, just those records are examined (how live changes are gathered without a full scan).
-   * With `ceiling`, writes of `ceiling.peer` newer than it are held back (a replica does not hand out its own
-   * writes before they are durable; a ceiling with wall −1 holds back all of them). When anything was held back,
-   * the delta makes no claim for that origin (no `to` entry): a held-back write may have superseded a durable one
-   * that is no longer in memory, so the receiver must ask again rather than count it as received.
+   * origin, with the vectors that let the receiver count them as received.
+   *
+   * With `ceiling`, writes of `ceiling.peer` newer than it are held back (a replica does not hand out its own writes
+   * before they are durable; a ceiling with wall −1 holds back all of them). When anything was held back, the delta
+   * carries its data but claims nothing (empty `from`/`to`): a held-back write may have superseded — overwritten, or
+   * erased by a delete — writes of any origin that are then no longer in memory, and if the held-back write is lost
+   * in a crash those must come back, so the receiver has to ask again rather than count them as received.
    */
-  changesSince(vv: ReadonlyMap<string, Timestamp>, only?: Iterable<RecordRef>, ceiling?: Timestamp): Delta {
+  changesSince(vv: ReadonlyMap<string, Timestamp>, ceiling?: Timestamp): Delta {
     const records: RecordDelta[] = []
     let held = 0
     const heldBack = (ts: Timestamp): boolean => ceiling !== undefined && ts.peer === ceiling.peer && compareTimestamps(ts, ceiling) > 0
-    const visit = (collection: string, id: string, entry: RecordEntry): void => {
-      const fields: FieldDelta[] = []
-      held += entry.collect(vv, ceiling, fields)
-      if (entry.floor !== undefined && isNewer(vv, entry.floor) && heldBack(entry.floor)) held++
-      const floor = entry.floor !== undefined && isNewer(vv, entry.floor) && !heldBack(entry.floor) ? entry.floor : undefined
-      if (floor === undefined && fields.length === 0) return
-      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
-    }
-    if (only) {
-      for (const { collection, id } of only) {
-        const entry = this.data.get(collection)?.get(id)
-        if (entry) visit(collection, id, entry)
+    for (const [collection, recs] of this.data) {
+      for (const [id, entry] of recs) {
+        const fields: FieldDelta[] = []
+        held += entry.collect(vv, ceiling, fields)
+        let floor = entry.floor !== undefined && isNewer(vv, entry.floor) ? entry.floor : undefined
+        if (floor && heldBack(floor)) {
+          held++
+          floor = undefined
+        }
+        if (floor === undefined && fields.length === 0) continue
+        records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
       }
-    } else {
-      for (const [collection, recs] of this.data) for (const [id, entry] of recs) visit(collection, id, entry)
     }
-    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
     const from: VersionVector = new Map()
     const to: VersionVector = new Map()
-    for (const [peer, newest] of this.vv) {
-      if (held > 0 && peer === ceiling!.peer) continue
-      const ts = heldBack(newest) ? ceiling! : newest
+    if (held > 0) return { from, to, records }
+    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
+    for (const [peer, ts] of this.vv) {
       const theirs = vv.get(peer)
-      if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
+      if (theirs !== undefined && compareTimestamps(ts, theirs) <= 0) continue
       to.set(peer, ts)
       if (theirs !== undefined) from.set(peer, theirs)
     }
+    return { from, to, records }
+  }
+
+  /**
+   * A live delta: the writes of `origin` newer than `since`, looked for only in `refs` — which must include every
+   * record `origin` wrote after `since` (a replica passes the records it wrote since its last flush). It claims
+   * `origin` alone, from `since` to the newest write held, so a receiver counts it as received only when it already
+   * holds everything of `origin` up to `since`.
+   */
+  changesOf(origin: string, since: Timestamp | undefined, refs: Iterable<RecordRef>): Delta {
+    const base: VersionVector = new Map()
+    for (const [peer, ts] of this.vv) if (peer !== origin) base.set(peer, ts) // other origins: not this delta's business
+    if (since) base.set(origin, since)
+    const records: RecordDelta[] = []
+    const seen = new Set<RecordEntry>()
+    for (const { collection, id } of refs) {
+      const entry = this.data.get(collection)?.get(id)
+      if (!entry || seen.has(entry)) continue
+      seen.add(entry)
+      const fields: FieldDelta[] = []
+      entry.collect(base, undefined, fields)
+      const own = fields.filter((f) => f.ts.peer === origin)
+      const floor = entry.floor !== undefined && entry.floor.peer === origin && isNewer(base, entry.floor) ? entry.floor : undefined
+      if (floor === undefined && own.length === 0) continue
+      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields: own } : { collection, id, fields: own })
+    }
+    const newest = this.vv.get(origin)
+    const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
+    const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
     return { from, to, records }
   }
 

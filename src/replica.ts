@@ -355,10 +355,7 @@ export class ReplicaImpl implements Replica {
     for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
     this.dirty = new Map()
     try {
-      const base = this.store.versionVector()
-      if (this.lastFlushed) base.set(this.writerId, this.lastFlushed)
-      else base.delete(this.writerId)
-      const parts = encodeDeltaParts(this.store.changesSince(base, refs), this.maxMessageBytes - 16)
+      const parts = encodeDeltaParts(this.store.changesOf(this.writerId, this.lastFlushed, refs), this.maxMessageBytes - 16)
       const flushed = (this.lastFlushed = this.store.versionVector().get(this.writerId))
       // Durable first, then sent: a peer must never hold a write of ours that a crash could take from us, or our
       // version vector would later claim it while we lack it.

@@ -255,7 +255,7 @@ export class SyncEngine {
     if (mine) hlc.receive(mine)
     if (isRequest) {
       const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
-      const delta = store.changesSince(vv, undefined, durable)
+      const delta = store.changesSince(vv, durable)
       if (delta.records.length > 0 || delta.to.size > 0) {
         for (const part of encodeDeltaParts(delta, this.init.maxMessageBytes - 16)) this.send(p, encodeDeltaMessage(part, false))
       } else {

@@ -263,11 +263,14 @@ function partOf(delta: Delta, items: Item[], lo: number, hi: number, lastIndex: 
   for (let i = lo; i < hi; i++) {
     const it = items[i]!
     const origin = it.ts.peer
-    if (!to.has(origin)) {
-      const prev = i > 0 && items[i - 1]!.ts.peer === origin ? items[i - 1]!.ts : delta.from.get(origin)
-      if (prev) from.set(origin, prev)
+    // An origin the whole delta makes no claim for (see RecordStore.changesSince) gets none in any part either.
+    if (delta.to.has(origin)) {
+      if (!to.has(origin)) {
+        const prev = i > 0 && items[i - 1]!.ts.peer === origin ? items[i - 1]!.ts : delta.from.get(origin)
+        if (prev) from.set(origin, prev)
+      }
+      to.set(origin, lastIndex.get(origin) === i ? delta.to.get(origin)! : it.ts)
     }
-    to.set(origin, lastIndex.get(origin) === i ? (delta.to.get(origin) ?? it.ts) : it.ts)
     let rec = byRecord.get(it.rd)
     if (!rec) byRecord.set(it.rd, (rec = { fields: [] }))
     if (it.field) rec.fields.push(it.field)

@@ -1,0 +1,197 @@
+/**
+ * Delta sync under faults: two or three stores, each with its own peer id and hybrid logical clock, take random local
+ * writes and sync through `changesSince(receiver.versionVector())` → `encodeDelta` → `decodeDelta` → `apply`, over a
+ * network that loses, duplicates and reorders messages. A final anti-entropy round (every ordered pair syncs once)
+ * must converge every store to the same digest and to the reference model, after which no pair has anything left
+ * to send. A sync delivered at once must leave nothing for an immediate second `changesSince` (nothing resent).
+ */
+import fc from 'fast-check'
+import { describe } from 'vitest'
+import { HLC, RecordStore, type Timestamp, decodeDelta, encodeDelta } from '../crdt/index.js'
+import { COLLECTIONS, type Op, type OpBody, opBodyArb } from './arbitraries.js'
+import { check, propTest } from './helpers.js'
+import { referenceState } from './reference-model.js'
+import { applyOp, assertSame, normalizeDelta, registerState, visibleState } from './state.js'
+
+const RUNS = 3_000
+
+type Event =
+  | { readonly t: 'write'; readonly at: number; readonly body: OpBody; readonly tick: number }
+  | { readonly t: 'sync'; readonly from: number; readonly to: number; readonly now: boolean }
+  | { readonly t: 'deliver'; readonly pick: number; readonly keep: boolean }
+  | { readonly t: 'drop'; readonly pick: number }
+
+const eventArb: fc.Arbitrary<Event> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({ t: fc.constant('write' as const), at: fc.nat(), body: opBodyArb(), tick: fc.integer({ min: 0, max: 2 }) }),
+  },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant('sync' as const), from: fc.nat(), to: fc.nat(), now: fc.boolean() }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant('deliver' as const), pick: fc.nat(), keep: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), pick: fc.nat() }) },
+)
+
+const PEER_SETS: readonly (readonly string[])[] = [
+  ['a', 'b', 'c'],
+  ['\u{1F600}', '\uD800', 'é'],
+  ['b', 'a', 'ab'],
+]
+
+const scenarioArb = fc.record({
+  n: fc.integer({ min: 2, max: 3 }),
+  peers: fc.constantFrom(...PEER_SETS),
+  skew: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 3, maxLength: 3 }),
+  events: fc.array(eventArb, { maxLength: 40 }),
+})
+
+interface Node {
+  readonly store: RecordStore
+  readonly clock: HLC
+}
+
+/** One sync from `a` to `b` over the wire; returns the encoded message. */
+function message(a: Node, b: Node): Uint8Array {
+  return encodeDelta(a.store.changesSince(b.store.versionVector()))
+}
+
+function deliver(b: Node, bytes: Uint8Array): void {
+  const delta = decodeDelta(bytes)
+  b.store.apply(delta)
+  // Like a replica, fold the newest remote timestamp into the local clock.
+  for (const ts of delta.to.values()) if (ts.peer !== b.clock.peer) b.clock.receive(ts)
+}
+
+/** Syncs a → b at once and checks that an immediate second round has nothing to send. */
+function syncNow(a: Node, b: Node, label: string): void {
+  deliver(b, message(a, b))
+  const again = a.store.changesSince(b.store.versionVector())
+  check(again.records.length === 0, () => `${label}: resent after a completed sync:\n${normalizeDelta(again, true)}`)
+}
+
+describe('delta sync over a lossy, duplicating, reordering network', () => {
+  propTest('stores converge to the reference model after anti-entropy; nothing is resent', RUNS, () =>
+    fc.property(scenarioArb, ({ n, peers, skew, events }) => {
+      let time = 1
+      const nodes: Node[] = Array.from({ length: n }, (_, i) => ({
+        store: new RecordStore(),
+        clock: new HLC(peers[i]!, { now: () => time + skew[i]!, maxDriftMs: 1_000 }),
+      }))
+      const ops: Op[] = []
+      const queue: Array<{ to: number; bytes: Uint8Array }> = []
+      for (const ev of events) {
+        if (ev.t === 'write') {
+          time += ev.tick
+          const node = nodes[ev.at % n]!
+          const op = { ...ev.body, ts: node.clock.now() } as Op
+          applyOp(node.store, op)
+          ops.push(op)
+        } else if (ev.t === 'sync') {
+          const from = ev.from % n
+          const to = (from + 1 + (ev.to % (n - 1))) % n
+          if (ev.now) syncNow(nodes[from]!, nodes[to]!, `sync ${from}→${to}`)
+          else queue.push({ to, bytes: message(nodes[from]!, nodes[to]!) })
+        } else if (queue.length > 0) {
+          const i = ev.pick % queue.length
+          const m = queue[i]!
+          if (ev.t === 'drop' || !ev.keep) queue.splice(i, 1)
+          if (ev.t === 'deliver') deliver(nodes[m.to]!, m.bytes)
+        }
+      }
+      // Whatever is still in flight is lost. Anti-entropy: every ordered pair syncs once.
+      for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) if (a !== b) deliver(nodes[b]!, message(nodes[a]!, nodes[b]!))
+      const expected = JSON.stringify(referenceState(ops))
+      const digest = nodes[0]!.store.digest()
+      const registers = registerState(nodes[0]!.store)
+      nodes.forEach((node, i) => {
+        assertSame(`store ${i} vs model`, JSON.stringify(visibleState(node.store, COLLECTIONS)), expected)
+        assertSame(`store ${i} digest`, node.store.digest(), digest)
+        assertSame(`store ${i} registers`, registerState(node.store), registers)
+      })
+      for (let a = 0; a < n; a++) {
+        for (let b = 0; b < n; b++) {
+          if (a === b) continue
+          const left = nodes[a]!.store.changesSince(nodes[b]!.store.versionVector())
+          check(left.records.length === 0, () => `after anti-entropy ${a}→${b} still sends:\n${normalizeDelta(left, true)}`)
+        }
+      }
+      // A clean sync between converged stores is also empty both ways.
+      if (n > 1) syncNow(nodes[0]!, nodes[1]!, 'final 0→1')
+    }),
+  )
+
+  // Live changes: a replica streams just the records it wrote (`changesSince(peerVector, only)`), the cheap path the
+  // store offers for this. Anti-entropy afterwards must still repair whatever the live stream missed.
+  propTest('live deltas (changesOf) followed by anti-entropy converge', RUNS, () =>
+    fc.property(
+      fc.array(fc.record({ body: opBodyArb(), live: fc.boolean(), tick: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 12 }),
+      (writes) => {
+        let time = 1
+        const a: Node = { store: new RecordStore(), clock: new HLC('a', { now: () => time }) }
+        const b: Node = { store: new RecordStore(), clock: new HLC('b', { now: () => time }) }
+        const ops: Op[] = []
+        // A live delta covers every record written since the previous one (the caller's side of changesOf's contract).
+        let since: Timestamp | undefined
+        let refs: { collection: string; id: string }[] = []
+        for (const w of writes) {
+          time += w.tick
+          const op = { ...w.body, ts: a.clock.now() } as Op
+          applyOp(a.store, op)
+          ops.push(op)
+          refs.push({ collection: op.collection, id: op.id })
+          if (w.live) {
+            deliver(b, encodeDelta(a.store.changesOf('a', since, refs)))
+            since = a.store.versionVector().get('a')
+            refs = []
+          }
+        }
+        deliver(b, message(a, b))
+        deliver(a, message(b, a))
+        const expected = JSON.stringify(referenceState(ops))
+        assertSame('writer vs model', JSON.stringify(visibleState(a.store, COLLECTIONS)), expected)
+        assertSame('receiver vs model', JSON.stringify(visibleState(b.store, COLLECTIONS)), expected)
+      },
+    ),
+  )
+
+  // Durable-first sync: a sync answer holds back the sender's own writes newer than its durable watermark
+  // (`changesSince(vv, ceiling)`). If the sender then crashes, it restarts with only its durable writes;
+  // anti-entropy must still bring both replicas to the same state — the receiver's version vector must not claim a
+  // durable write it never got.
+  propTest('a ceiling-limited answer, then a crash of the sender, still converges', RUNS, () =>
+    fc.property(
+      fc.array(fc.record({ body: opBodyArb(), mine: fc.boolean(), tick: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 12 }),
+      fc.nat({ max: 12 }),
+      fc.boolean(),
+      (writes, k, crash) => {
+        let time = 1
+        const s: Node = { store: new RecordStore(), clock: new HLC('a', { now: () => time }) }
+        const r: Node = { store: new RecordStore(), clock: new HLC('b', { now: () => time }) }
+        const sOps: Op[] = []
+        const rOps: Op[] = []
+        for (const w of writes) {
+          time += w.tick
+          const node = w.mine ? s : r
+          const op = { ...w.body, ts: node.clock.now() } as Op
+          applyOp(node.store, op)
+          ;(w.mine ? sOps : rOps).push(op)
+        }
+        const durable = Math.min(k, sOps.length) // the first `durable` writes of the sender are durable
+        const ceiling = durable > 0 ? sOps[durable - 1]!.ts : { wall: -1, counter: 0, peer: 'a' }
+        deliver(r, encodeDelta(s.store.changesSince(r.store.versionVector(), ceiling)))
+        let sender = s
+        let expectedOps = [...sOps, ...rOps]
+        if (crash) {
+          // Restart from durable storage: only the durable writes survive.
+          sender = { store: new RecordStore(), clock: s.clock }
+          for (const op of sOps.slice(0, durable)) applyOp(sender.store, op)
+          expectedOps = [...sOps.slice(0, durable), ...rOps]
+        }
+        deliver(r, message(sender, r))
+        deliver(sender, message(r, sender))
+        const expected = JSON.stringify(referenceState(expectedOps))
+        assertSame('sender vs model', JSON.stringify(visibleState(sender.store, COLLECTIONS)), expected)
+        assertSame('receiver vs model', JSON.stringify(visibleState(r.store, COLLECTIONS)), expected)
+      },
+    ),
+  )
+})
