@@ -524,6 +524,11 @@ export class NotQuiescentError extends SyncmeshError {
   override readonly code = 'NOT_QUIESCENT'
 }
 
+/** Resolves on the next macrotask (setImmediate in Node, setTimeout elsewhere). */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)))
+}
+
 /** A durable disk: outlives the replica that uses it; each incarnation gets its own handle. */
 class SimDisk {
   readonly backing = new MemoryStorage()
@@ -778,6 +783,9 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
 
   for (let i = 0; i < schedule.length; i++) {
     const step = schedule[i]!
+    // Storage and delivery resolve through microtasks only: yield to the event loop now and then, so the test
+    // runner (timers, worker messages) is not starved during long properties.
+    if (i % 64 === 63) await yieldToEventLoop()
     stepIndex = i
     now += stepMs
     if (step.kind === 'put' || step.kind === 'update' || step.kind === 'delete') {
