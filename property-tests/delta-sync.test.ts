@@ -13,7 +13,7 @@ import { check, propTest } from './helpers.js'
 import { referenceState } from './reference-model.js'
 import { applyOp, assertSame, normalizeDelta, registerState, visibleState } from './state.js'
 
-const RUNS = 3_000
+const RUNS = 10_000
 
 type Event =
   | { readonly t: 'write'; readonly at: number; readonly body: OpBody; readonly tick: number }
@@ -119,7 +119,7 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
     }),
   )
 
-  // Live changes: a replica streams just the records it wrote (`changesSince(peerVector, only)`), the cheap path the
+  // Live changes: a replica streams just the records it wrote (`changesOf(origin, since, refs)`), the cheap path the
   // store offers for this. Anti-entropy afterwards must still repair whatever the live stream missed.
   propTest('live deltas (changesOf) followed by anti-entropy converge', RUNS, () =>
     fc.property(
@@ -153,44 +153,99 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
     ),
   )
 
+  // Both replicas write (often the same records, so one's writes supersede the other's) and stream their own writes
+  // as live deltas (`changesOf`) over a network that drops, duplicates and reorders them; anti-entropy then repairs.
+  propTest('two writers streaming live deltas over a lossy network converge after anti-entropy', RUNS, () =>
+    fc.property(
+      fc.array(
+        fc.oneof(
+          { weight: 3, arbitrary: fc.record({ t: fc.constant('write' as const), at: fc.nat({ max: 1 }), body: opBodyArb(), tick: fc.integer({ min: 0, max: 2 }) }) },
+          { weight: 2, arbitrary: fc.record({ t: fc.constant('flush' as const), at: fc.nat({ max: 1 }) }) },
+          { weight: 2, arbitrary: fc.record({ t: fc.constant('deliver' as const), pick: fc.nat(), keep: fc.boolean() }) },
+          { weight: 1, arbitrary: fc.record({ t: fc.constant('drop' as const), pick: fc.nat() }) },
+        ),
+        { maxLength: 30 },
+      ),
+      (events) => {
+        let time = 1
+        const peers = ['a', 'b'] as const
+        const nodes: Node[] = peers.map((p) => ({ store: new RecordStore(), clock: new HLC(p, { now: () => time }) }))
+        const since: Array<Timestamp | undefined> = [undefined, undefined]
+        const dirty: Array<Array<{ collection: string; id: string }>> = [[], []]
+        const queue: Array<{ to: number; bytes: Uint8Array }> = []
+        const ops: Op[] = []
+        for (const ev of events) {
+          if (ev.t === 'write') {
+            time += ev.tick
+            const op = { ...ev.body, ts: nodes[ev.at]!.clock.now() } as Op
+            applyOp(nodes[ev.at]!.store, op)
+            ops.push(op)
+            dirty[ev.at]!.push({ collection: op.collection, id: op.id })
+          } else if (ev.t === 'flush') {
+            const i = ev.at
+            queue.push({ to: 1 - i, bytes: encodeDelta(nodes[i]!.store.changesOf(peers[i]!, since[i], dirty[i]!)) })
+            since[i] = nodes[i]!.store.versionVector().get(peers[i]!)
+            dirty[i] = []
+          } else if (queue.length > 0) {
+            const k = ev.pick % queue.length
+            const m = queue[k]!
+            if (ev.t === 'drop' || !ev.keep) queue.splice(k, 1)
+            if (ev.t === 'deliver') deliver(nodes[m.to]!, m.bytes)
+          }
+        }
+        deliver(nodes[1]!, message(nodes[0]!, nodes[1]!))
+        deliver(nodes[0]!, message(nodes[1]!, nodes[0]!))
+        const expected = JSON.stringify(referenceState(ops))
+        nodes.forEach((node, i) => assertSame(`replica ${peers[i]} vs model`, JSON.stringify(visibleState(node.store, COLLECTIONS)), expected))
+        assertSame('digests', nodes[0]!.store.digest(), nodes[1]!.store.digest())
+        const left = nodes[0]!.store.changesSince(nodes[1]!.store.versionVector())
+        check(left.records.length === 0, () => `after anti-entropy a→b still sends:\n${normalizeDelta(left, true)}`)
+      },
+    ),
+  )
+
   // Durable-first sync: a sync answer holds back the sender's own writes newer than its durable watermark
-  // (`changesSince(vv, ceiling)`). If the sender then crashes, it restarts with only its durable writes;
-  // anti-entropy must still bring both replicas to the same state — the receiver's version vector must not claim a
-  // durable write it never got.
+  // (`changesSince(vv, ceiling)`). If the sender then crashes, it restarts with only its durable writes (plus what it
+  // had durably received); anti-entropy among all replicas must still converge — the receiver's version vector must
+  // not claim a write it never got, of the sender or of a third replica whose write the sender's held-back write
+  // overwrote or erased in memory.
   propTest('a ceiling-limited answer, then a crash of the sender, still converges', RUNS, () =>
     fc.property(
-      fc.array(fc.record({ body: opBodyArb(), mine: fc.boolean(), tick: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 12 }),
+      fc.array(fc.record({ body: opBodyArb(), at: fc.nat({ max: 2 }), tick: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 12 }),
       fc.nat({ max: 12 }),
       fc.boolean(),
-      (writes, k, crash) => {
+      fc.boolean(),
+      (writes, k, crash, pre) => {
         let time = 1
-        const s: Node = { store: new RecordStore(), clock: new HLC('a', { now: () => time }) }
-        const r: Node = { store: new RecordStore(), clock: new HLC('b', { now: () => time }) }
-        const sOps: Op[] = []
-        const rOps: Op[] = []
+        const peers = ['a', 'b', 'c'] as const
+        const nodes: Node[] = peers.map((p) => ({ store: new RecordStore(), clock: new HLC(p, { now: () => time }) }))
+        const opsOf: Op[][] = [[], [], []]
         for (const w of writes) {
           time += w.tick
-          const node = w.mine ? s : r
-          const op = { ...w.body, ts: node.clock.now() } as Op
-          applyOp(node.store, op)
-          ;(w.mine ? sOps : rOps).push(op)
+          const op = { ...w.body, ts: nodes[w.at]!.clock.now() } as Op
+          applyOp(nodes[w.at]!.store, op)
+          opsOf[w.at]!.push(op)
         }
+        const [s, r, c] = nodes as [Node, Node, Node]
+        const [sOps, rOps, cOps] = opsOf as [Op[], Op[], Op[]]
+        // Optionally the sender had received (and stored) the others' writes before its answer; its own
+        // non-durable writes may have overwritten or erased them in memory since.
+        const received = pre ? [encodeDelta(r.store.changesSince(new Map())), encodeDelta(c.store.changesSince(new Map()))] : []
+        for (const m of received) deliver(s, m)
         const durable = Math.min(k, sOps.length) // the first `durable` writes of the sender are durable
         const ceiling = durable > 0 ? sOps[durable - 1]!.ts : { wall: -1, counter: 0, peer: 'a' }
         deliver(r, encodeDelta(s.store.changesSince(r.store.versionVector(), ceiling)))
-        let sender = s
-        let expectedOps = [...sOps, ...rOps]
+        let expectedOps = [...sOps, ...rOps, ...cOps]
         if (crash) {
-          // Restart from durable storage: only the durable writes survive.
-          sender = { store: new RecordStore(), clock: s.clock }
-          for (const op of sOps.slice(0, durable)) applyOp(sender.store, op)
-          expectedOps = [...sOps.slice(0, durable), ...rOps]
+          // Restart from durable storage: only the durable writes and what had been received survive.
+          nodes[0] = { store: new RecordStore(), clock: s.clock }
+          for (const op of sOps.slice(0, durable)) applyOp(nodes[0].store, op)
+          for (const m of received) nodes[0].store.apply(decodeDelta(m))
+          expectedOps = [...sOps.slice(0, durable), ...rOps, ...cOps]
         }
-        deliver(r, message(sender, r))
-        deliver(sender, message(r, sender))
+        for (let x = 0; x < 3; x++) for (let y = 0; y < 3; y++) if (x !== y) deliver(nodes[y]!, message(nodes[x]!, nodes[y]!))
         const expected = JSON.stringify(referenceState(expectedOps))
-        assertSame('sender vs model', JSON.stringify(visibleState(sender.store, COLLECTIONS)), expected)
-        assertSame('receiver vs model', JSON.stringify(visibleState(r.store, COLLECTIONS)), expected)
+        nodes.forEach((node, i) => assertSame(`replica ${peers[i]} vs model`, JSON.stringify(visibleState(node.store, COLLECTIONS)), expected))
       },
     ),
   )
