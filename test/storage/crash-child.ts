@@ -14,6 +14,7 @@
  * Importing this module (as the parent does) only exposes the generator; the loop runs when it is the entry point.
  */
 import { pathToFileURL } from 'node:url'
+import { mulberry32 } from './prng.js'
 
 /** A field value the crash test writes. */
 export type CrashValue = number | string | boolean | Uint8Array
@@ -26,16 +27,6 @@ export type CrashOp =
 /** The crash test's collection. */
 export const CRASH_COLLECTION = 'crash'
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789 éü€😀\u0000\ud800'
 

@@ -19,6 +19,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createReplica } from '../../src/replica.js'
 import { LevelStorage, levelStorage } from '../../src/storage/level.js'
+import { mulberry32 } from './prng.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const RECORDS = QUICK ? 1_000 : 10_000
@@ -27,16 +28,6 @@ const FIELDS = ['a', 'b', 'c', 'd', 'e'] as const
 const MiB = 1024 * 1024
 const fmt = (n: number): string => (n >= MiB ? `${(n / MiB).toFixed(2)} MiB` : `${(n / 1024).toFixed(1)} KiB`)
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 async function dirBytes(dir: string): Promise<number> {
   let n = 0

@@ -11,6 +11,7 @@ import { type Replica, createReplica } from '../../src/replica.js'
 import { LevelStorage, decodeLevelKey, encodeLevelKey, levelStorage } from '../../src/storage/level.js'
 import { type Storage, compareKeys } from '../../src/storage/types.js'
 import { storageConformanceCases } from '../../src/testkit/storage-suite.js'
+import { mulberry32 } from './prng.js'
 
 const root = await mkdtemp(join(tmpdir(), 'syncmesh-level-'))
 afterAll(() => rm(root, { recursive: true, force: true }))
@@ -46,16 +47,6 @@ async function storedBytes(dir: string): Promise<{ bytes: number; entries: numbe
   }
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const MiB = 1024 * 1024
 const fmt = (n: number): string => (n >= MiB ? `${(n / MiB).toFixed(2)} MiB` : `${(n / 1024).toFixed(1)} KiB`)
