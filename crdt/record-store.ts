@@ -3,7 +3,7 @@ import { type Delta, type FieldDelta, type RecordDelta, type RecordRef, decodeDe
 import { InvalidValueError } from './errors.js'
 import { murmur3x128 } from './hash.js'
 import { LWWMap } from './lww-map.js'
-import { type Timestamp, compareTimestamps } from './timestamp.js'
+import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
 import { type VersionVector, advance, isNewer } from './version-vector.js'
 
@@ -133,6 +133,7 @@ export class RecordStore {
 
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
+    checkTimestamp(ts)
     const clean = normalizeFields(collection, id, fields, false)
     const entry = this.entry(collection, id)
     entry.raiseFloor(ts, false)
@@ -143,6 +144,7 @@ export class RecordStore {
 
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
   update(collection: string, id: string, patch: object, ts: Timestamp): void {
+    checkTimestamp(ts)
     const clean = normalizeFields(collection, id, patch, true)
     const entry = this.entry(collection, id)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
@@ -151,6 +153,7 @@ export class RecordStore {
 
   /** Deletes a record at `ts`: fields written at or before `ts` are erased, later ones survive. */
   delete(collection: string, id: string, ts: Timestamp): void {
+    checkTimestamp(ts)
     checkRef(collection, id)
     this.entry(collection, id).raiseFloor(ts, true)
     advance(this.vv, ts)
@@ -221,10 +224,13 @@ export class RecordStore {
     const from: VersionVector = new Map()
     const to: VersionVector = new Map()
     if (held > 0) return { from, to, records }
-    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
-    for (const [peer, ts] of this.vv) {
+    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes. The ceiling's
+    // origin is claimed no further than the ceiling even when nothing was held back (its newer writes were all
+    // superseded): after a crash that origin's clock restarts from the ceiling, and must not reissue a claimed time.
+    for (const [peer, newest] of this.vv) {
+      const ts = heldBack(newest) ? ceiling! : newest
       const theirs = vv.get(peer)
-      if (theirs !== undefined && compareTimestamps(ts, theirs) <= 0) continue
+      if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
       to.set(peer, ts)
       if (theirs !== undefined) from.set(peer, theirs)
     }
@@ -271,6 +277,9 @@ export class RecordStore {
       const entry = this.entry(collection, id)
       const fresh = entry.isEmpty()
       const wasVisible = entry.visible()
+      // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
+      // record's visible fields are compared as a whole instead of inferred from the register writes.
+      const before = rd.floor !== undefined && wasVisible ? entry.toObject() : undefined
       let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
       for (const f of rd.fields) {
         const slot = entry.slotOf(f.name)
@@ -294,7 +303,9 @@ export class RecordStore {
           )
         }
       }
-      if (touched || wasVisible !== entry.visible()) changed.push({ collection, id, existed: wasVisible })
+      const visibleNow = entry.visible()
+      if (before && visibleNow && touched) touched = !sameFields(before, entry.toObject())
+      if (touched || wasVisible !== visibleNow) changed.push({ collection, id, existed: wasVisible })
       if (entry.isEmpty()) this.data.get(collection)?.delete(id)
       else if (fresh) entry.trim()
     }
@@ -349,6 +360,19 @@ export class RecordStore {
     if (!entry) recs.set(id, (entry = new RecordEntry()))
     return entry
   }
+}
+
+/** True when two visible field sets are equal (same keys, same values by canonical bytes). */
+function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean {
+  const keys = Object.keys(a)
+  if (keys.length !== Object.keys(b).length) return false
+  return keys.every((k) => Object.prototype.hasOwnProperty.call(b, k) && valuesEqual(a[k], b[k]))
+}
+
+/** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */
+function checkTimestamp(ts: Timestamp): void {
+  const reason = invalidTimestampReason(ts)
+  if (reason) throw new TypeError(`invalid write timestamp: ${reason}`)
 }
 
 function checkRef(collection: string, id: string): void {
