@@ -1,7 +1,7 @@
 /**
  * LevelDB storage benchmark (standalone; not part of the test run):
  *
- *   node --expose-gc --import tsx test/storage/level-bench.ts
+ *   node --expose-gc --import tsx bench/storage-level.ts (also the last part of `npm run bench`)
  *
  * Prints
  *  1. durable write throughput through `collection.update` on LevelDB: awaited one at a time, and pipelined in groups
@@ -17,9 +17,9 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createReplica } from '../../src/replica.js'
-import { LevelStorage, levelStorage } from '../../src/storage/level.js'
-import { mulberry32 } from './prng.js'
+import { createReplica } from '../src/replica.js'
+import { LevelStorage, levelStorage } from '../src/storage/level.js'
+import { mulberry32 } from '../test/storage/prng.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const RECORDS = QUICK ? 1_000 : 10_000
