@@ -384,6 +384,11 @@ interface Conn {
   timer: ReturnType<typeof setTimeout> | undefined
   drainTimer: ReturnType<typeof setTimeout> | undefined
   readonly queue: FrameQueue
+  /**
+   * Bytes handed to the channel since the last macrotask. Some implementations (@roamhq/wrtc under load) update
+   * `bufferedAmount` late, so a synchronous burst is bounded by this count as well.
+   */
+  burst: number
 }
 
 interface Entry<F> {
@@ -801,6 +806,7 @@ class WebRTCTransportImpl implements WebRTCTransport {
       pendingCandidates: [],
       timer: undefined,
       drainTimer: undefined,
+      burst: 0,
       queue: new FrameQueue(),
     }
     this.conns.set(peer, conn)
@@ -1049,7 +1055,7 @@ class WebRTCTransportImpl implements WebRTCTransport {
   }
 
   private sendOn(conn: Conn, frame: Uint8Array): void {
-    if (conn.queue.length === 0 && conn.dc.bufferedAmount + frame.byteLength <= this.maxBuffered) {
+    if (conn.queue.length === 0 && this.buffered(conn) + frame.byteLength <= this.maxBuffered) {
       this.transmit(conn, frame)
       return
     }
@@ -1061,7 +1067,14 @@ class WebRTCTransportImpl implements WebRTCTransport {
     this.scheduleDrain(conn)
   }
 
+  /** What the channel holds, as far as we can tell: its bufferedAmount, or this turn's burst when larger. */
+  private buffered(conn: Conn): number {
+    return Math.max(conn.dc.bufferedAmount, conn.burst)
+  }
+
   private transmit(conn: Conn, frame: Uint8Array): void {
+    if (conn.burst === 0) setTimeout(() => (conn.burst = 0), 0)
+    conn.burst += frame.byteLength
     try {
       conn.dc.send(frame)
     } catch {
@@ -1073,7 +1086,7 @@ class WebRTCTransportImpl implements WebRTCTransport {
   private drain(conn: Conn): void {
     if (conn.closed) return
     for (let f = conn.queue.peek(); f !== undefined; f = conn.queue.peek()) {
-      if (conn.dc.bufferedAmount + f.byteLength > this.maxBuffered) break
+      if (this.buffered(conn) + f.byteLength > this.maxBuffered) break
       conn.queue.shift()
       this.transmit(conn, f)
     }
