@@ -66,6 +66,7 @@ import {
   encodeHello,
   installPromiseWithResolvers,
 } from './libp2p-wire.js'
+import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
@@ -250,11 +251,6 @@ export async function roomTopicOf(room: string): Promise<string> {
   const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(`syncmesh/libp2p/v1\u0000${room}`))
   const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
   return `/syncmesh/room/1/${hex}`
-}
-
-interface Entry<F> {
-  readonly fn: F
-  active: boolean
 }
 
 /** The pubsub surface we use (gossipsub). */
@@ -719,9 +715,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
   private announceSoonTimer: ReturnType<typeof setTimeout> | undefined
   private lastAnnounce = 0
 
-  private upListeners: readonly Entry<PeerListener>[] = []
-  private downListeners: readonly Entry<PeerListener>[] = []
-  private frameListeners: readonly Entry<FrameListener>[] = []
+  private readonly listeners = new TransportListeners()
 
   private counters = { sessions: 0, limitedSessions: 0, framesSent: 0, framesReceived: 0, bytesSent: 0, bytesReceived: 0, framesDropped: 0, protocolErrors: 0 }
 
@@ -830,30 +824,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   on(event: 'frame', fn: FrameListener): () => void
   on(event: 'peer:up' | 'peer:down' | 'frame', fn: PeerListener | FrameListener): () => void {
-    if (typeof fn !== 'function') throw new TransportArgumentError('listener must be a function')
-    const entry = { fn, active: true }
-    switch (event) {
-      case 'peer:up':
-        this.upListeners = [...this.upListeners, entry as Entry<PeerListener>]
-        return () => {
-          entry.active = false
-          this.upListeners = this.upListeners.filter((e) => e !== entry)
-        }
-      case 'peer:down':
-        this.downListeners = [...this.downListeners, entry as Entry<PeerListener>]
-        return () => {
-          entry.active = false
-          this.downListeners = this.downListeners.filter((e) => e !== entry)
-        }
-      case 'frame':
-        this.frameListeners = [...this.frameListeners, entry as Entry<FrameListener>]
-        return () => {
-          entry.active = false
-          this.frameListeners = this.frameListeners.filter((e) => e !== entry)
-        }
-      default:
-        throw new TransportArgumentError(`unknown event ${JSON.stringify(event)}`)
-    }
+    return this.listeners.on(event, fn)
   }
 
   connection(peer: PeerId): Libp2pPeerConnection | undefined {
@@ -1331,25 +1302,11 @@ class Libp2pTransportImpl implements Libp2pTransport {
 
   private emitPeer(event: 'peer:up' | 'peer:down', peer: PeerId): void {
     if (!this.isLive()) return
-    for (const entry of event === 'peer:up' ? this.upListeners : this.downListeners) {
-      if (!entry.active) continue
-      try {
-        entry.fn(peer)
-      } catch (error) {
-        this.listenerError(error, { event, peer })
-      }
-    }
+    this.listeners.emitPeer(event, peer, (error) => this.listenerError(error, { event, peer }))
   }
 
   private emitFrame(peer: PeerId, frame: Uint8Array): void {
-    for (const entry of this.frameListeners) {
-      if (!entry.active) continue
-      try {
-        entry.fn(peer, frame)
-      } catch (error) {
-        this.listenerError(error, { event: 'frame', peer })
-      }
-    }
+    this.listeners.emitFrame(peer, frame, (error) => this.listenerError(error, { event: 'frame', peer }))
   }
 
   private listenerError(error: unknown, context: Libp2pErrorContext): void {

@@ -31,6 +31,7 @@
  *   surfaces it as an uncaught exception (and fails a vitest run) without unwinding the network's delivery loop.
  */
 import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportStateError } from './errors.js'
+import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
@@ -208,11 +209,6 @@ interface PeerEventItem {
   readonly session: number
 }
 
-interface Entry<F> {
-  readonly fn: F
-  active: boolean
-}
-
 /** What the network exposes to its transports (kept off the public class surface). */
 interface NetworkInternals {
   readonly maxFrameSize: number
@@ -259,9 +255,7 @@ class MemoryTransportImpl implements MemoryTransport {
   session = 0
   room: string | undefined
   private id: PeerId | undefined
-  private upListeners: readonly Entry<PeerListener>[] = []
-  private downListeners: readonly Entry<PeerListener>[] = []
-  private frameListeners: readonly Entry<FrameListener>[] = []
+  private readonly listeners = new TransportListeners()
 
   constructor(private readonly net: NetworkInternals) {
     this.maxFrameSize = net.maxFrameSize
@@ -320,61 +314,15 @@ class MemoryTransportImpl implements MemoryTransport {
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   on(event: 'frame', fn: FrameListener): () => void
   on(event: 'peer:up' | 'peer:down' | 'frame', fn: PeerListener | FrameListener): () => void {
-    if (typeof fn !== 'function') throw new TransportArgumentError('listener must be a function')
-    switch (event) {
-      case 'peer:up': {
-        const entry: Entry<PeerListener> = { fn: fn as PeerListener, active: true }
-        this.upListeners = [...this.upListeners, entry]
-        return () => {
-          if (!entry.active) return
-          entry.active = false
-          this.upListeners = this.upListeners.filter((e) => e !== entry)
-        }
-      }
-      case 'peer:down': {
-        const entry: Entry<PeerListener> = { fn: fn as PeerListener, active: true }
-        this.downListeners = [...this.downListeners, entry]
-        return () => {
-          if (!entry.active) return
-          entry.active = false
-          this.downListeners = this.downListeners.filter((e) => e !== entry)
-        }
-      }
-      case 'frame': {
-        const entry: Entry<FrameListener> = { fn: fn as FrameListener, active: true }
-        this.frameListeners = [...this.frameListeners, entry]
-        return () => {
-          if (!entry.active) return
-          entry.active = false
-          this.frameListeners = this.frameListeners.filter((e) => e !== entry)
-        }
-      }
-      default:
-        throw new TransportArgumentError(`unknown event ${JSON.stringify(event)}`)
-    }
+    return this.listeners.on(event, fn)
   }
 
   emitPeer(event: 'peer:up' | 'peer:down', peer: PeerId): void {
-    const list = event === 'peer:up' ? this.upListeners : this.downListeners
-    for (const entry of list) {
-      if (!entry.active) continue
-      try {
-        entry.fn(peer)
-      } catch (error) {
-        this.net.reportError(error, { event, receiver: this.id ?? '', peer })
-      }
-    }
+    this.listeners.emitPeer(event, peer, (error) => this.net.reportError(error, { event, receiver: this.id ?? '', peer }))
   }
 
   emitFrame(from: PeerId, bytes: Uint8Array): void {
-    for (const entry of this.frameListeners) {
-      if (!entry.active) continue
-      try {
-        entry.fn(from, bytes)
-      } catch (error) {
-        this.net.reportError(error, { event: 'frame', receiver: this.id ?? '', peer: from })
-      }
-    }
+    this.listeners.emitFrame(from, bytes, (error) => this.net.reportError(error, { event: 'frame', receiver: this.id ?? '', peer: from }))
   }
 
   private checkSize(frame: Uint8Array): void {

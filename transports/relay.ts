@@ -60,6 +60,7 @@
  * - A client that cannot decode a server message closes the connection and reconnects (with backoff).
  */
 import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
+import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
@@ -554,11 +555,6 @@ function unref(timer: ReturnType<typeof setTimeout>): void {
   ;(timer as { unref?: () => void }).unref?.()
 }
 
-interface Entry<F> {
-  readonly fn: F
-  active: boolean
-}
-
 /** Token bucket mirroring one of the server's, at {@link PACING_MARGIN} of its rate and capacity. */
 class Pacer {
   private tokens: number
@@ -630,9 +626,7 @@ class RelayTransportImpl implements RelayTransport {
   private connectTimer: ReturnType<typeof setTimeout> | undefined
   private keepAliveTimer: ReturnType<typeof setInterval> | undefined
 
-  private upListeners: readonly Entry<PeerListener>[] = []
-  private downListeners: readonly Entry<PeerListener>[] = []
-  private frameListeners: readonly Entry<FrameListener>[] = []
+  private readonly listeners = new TransportListeners()
 
   private counters = { sentFrames: 0, receivedFrames: 0, dropped: 0, messagesOut: 0, joins: 0, connectAttempts: 0 }
 
@@ -1040,61 +1034,17 @@ class RelayTransportImpl implements RelayTransport {
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   on(event: 'frame', fn: FrameListener): () => void
   on(event: 'peer:up' | 'peer:down' | 'frame', fn: PeerListener | FrameListener): () => void {
-    if (typeof fn !== 'function') throw new TransportArgumentError('listener must be a function')
-    switch (event) {
-      case 'peer:up': {
-        const entry: Entry<PeerListener> = { fn: fn as PeerListener, active: true }
-        this.upListeners = [...this.upListeners, entry]
-        return () => {
-          entry.active = false
-          this.upListeners = this.upListeners.filter((e) => e !== entry)
-        }
-      }
-      case 'peer:down': {
-        const entry: Entry<PeerListener> = { fn: fn as PeerListener, active: true }
-        this.downListeners = [...this.downListeners, entry]
-        return () => {
-          entry.active = false
-          this.downListeners = this.downListeners.filter((e) => e !== entry)
-        }
-      }
-      case 'frame': {
-        const entry: Entry<FrameListener> = { fn: fn as FrameListener, active: true }
-        this.frameListeners = [...this.frameListeners, entry]
-        return () => {
-          entry.active = false
-          this.frameListeners = this.frameListeners.filter((e) => e !== entry)
-        }
-      }
-      default:
-        throw new TransportArgumentError(`unknown event ${JSON.stringify(event)}`)
-    }
+    return this.listeners.on(event, fn)
   }
 
   private emitPeer(kind: 'peer:up' | 'peer:down', peer: PeerId): void {
     const gen = this.gen
-    for (const entry of kind === 'peer:up' ? this.upListeners : this.downListeners) {
-      if (gen !== this.gen || this.state !== 'started') return
-      if (!entry.active) continue
-      try {
-        entry.fn(peer)
-      } catch (error) {
-        this.listenerError(error)
-      }
-    }
+    this.listeners.emitPeer(kind, peer, (error) => this.listenerError(error), () => gen === this.gen && this.state === 'started')
   }
 
   private emitFrame(from: PeerId, frame: Uint8Array): void {
     const gen = this.gen
-    for (const entry of this.frameListeners) {
-      if (gen !== this.gen || this.state !== 'started') return
-      if (!entry.active) continue
-      try {
-        entry.fn(from, frame)
-      } catch (error) {
-        this.listenerError(error)
-      }
-    }
+    this.listeners.emitFrame(from, frame, (error) => this.listenerError(error), () => gen === this.gen && this.state === 'started')
   }
 
   private listenerError(error: unknown): void {

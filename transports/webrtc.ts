@@ -46,6 +46,7 @@
 import { FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
 import { compareIds, overlayNeighbours } from './webrtc-overlay.js'
 import { type BackoffInit, SignalingClient, type WebSocketConstructor, backoffDelay, isObject } from './webrtc-signaling.js'
+import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
@@ -391,11 +392,6 @@ interface Conn {
   burst: number
 }
 
-interface Entry<F> {
-  readonly fn: F
-  active: boolean
-}
-
 let wrtcPromise: Promise<RTCImplementation> | undefined
 let wsPromise: Promise<WebSocketConstructor> | undefined
 
@@ -478,9 +474,7 @@ class WebRTCTransportImpl implements WebRTCTransport {
   /** Ends start()'s wait for a first signaling connection (called by stop()). */
   private releaseStart: (() => void) | undefined
   private dropped = 0
-  private upListeners: readonly Entry<PeerListener>[] = []
-  private downListeners: readonly Entry<PeerListener>[] = []
-  private frameListeners: readonly Entry<FrameListener>[] = []
+  private readonly listeners = new TransportListeners()
 
   constructor(private readonly init: WebRTCTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('webrtcTransport() needs an init object')
@@ -609,26 +603,7 @@ class WebRTCTransportImpl implements WebRTCTransport {
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   on(event: 'frame', fn: FrameListener): () => void
   on(event: 'peer:up' | 'peer:down' | 'frame', fn: PeerListener | FrameListener): () => void {
-    if (typeof fn !== 'function') throw new TransportArgumentError('listener must be a function')
-    const add = <F>(get: () => readonly Entry<F>[], set: (l: readonly Entry<F>[]) => void, f: F): (() => void) => {
-      const entry: Entry<F> = { fn: f, active: true }
-      set([...get(), entry])
-      return () => {
-        if (!entry.active) return
-        entry.active = false
-        set(get().filter((e) => e !== entry))
-      }
-    }
-    switch (event) {
-      case 'peer:up':
-        return add(() => this.upListeners, (l) => (this.upListeners = l), fn as PeerListener)
-      case 'peer:down':
-        return add(() => this.downListeners, (l) => (this.downListeners = l), fn as PeerListener)
-      case 'frame':
-        return add(() => this.frameListeners, (l) => (this.frameListeners = l), fn as FrameListener)
-      default:
-        throw new TransportArgumentError(`unknown event ${JSON.stringify(event)}`)
-    }
+    return this.listeners.on(event, fn)
   }
 
   connectedPeers(): PeerId[] {
@@ -1107,25 +1082,11 @@ class WebRTCTransportImpl implements WebRTCTransport {
     if (data instanceof ArrayBuffer) frame = new Uint8Array(data)
     else if (ArrayBuffer.isView(data)) frame = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength))
     else return // text or Blob: not ours
-    for (const entry of this.frameListeners) {
-      if (!entry.active) continue
-      try {
-        entry.fn(conn.peer, frame)
-      } catch (error) {
-        this.reportListenerError(error)
-      }
-    }
+    this.listeners.emitFrame(conn.peer, frame, (error) => this.reportListenerError(error))
   }
 
   private emitPeer(event: 'peer:up' | 'peer:down', peer: PeerId): void {
-    for (const entry of event === 'peer:up' ? this.upListeners : this.downListeners) {
-      if (!entry.active) continue
-      try {
-        entry.fn(peer)
-      } catch (error) {
-        this.reportListenerError(error)
-      }
-    }
+    this.listeners.emitPeer(event, peer, (error) => this.reportListenerError(error))
   }
 
   private reportListenerError(error: unknown): void {
