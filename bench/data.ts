@@ -1,7 +1,8 @@
 /**
- * Deterministic benchmark data: a tiny seeded PRNG, the 10 000 × 5-field records and the random field updates that
+ * Deterministic benchmark data: seeded streams (mulberry32), the 10 000 × 5-field records and the random field updates that
  * every workload and every system shares. The same seed always yields the same records and updates.
  */
+import { mulberry32 } from '../test/prng.js'
 
 /** The five fields of a benchmark record, in canonical order. */
 export const FIELDS = ['title', 'n', 'price', 'done', 'tag'] as const
@@ -55,18 +56,6 @@ export function scaledSizes(scale: number): Sizes {
   const out = { ...BASE_SIZES }
   for (const key of Object.keys(out) as (keyof Sizes)[]) out[key] = Math.max(1, Math.round(BASE_SIZES[key] * scale))
   return out
-}
-
-/** mulberry32: a 32-bit-state seeded PRNG, good enough for benchmark data and fully deterministic. */
-export function mulberry32(seed: number): Rand {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** An independent deterministic random stream for (`seed`, `stream`), so workloads never share sequences. */

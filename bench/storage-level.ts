@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createReplica } from '../src/replica.js'
 import { LevelStorage, levelStorage } from '../src/storage/level.js'
-import { mulberry32 } from '../test/storage/prng.js'
+import { mulberry32 } from '../test/prng.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const RECORDS = QUICK ? 1_000 : 10_000

@@ -14,7 +14,7 @@
  * Importing this module (as the parent does) only exposes the generator; the loop runs when it is the entry point.
  */
 import { pathToFileURL } from 'node:url'
-import { mulberry32 } from './prng.js'
+import { mulberry32 } from '../prng.js'
 
 /** A field value the crash test writes. */
 export type CrashValue = number | string | boolean | Uint8Array

@@ -11,7 +11,7 @@ import { type Replica, createReplica } from '../../src/replica.js'
 import { LevelStorage, decodeLevelKey, encodeLevelKey, levelStorage } from '../../src/storage/level.js'
 import { type Storage, compareKeys } from '../../src/storage/types.js'
 import { storageConformanceCases } from '../../src/testkit/storage-suite.js'
-import { mulberry32 } from './prng.js'
+import { mulberry32 } from '../prng.js'
 
 const root = await mkdtemp(join(tmpdir(), 'syncmesh-level-'))
 afterAll(() => rm(root, { recursive: true, force: true }))

@@ -1,4 +1,4 @@
-/** mulberry32: a tiny seeded PRNG for the storage tests (uniform in [0, 1)); one seed, one sequence. */
+/** mulberry32: a tiny seeded PRNG for tests and benchmarks (uniform in [0, 1)); one seed, one sequence. */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0
   return () => {
