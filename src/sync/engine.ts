@@ -24,7 +24,7 @@ import {
 /** What the engine tells its replica. */
 export interface EngineHooks {
   /** A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. */
-  applied(result: ApplyResult, bytes: Uint8Array, from: PeerId): void
+  applied(result: ApplyResult, bytes: Uint8Array): void
   /**
    * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
    * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
@@ -116,11 +116,6 @@ export class SyncEngine {
     this.notify()
   }
 
-  /** Connected peer ids. */
-  connectedPeers(): PeerId[] {
-    return [...this.peers.values()].filter((p) => !p.dropped).map((p) => p.id)
-  }
-
   /** Sends a batch of local changes (already encoded) to every connected peer. */
   broadcastLive(parts: readonly Uint8Array[]): void {
     if (this.peers.size === 0) return
@@ -179,12 +174,12 @@ export class SyncEngine {
   }
 
   private allSynced(): boolean {
-    for (const p of this.peers.values()) if (!p.dropped && !this.inAgreement(p)) return false
+    const ours = this.init.store.versionVector()
+    for (const p of this.peers.values()) if (!p.dropped && !this.inAgreement(p, ours)) return false
     return true
   }
 
-  private inAgreement(p: PeerState): boolean {
-    const ours = this.init.store.versionVector()
+  private inAgreement(p: PeerState, ours = this.init.store.versionVector()): boolean {
     return p.theirs !== undefined && covers(p.theirs, ours) && covers(ours, p.theirs)
   }
 
@@ -263,6 +258,7 @@ export class SyncEngine {
       }
     }
     this.checkSynced(p)
+    this.notify()
   }
 
   private onDelta(p: PeerState, delta: Delta, live: boolean, message: Uint8Array): void {
@@ -276,12 +272,13 @@ export class SyncEngine {
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
     const changed = result.changed.length > 0 || result.advanced
-    if (changed) hooks.applied(result, deltaPayload(message), p.id)
+    if (changed) hooks.applied(result, deltaPayload(message))
     if (live && changed) {
       for (const other of this.peers.values()) if (other !== p) this.send(other, message)
     }
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
-    for (const other of this.peers.values()) this.checkSynced(other)
+    const ours = store.versionVector()
+    for (const other of this.peers.values()) this.checkSynced(other, ours)
     this.notify()
   }
 
@@ -295,11 +292,11 @@ export class SyncEngine {
     return true
   }
 
-  private checkSynced(p: PeerState): void {
-    const now = this.inAgreement(p)
+  /** Records whether `p` now agrees with us, telling the replica when it starts to. Callers notify waiters. */
+  private checkSynced(p: PeerState, ours?: VersionVector): void {
+    const now = this.inAgreement(p, ours)
     if (now && !p.synced) this.init.hooks.peerSynced(p.id)
     p.synced = now
-    this.notify()
   }
 }
 
