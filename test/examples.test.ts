@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 
 // The README's code blocks are these files, verbatim: running them here keeps the README's examples true.
@@ -13,4 +15,21 @@ describe('README examples', () => {
       await import(`../examples/${name}`) // each example asserts its own claims with node:assert
     })
   }
+
+  it('the quick start demo (`npm start`: a server and three peer processes) converges and exits 0', async () => {
+    const demo = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../examples/demo.ts', import.meta.url))], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    demo.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    demo.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    const timer = setTimeout(() => demo.kill('SIGKILL'), 90_000)
+    const code = await new Promise<number | null>((resolve) => demo.once('exit', resolve))
+    clearTimeout(timer)
+    expect(code, out).toBe(0)
+    expect(out).toContain('All replicas identical: yes')
+    // Writes made while apart reach every peer, and the losing side of the same-field race is reported.
+    expect(out).toMatch(/alice +✗ conflict on milk\.title: "Buy oat milk" lost to "Buy soy milk"/)
+    expect(out).toMatch(/alice +bike:— ✔ \| milk:Buy soy milk @carol/)
+  }, 120_000)
 })
