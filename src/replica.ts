@@ -12,7 +12,7 @@ import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
 import { Persistence } from './persistence.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
-import { type PeerStatus, SyncEngine } from './sync/engine.js'
+import { type PeerStatus, SyncEngine, writerIdFor } from './sync/engine.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
 
 /** Options of {@link createReplica}. */
@@ -165,17 +165,9 @@ export function roomTopic(app: string, room: string): string {
   return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
 }
 
-/**
- * The origin id a new storage history stamps its writes with. A version vector's entry for an origin promises every
- * write of that origin up to it, so an origin must never outlive the storage that holds its writes: a replica that
- * lost its storage (or runs on a fresh one) under a peer id the application chose gets a new origin,
- * `peerId@<clock ms, base 36>` (from the injected clock, so tests stay deterministic). A random peer id is already
- * new with its storage and serves as the origin itself.
- */
+/** A new storage history's origin id (see {@link writerIdFor}), from the injected clock so tests stay deterministic. */
 function newWriterId(peerId: string, init: ReplicaInit): string {
-  if (init.peerId === undefined) return peerId
-  const now = Math.max(0, Math.floor((init.clock?.now ?? Date.now)()))
-  return `${peerId}@${now.toString(36)}`
+  return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, (init.clock?.now ?? Date.now)())
 }
 
 function randomPeerId(): string {

@@ -300,11 +300,32 @@ export class SyncEngine {
   }
 }
 
+/**
+ * The origin id a new storage history stamps its writes with. A version vector's entry for an origin promises every
+ * write of that origin up to it, so an origin must never outlive the storage that holds its writes: a replica that
+ * lost its storage (or runs on a fresh one) under a peer id the application chose gets a new origin,
+ * `peerId@<ms, base 36>`. A random peer id is already new with its storage and serves as the origin itself (`now`
+ * undefined). {@link peerOfWriter} inverts it.
+ */
+export function writerIdFor(peerId: string, now?: number): string {
+  return now === undefined ? peerId : `${peerId}@${Math.max(0, Math.floor(now)).toString(36)}`
+}
+
+/** The peer id whose replica stamps writes with `writerId` (the inverse of {@link writerIdFor}). */
+export function peerOfWriter(writerId: string): string {
+  const at = writerId.lastIndexOf('@')
+  return at < 0 ? writerId : writerId.slice(0, at)
+}
+
+/**
+ * Whether an overwrite is news to the application: not when one writer replaced its own value, nor when the sender
+ * wrote the winning value after it had acknowledged holding the loser (it knowingly replaced it).
+ */
 function isConflict(o: Overwrite, sender: PeerState): boolean {
   const writer = o.winner.timestamp.peer
   if (writer === o.loser.timestamp.peer) return false
   const senderSawLoser = sender.theirs !== undefined && !isNewer(sender.theirs, o.loser.timestamp)
-  return !(!o.incomingLost && writer === sender.id && senderSawLoser)
+  return !(!o.incomingLost && peerOfWriter(writer) === sender.id && senderSawLoser)
 }
 
 function newestTimestamp(delta: Delta): Timestamp | undefined {

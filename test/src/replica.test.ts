@@ -11,11 +11,13 @@ import {
   UnsupportedVersionError,
   createReplica,
   type Replica,
+  type ConflictEvent,
   type RecordChangeEvent,
   type Storage,
 } from '../../src/index.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import { encodeDeltaMessage, encodeVectorMessage } from '../../src/sync/protocol.js'
+import { peerOfWriter, writerIdFor } from '../../src/sync/engine.js'
 import { RecordStore, encodeDelta } from '../../crdt/index.js'
 import { type Todo, record, replicas, until } from './helpers.js'
 
@@ -128,6 +130,28 @@ describe('replication', () => {
     expect(ta.get('1')!.done).toBe(true)
     expect(conflicts.length).toBe(1)
     expect(conflicts[0]).toMatchObject({ collection: 'todos', id: '1', field: 'title' })
+  })
+
+  it('an overwrite of a value the writer had seen is not a conflict, on any replica (app-chosen peer ids)', async () => {
+    const { rs } = await make(3)
+    const [a, b, c] = rs as [Replica, Replica, Replica]
+    const conflicts = rs.map((r) => record<ConflictEvent>((fn) => r.on('conflict', fn)))
+    await a.collection<Todo>('todos').put({ id: '1', title: 'milk' })
+    await Promise.all(rs.map((r) => r.sync()))
+    await b.collection<Todo>('todos').update('1', { title: 'soy' }) // b held 'milk' and said so: a plain edit
+    await Promise.all(rs.map((r) => r.sync()))
+    expect(c.collection<Todo>('todos').get('1')!.title).toBe('soy')
+    expect(conflicts.flat()).toEqual([])
+    // The control: the same edit made concurrently with another one is reported where a value lost.
+    await Promise.all([a.collection<Todo>('todos').update('1', { title: 'oat' }), c.collection<Todo>('todos').update('1', { title: 'rice' })])
+    await Promise.all(rs.map((r) => r.sync()))
+    expect(conflicts.flat().length).toBeGreaterThan(0)
+    expect(conflicts.flat().every((x) => x.field === 'title')).toBe(true)
+  })
+
+  it('writer ids map back to the peer that writes them, whatever characters the peer id holds', () => {
+    for (const id of ['r0', 'a@b', '@', 'x@@y', 'ü@😀']) expect(peerOfWriter(writerIdFor(id, 1_700_000_000_000))).toBe(id)
+    expect(peerOfWriter(writerIdFor('0123abcd'))).toBe('0123abcd')
   })
 
   it('a delete racing an update resolves by timestamp on every replica', async () => {
