@@ -60,3 +60,5 @@ export class StorageCorruptError extends SyncmeshError {
 export class StorageClosedError extends SyncmeshError {
   override readonly code = 'STORAGE_CLOSED'
 }
+
+export { AuthError } from '../transports/errors.js'

@@ -7,12 +7,15 @@ import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
 import { type Value, encodeValue } from '../crdt/value.js'
-import type { Transport } from '../transports/types.js'
+import { AuthError } from '../transports/errors.js'
+import type { PeerId, RoomCipher, RoomContext, Transport } from '../transports/types.js'
+import { AuthErrorThrottle, type RoomSecret, roomCipher } from './crypto.js'
 import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
 import { Persistence } from './persistence.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
 import { type PeerStatus, SyncEngine, writerIdFor } from './sync/engine.js'
+import { sealedTransport } from './sync/sealed.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
 
 /** Options of {@link createReplica}. */
@@ -42,6 +45,14 @@ export interface ReplicaInit {
    * @default 'syncmesh'
    */
   app?: string
+  /**
+   * Encrypts the room: every sync frame on every transport, signaling payloads and discovery announcements are
+   * sealed (AES-256-GCM) with a key derived from this secret, the app and the room (PBKDF2-SHA256, 600 000
+   * iterations, about a second the first time in a process). Peers with another secret meet the room but cannot
+   * read or write it: each side gets an `AuthError` on `'error'`. A non-empty string or non-empty bytes.
+   * @default none (frames travel as they are; transports may still encrypt their links)
+   */
+  secret?: RoomSecret
   /** The hybrid logical clock's physical clock and drift bound (see {@link HLCInit}). */
   clock?: { now?: () => number; maxDriftMs?: number }
   /**
@@ -140,13 +151,17 @@ export interface Replica {
 export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
   const storage = init.storage ?? new MemoryStorage()
   let replica: ReplicaImpl
+  let cipher: Promise<RoomCipher> | undefined
   try {
+    // The slow key derivation runs while storage opens; a bad secret fails before anything is opened.
+    cipher = init.secret === undefined ? undefined : roomCipher(init.app ?? 'syncmesh', init.room ?? 'default', init.secret)
+    cipher?.catch(() => {}) // awaited below; this only keeps an early storage failure from leaving it unhandled
     const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
     const { persistence, store } = opened
     const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
     const writerId = opened.writerId ?? newWriterId(peerId, init)
     if (peerId !== opened.peerId || writerId !== opened.writerId) await persistence.saveIdentity(peerId, writerId)
-    replica = new ReplicaImpl(peerId, writerId, store, persistence, storage, init)
+    replica = new ReplicaImpl(peerId, writerId, store, persistence, storage, init, await cipher)
   } catch (err) {
     await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
     throw err
@@ -212,6 +227,8 @@ export class ReplicaImpl implements Replica {
     private readonly persistence: Persistence,
     private readonly storage: Storage,
     init: ReplicaInit,
+    /** The room key when the room is encrypted: every transport is then wrapped in a sealed transport. */
+    cipher?: RoomCipher,
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
     this.hlc = new HLC(writerId, init.clock)
@@ -222,8 +239,8 @@ export class ReplicaImpl implements Replica {
     this.engine = new SyncEngine({
       store,
       hlc: this.hlc,
-      transports: init.transports ?? [],
-      room: { room: roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId },
+      transports: cipher ? (init.transports ?? []).map((t) => sealedTransport(t)) : init.transports ?? [],
+      room: this.roomContext(roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId, cipher),
       writerId,
       durable: () => this.durable,
       maxMessageBytes: this.maxMessageBytes,
@@ -242,6 +259,17 @@ export class ReplicaImpl implements Replica {
         error: (err, peer) => this.emit('error', err, { peer }),
       },
     })
+  }
+
+  /** What the transports are told: the topic, our id, and for an encrypted room the cipher and an error sink. */
+  private roomContext(room: string, peerId: string, cipher: RoomCipher | undefined): RoomContext {
+    if (!cipher) return { room, peerId }
+    const throttle = new AuthErrorThrottle()
+    const onError = (error: Error, peer?: PeerId): void => {
+      const e = error instanceof AuthError ? throttle.pass(error, peer) : error
+      if (e && !this.closed) this.emit('error', e, { peer })
+    }
+    return { room, peerId, cipher, onError }
   }
 
   /** Joins the room. */

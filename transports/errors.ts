@@ -34,3 +34,20 @@ export class PeerIdInUseError extends TransportError {
 export class TransportArgumentError extends TransportError {
   override readonly code: string = 'TRANSPORT_ARGUMENT'
 }
+
+/**
+ * Bytes that should have been sealed with the room key did not open: a wrong room secret on one side, a peer without
+ * one in an encrypted room, or tampering on the way. Nothing in them was used. Emitted (on the replica's `'error'`
+ * event), never thrown at the caller.
+ */
+export class AuthError extends SyncmeshError {
+  override readonly code = 'AUTH'
+  constructor(
+    message: string,
+    /** What failed to open: a sync frame, a signaling payload, or a discovery announcement. */
+    readonly source: 'frame' | 'signaling' | 'discovery' = 'frame',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}

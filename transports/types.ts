@@ -13,6 +13,28 @@ export interface RoomContext {
   readonly room: string
   /** This replica's peer id. */
   readonly peerId: PeerId
+  /**
+   * The room key, when the room is encrypted (`createReplica({ secret })`). The replica already seals every frame
+   * passed to `send` / `broadcast`; a transport uses the cipher for what else it sends through third parties
+   * (signaling payloads, discovery announcements) and ignores, after reporting through `onError`, anything that
+   * does not open.
+   */
+  readonly cipher?: RoomCipher
+  /** Where a transport reports problems that have no caller to throw to (e.g. an `AuthError` from signaling). */
+  readonly onError?: (error: Error, peer?: PeerId) => void
+}
+
+/**
+ * Authenticated encryption with the room key (AES-256-GCM, a fresh random 96-bit nonce per message). `aad` is
+ * authenticated but not encrypted: bind there what the message must not be moved to (its purpose, the room topic).
+ */
+export interface RoomCipher {
+  /** Encrypts `plain`; the result is `overhead` bytes longer. */
+  seal(plain: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+  /** Decrypts what `seal` produced with the same `aad`; rejects with an `AuthError` (transports/errors.ts) otherwise. */
+  open(sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array>
+  /** Bytes `seal` adds: nonce and authentication tag. */
+  readonly overhead: number
 }
 
 /** Handler for `peer:up` / `peer:down`. */

@@ -19,6 +19,12 @@
  *   sdpMLineIndex}}` (trickle ICE), `{type:'reject'}` (no room for you) or `{type:'bye'}` (closing this one).
  * - `{type:'leave', from, session}` — broadcast by `stop()`.
  * Anything else — wrong shapes, unknown types, text over `maxSignalBytes`, messages for other peers — is ignored.
+ * - Encrypted rooms (`RoomContext.cipher`, from `createReplica({ secret })`): every payload above is sealed whole —
+ *   `from`, `to`, `token`, `session`, SDP and candidates included — and published as `{sm:1, c:<base64>}` with
+ *   AAD `"syncmesh/signal/v1" 0x00 topic`; the server sees the topic hash, ciphertext and its size. Payloads are
+ *   sealed and opened in order. A payload that is not sealed, or does not open, is ignored and reported as an
+ *   `AuthError` (source `'signaling'`) through `RoomContext.onError`. Without a cipher nothing changes (y-webrtc
+ *   compatible).
  *
  * Connections
  * - One `RTCPeerConnection` per peer with one pre-negotiated, ordered, reliable data channel (id 0) carrying frames
@@ -43,11 +49,11 @@
  *   (`bufferedamountlow`, with a polling fallback for stacks that never fire it); a frame that does not fit is dropped
  *   and counted (`status().dropped`) — the sync layer repairs losses.
  */
-import { FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
+import { AuthError, FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
 import { compareIds, overlayNeighbours } from './webrtc-overlay.js'
 import { type BackoffInit, SignalingClient, type WebSocketConstructor, backoffDelay, isObject } from './webrtc-signaling.js'
 import { TransportListeners } from './listeners.js'
-import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
+import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
 export type { BackoffInit, WebSocketConstructor } from './webrtc-signaling.js'
@@ -301,6 +307,26 @@ function parseSignal(s: unknown): Signal | undefined {
   return undefined
 }
 
+/** Base64 (standard alphabet, padded) of bytes; chunked so that large inputs do not overflow the call stack. */
+function toBase64(bytes: Uint8Array): string {
+  let bin = ''
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000))
+  return btoa(bin)
+}
+
+/** The bytes of a base64 string, or undefined when it is not base64. */
+function fromBase64(text: string): Uint8Array | undefined {
+  let bin: string
+  try {
+    bin = atob(text)
+  } catch {
+    return undefined
+  }
+  const out = new Uint8Array(bin.length)
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i)
+  return out
+}
+
 function randomToken(): string {
   const bytes = new Uint8Array(12)
   globalThis.crypto.getRandomValues(bytes)
@@ -475,6 +501,13 @@ class WebRTCTransportImpl implements WebRTCTransport {
   private releaseStart: (() => void) | undefined
   private dropped = 0
   private readonly listeners = new TransportListeners()
+  /** The room key (encrypted rooms only) and where to report payloads that do not open. */
+  private cipher: RoomCipher | undefined
+  private onError: ((error: Error, peer?: PeerId) => void) | undefined
+  private signalAad = new Uint8Array(0)
+  /** Sealed publications go out in the order they were made; opened payloads are handled in arrival order. */
+  private signalOut: Promise<void> = Promise.resolve()
+  private signalIn: Promise<void> = Promise.resolve()
 
   constructor(private readonly init: WebRTCTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('webrtcTransport() needs an init object')
@@ -516,6 +549,9 @@ class WebRTCTransportImpl implements WebRTCTransport {
     if (room === null || typeof room !== 'object') throw new TransportArgumentError('start() needs a RoomContext')
     if (typeof room.room !== 'string' || room.room === '') throw new TransportArgumentError('room must be a non-empty string')
     if (!isId(room.peerId)) throw new TransportArgumentError(`peerId must be a non-empty string of at most ${MAX_ID_CHARS} characters`)
+    if (room.cipher !== undefined && (typeof room.cipher?.seal !== 'function' || typeof room.cipher.open !== 'function')) {
+      throw new TransportArgumentError('cipher must have seal() and open()')
+    }
     this.state = 'starting'
     const generation = ++this.generation
     let ws: { ctor: WebSocketConstructor; options?: object }
@@ -532,6 +568,9 @@ class WebRTCTransportImpl implements WebRTCTransport {
     this.room = room.room
     this.self = room.peerId
     this.session = randomToken()
+    this.cipher = room.cipher
+    this.onError = room.onError
+    this.signalAad = new TextEncoder().encode(`syncmesh/signal/v1\u0000${room.room}`)
     let ready!: () => void
     const opened = new Promise<void>((resolve) => (ready = resolve))
     this.signaling = this.urls.map(
@@ -574,17 +613,20 @@ class WebRTCTransportImpl implements WebRTCTransport {
     this.releaseStart?.()
     clearInterval(this.tickTimer)
     this.tickTimer = undefined
-    if (wasStarted) {
-      const leave = { type: 'leave', from: this.self, session: this.session }
-      for (const s of this.signaling) s.publish(leave)
-    }
-    for (const s of this.signaling) s.close()
+    const sockets = this.signaling
     this.signaling = []
     for (const conn of [...this.conns.values()]) this.teardown(conn)
     this.conns.clear()
     this.members.clear()
     this.earlyCandidates.clear()
     this.seenOffers.clear()
+    if (wasStarted) {
+      const leave = { type: 'leave', from: this.self, session: this.session }
+      if (!this.cipher) for (const s of sockets) s.publish(leave)
+      // Sealing is asynchronous: the sockets stay open until the sealed leave is out (a new start() makes new ones).
+      else await this.sealSignal(leave).then((sealed) => sockets.forEach((s) => s.publish(sealed)), () => undefined)
+    }
+    for (const s of sockets) s.close()
   }
 
   send(peer: PeerId, frame: Uint8Array): void {
@@ -633,17 +675,87 @@ class WebRTCTransportImpl implements WebRTCTransport {
   // Signaling
 
   private announceOn(url: string): void {
-    const s = this.signaling.find((x) => x.url === url)
-    s?.publish({ type: 'announce', from: this.self, session: this.session })
+    this.publish({ type: 'announce', from: this.self, session: this.session }, url)
   }
 
   private announce(): void {
     this.lastAnnounce = Date.now()
-    for (const s of this.signaling) s.publish({ type: 'announce', from: this.self, session: this.session })
+    this.publish({ type: 'announce', from: this.self, session: this.session })
   }
 
-  private publish(data: unknown): void {
-    for (const s of this.signaling) s.publish(data)
+  /** Publishes on every signaling socket (or the one of `url`), sealed first in an encrypted room. */
+  private publish(data: unknown, url?: string): void {
+    const targets = (): SignalingClient[] => (url === undefined ? this.signaling : this.signaling.filter((s) => s.url === url))
+    if (!this.cipher) {
+      for (const s of targets()) s.publish(data)
+      return
+    }
+    const gen = this.generation
+    const sealed = this.sealSignal(data)
+    sealed.catch(() => undefined) // handled in order below
+    this.signalOut = this.signalOut
+      .then(() => sealed)
+      .then(
+        (payload) => {
+          if (gen === this.generation) for (const s of targets()) s.publish(payload)
+        },
+        (error: unknown) => {
+          if (gen === this.generation) this.report(error instanceof Error ? error : new TransportError(String(error)))
+        },
+      )
+  }
+
+  /** `{sm: 1, c: base64(seal(JSON))}`. */
+  private async sealSignal(data: unknown): Promise<{ sm: 1; c: string }> {
+    const sealed = await this.cipher!.seal(new TextEncoder().encode(JSON.stringify(data)), this.signalAad)
+    return { sm: 1, c: toBase64(sealed) }
+  }
+
+  /** A signaling payload in an encrypted room: opened (in arrival order), then handled like a plain one. */
+  private onSealedData(data: unknown): void {
+    const c = isObject(data) && data['sm'] === 1 && typeof data['c'] === 'string' ? fromBase64(data['c']) : undefined
+    if (!c) {
+      this.report(new AuthError('a signaling payload in an encrypted room is not sealed (a peer without the room secret, or another build)', 'signaling'))
+      return
+    }
+    const gen = this.generation
+    const opened = this.cipher!.open(c, this.signalAad)
+    opened.catch(() => undefined) // handled in order below
+    this.signalIn = this.signalIn
+      .then(() => opened)
+      .then(
+        (plain) => {
+          if (gen !== this.generation || this.state !== 'started') return
+          let message: unknown
+          try {
+            message = JSON.parse(new TextDecoder().decode(plain))
+          } catch {
+            return // authentic but not JSON: another build's business
+          }
+          try {
+            this.onPlainData(message)
+          } catch (error) {
+            setTimeout(() => {
+              throw error // a bug of ours, surfaced as the plain path surfaces it
+            }, 0)
+          }
+        },
+        (cause: unknown) => {
+          if (gen !== this.generation) return
+          this.report(
+            new AuthError('a signaling payload does not open with the room key (a peer with another secret, or altered by the server)', 'signaling', { cause }),
+          )
+        },
+      )
+  }
+
+  private report(error: Error): void {
+    if (!this.onError) return // nobody to tell: the payload is ignored, as malformed ones are
+    try {
+      this.onError(error)
+    } catch {
+      // the sink failed: nothing sensible left to do
+    }
   }
 
   private sendSignal(to: PeerId, token: string, signal: Signal): void {
@@ -652,6 +764,11 @@ class WebRTCTransportImpl implements WebRTCTransport {
 
   private onSignalingData(data: unknown): void {
     if (this.state !== 'started') return
+    if (this.cipher) this.onSealedData(data)
+    else this.onPlainData(data)
+  }
+
+  private onPlainData(data: unknown): void {
     const msg = parseIncoming(data)
     if (!msg || msg.from === this.self) return
     switch (msg.type) {
