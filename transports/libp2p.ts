@@ -52,7 +52,7 @@ import type { Connection, IdentifyResult, Libp2p, PeerId as Libp2pPeerId, Stream
 import type { Message as PubsubMessage, SubscriptionChangeData } from '@libp2p/gossipsub'
 import type { Libp2pOptions } from 'libp2p'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportStateError } from './errors.js'
+import { AuthError, FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportStateError } from './errors.js'
 import {
   FrameDecoder,
   type Hello,
@@ -722,6 +722,8 @@ class Libp2pTransportImpl implements Libp2pTransport {
   constructor(private readonly init: Libp2pTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('libp2pTransport() takes an options object')
     this.maxFrameSize = positiveInt('maxFrameSize', init.maxFrameSize, DEFAULT_MAX_FRAME_SIZE, 8)
+  /** Encrypted rooms: gossipsub announcements are sealed with the room key (AAD "syncmesh/announce/v1" 0x00 topic). */
+  private room: RoomContext | undefined
     if (this.maxFrameSize >= 2 ** 28) throw new TransportArgumentError('maxFrameSize must be below 2^28')
     this.maxQueuedBytes = positiveInt('maxQueuedBytes', init.maxQueuedBytes, 8 * 1024 * 1024)
     this.handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', init.handshakeTimeoutMs, 5_000)
@@ -795,6 +797,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
     if (this.stopping) return this.stopping
     if (this.state !== 'started' && this.state !== 'starting') return
     this.stopping = (async () => {
+    this.room = room
       this.state = 'stopping'
       this.generation++
       await this.teardown()
@@ -1191,16 +1194,20 @@ class Libp2pTransportImpl implements Libp2pTransport {
       void this.probe(peerId)
       this.announceSoon() // a new topic peer: whoever is new learns about us through it
     }
-    const onMessage = (evt: CustomEvent): void => {
+    const onMessage = (evt: CustomEvent, opened?: Uint8Array): void => {
       if (gen !== this.generation) return
       const msg = evt.detail as PubsubMessage
       if (msg.topic !== this.topic) return
       if (msg.type !== 'signed') return
       const remote = msg.from.toString()
       if (remote === this.selfNode) return
+      if (this.room?.cipher && opened === undefined) {
+        void this.openAnnouncement(this.room, msg.data).then((plain) => plain && gen === this.generation && onMessage(evt, plain))
+        return
+      }
       let addrs: Multiaddr[]
       try {
-        addrs = decodeAnnounce(msg.data).map((b) => multiaddr(b))
+        addrs = decodeAnnounce(opened ?? msg.data).map((b) => multiaddr(b))
       } catch (err) {
         this.protocolError(err instanceof Libp2pProtocolError ? err : new Libp2pProtocolError(`malformed announcement: ${asError(err).message}`), { remote })
         return
@@ -1235,7 +1242,27 @@ class Libp2pTransportImpl implements Libp2pTransport {
     if (!node || !ps || this.state !== 'started' && this.state !== 'starting') return
     this.lastAnnounce = Date.now()
     const addrs = node.getMultiaddrs().map((m) => m.bytes)
-    ps.publish(this.topic, encodeAnnounce(addrs)).catch(() => undefined) // no topic peers yet, or stopping: fine
+    const cipher = this.room?.cipher
+    const data = cipher ? cipher.seal(encodeAnnounce(addrs), this.announceAad()) : Promise.resolve(encodeAnnounce(addrs))
+    data.then((d) => ps.publish(this.topic, d)).catch(() => undefined) // no topic peers yet, or stopping: fine
+  }
+
+  private announceAad(): Uint8Array {
+    return new TextEncoder().encode(`syncmesh/announce/v1\u0000${this.topic}`)
+  }
+
+  /** Opens a sealed announcement; undefined (after reporting an AuthError) when it does not open. */
+  private async openAnnouncement(room: RoomContext, data: Uint8Array): Promise<Uint8Array | undefined> {
+    try {
+      return await room.cipher!.open(data, this.announceAad())
+    } catch (cause) {
+      try {
+        room.onError?.(new AuthError('a room announcement does not open with the room key (a node with another secret, or none)', 'discovery', { cause }))
+      } catch {
+        // the sink failed: the announcement is ignored all the same
+      }
+      return undefined
+    }
   }
 
   /** Announces within ~100 ms, at most once a second. */

@@ -421,3 +421,47 @@ describe('encrypted room through a real server (what the server receives is capt
     expect(() => assertServerSawOnlyHashesAndCiphertext([])).toThrow()
   })
 })
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+describe('encrypted room over libp2p (gossipsub discovery is sealed too)', () => {
+  it('members found only through sealed announcements connect and converge; a wrong-secret node gets AuthError', async () => {
+    const { libp2pTransport } = await import('../../transports/libp2p.js')
+    const ts: { stop(): Promise<void> }[] = []
+    const node = (bootstrap: string[] = []) => {
+      const t = libp2pTransport({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap, announceIntervalMs: 300 })
+      ts.push(t)
+      return t
+    }
+    try {
+      const t0 = node()
+      const r0 = await replica({ ...ROOM, peerId: 'l0', transports: [t0] })
+      const seed = t0.multiaddrs.filter((a) => a.includes('/tcp/') && !a.includes('/ws'))
+      const t1 = node(seed)
+      const t2 = node(seed)
+      const [r1, r2] = await Promise.all([replica({ ...ROOM, peerId: 'l1', transports: [t1] }), replica({ ...ROOM, peerId: 'l2', transports: [t2] })])
+      const eve = await replica({ ...ROOM, secret: WRONG, peerId: 'leve', transports: [node(seed)] })
+      const eveErrs = errorsOf(eve)
+      const errs = [r0, r1, r2].map(errorsOf)
+      await Promise.all([r0, r1, r2].map((r, i) => r.collection('secret-stuff').put({ id: `l${i}`, v: `libp2p-value-${i}` })))
+      await eve.collection('secret-stuff').put({ id: 'eve', v: 'eve-was-here' })
+      const rs = [r0, r1, r2]
+      await until(() => rs.every((r) => r.collection('secret-stuff').all().length === 3), 20_000, 'the libp2p replicas to converge')
+      // l1 and l2 only knew l0: their direct session came from sealed room announcements.
+      await until(() => t1.connection('l2') !== undefined, 10_000, 'l1 to meet l2 through a sealed announcement')
+      // Eve cannot read the members' announcements (source 'discovery'), nor their frames.
+      await until(() => eveErrs.some((e) => e.error instanceof AuthError && e.error.source === 'discovery'), 10_000, 'eve to fail to open an announcement')
+      await until(() => errs.some((list) => list.some((e) => e.error instanceof AuthError)), 10_000, 'a member to report eve')
+      for (const list of [...errs, eveErrs]) for (const e of list) expect(e.error, String(e.error)).toBeInstanceOf(AuthError)
+      expect(eve.collection('secret-stuff').all()).toEqual([{ id: 'eve', v: 'eve-was-here' }])
+      expect(eve.status().peers).toEqual([])
+      for (const r of rs) {
+        expect(r.collection('secret-stuff').get('eve')).toBeUndefined()
+        expect(r.status().peers.map((p) => p.id)).not.toContain('leve')
+      }
+    } finally {
+      await Promise.all(open.splice(0).map((r) => r.close()))
+      await Promise.allSettled(ts.map((t) => t.stop()))
+    }
+  })
+})
