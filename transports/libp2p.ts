@@ -697,6 +697,8 @@ class Libp2pTransportImpl implements Libp2pTransport {
   private topic = ''
   private selfPeer: PeerId = ''
   private selfNode = ''
+  /** Encrypted rooms: gossipsub announcements are sealed with the room key (AAD "syncmesh/announce/v1" 0x00 topic). */
+  private room: RoomContext | undefined
   private pubsub: PubSubLike | undefined
 
   /** Peers that are up (by replica peer id) and the session carrying each. */
@@ -722,8 +724,6 @@ class Libp2pTransportImpl implements Libp2pTransport {
   constructor(private readonly init: Libp2pTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('libp2pTransport() takes an options object')
     this.maxFrameSize = positiveInt('maxFrameSize', init.maxFrameSize, DEFAULT_MAX_FRAME_SIZE, 8)
-  /** Encrypted rooms: gossipsub announcements are sealed with the room key (AAD "syncmesh/announce/v1" 0x00 topic). */
-  private room: RoomContext | undefined
     if (this.maxFrameSize >= 2 ** 28) throw new TransportArgumentError('maxFrameSize must be below 2^28')
     this.maxQueuedBytes = positiveInt('maxQueuedBytes', init.maxQueuedBytes, 8 * 1024 * 1024)
     this.handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', init.handshakeTimeoutMs, 5_000)
@@ -765,6 +765,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
     this.state = 'starting'
     const gen = ++this.generation
     this.selfPeer = room.peerId
+    this.room = room
     try {
       this.topic = await roomTopicOf(room.room)
       if (this.init.node) {
@@ -797,7 +798,6 @@ class Libp2pTransportImpl implements Libp2pTransport {
     if (this.stopping) return this.stopping
     if (this.state !== 'started' && this.state !== 'starting') return
     this.stopping = (async () => {
-    this.room = room
       this.state = 'stopping'
       this.generation++
       await this.teardown()
