@@ -12,12 +12,14 @@ import { type VersionVector, covers, isNewer } from '../../crdt/version-vector.j
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { SyncTimeoutError } from '../errors.js'
 import {
+  MAX_REACHED,
   Reassembler,
   decodeMessage,
-  deltaPayload,
   encodeDeltaMessage,
   encodeDeltaParts,
+  encodeLiveMessage,
   encodeVectorMessage,
+  peerHash,
   toFrames,
 } from './protocol.js'
 
@@ -56,6 +58,8 @@ export interface EngineInit {
 
 interface PeerState {
   readonly id: PeerId
+  /** The peer's entry in LIVE messages' `reached` sets ({@link peerHash}). */
+  readonly hash: number
   /** Transports on which the peer is up, in preference order. */
   links: Transport[]
   readonly reassembler: Reassembler
@@ -85,8 +89,11 @@ export class SyncEngine {
   private waiters = new Set<() => void>()
   private stopped = false
   private readonly reported = new Set<string>()
+  private readonly selfHash: number
 
-  constructor(private readonly init: EngineInit) {}
+  constructor(private readonly init: EngineInit) {
+    this.selfHash = peerHash(init.room.peerId)
+  }
 
   /** Starts every transport and begins listening. */
   async start(): Promise<void> {
@@ -116,12 +123,17 @@ export class SyncEngine {
     this.notify()
   }
 
-  /** Sends a batch of local changes (already encoded) to every connected peer. */
+  /**
+   * Sends a batch of local changes (already encoded) to every connected peer, as LIVE messages whose `reached` set
+   * names us and all of them: in a full mesh nobody forwards, in a sparser topology receivers forward to the rest.
+   */
   broadcastLive(parts: readonly Uint8Array[]): void {
-    if (this.peers.size === 0) return
+    const targets = [...this.peers.values()].filter((p) => !p.dropped)
+    if (targets.length === 0) return
+    const reached = [this.selfHash, ...targets.map((p) => p.hash)]
     for (const part of parts) {
-      const message = encodeDeltaMessage(part, true)
-      for (const p of this.peers.values()) this.send(p, message)
+      const message = encodeLiveMessage(part, reached, this.init.maxMessageBytes)
+      for (const p of targets) this.send(p, message)
     }
     this.notify()
   }
@@ -187,7 +199,7 @@ export class SyncEngine {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
+      p = { id: peer, hash: peerHash(peer), links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -228,7 +240,7 @@ export class SyncEngine {
       if (!whole) return
       const msg = decodeMessage(whole)
       if (!msg) return
-      if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, whole)
+      if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
       else this.onVector(p, msg.vv, msg.type === 'sync-request')
     } catch (err) {
       const e = asError(err)
@@ -261,7 +273,7 @@ export class SyncEngine {
     this.notify()
   }
 
-  private onDelta(p: PeerState, delta: Delta, live: boolean, message: Uint8Array): void {
+  private onDelta(p: PeerState, delta: Delta, live: boolean, payload: Uint8Array, reached: readonly number[] | undefined): void {
     const { store, hlc, hooks } = this.init
     const newest = newestTimestamp(delta)
     if (newest) hlc.receive(newest) // throws ClockDriftError for a far-future peer: nothing is applied
@@ -272,14 +284,28 @@ export class SyncEngine {
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
     const changed = result.changed.length > 0 || result.advanced
-    if (changed) hooks.applied(result, deltaPayload(message))
-    if (live && changed) {
-      for (const other of this.peers.values()) if (other !== p) this.send(other, message)
-    }
+    if (changed) hooks.applied(result, payload)
+    if (live && changed) this.forward(p, payload, reached)
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()
     for (const other of this.peers.values()) this.checkSynced(other, ours)
     this.notify()
+  }
+
+  /**
+   * Sends a live change that changed our state on to the peers it has not reached (see LIVE in protocol.ts), naming
+   * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
+   */
+  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined): void {
+    const seen = new Set(reached)
+    seen.add(from.hash)
+    const targets: PeerState[] = []
+    for (const o of this.peers.values()) if (o !== from && !o.dropped && !seen.has(o.hash)) targets.push(o)
+    if (targets.length === 0) return
+    seen.add(this.selfHash)
+    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const message = encodeLiveMessage(payload, seen, this.init.maxMessageBytes)
+    for (const t of targets) this.send(t, message)
   }
 
   /** Remembers recent conflict reports so that a value arriving twice during a gap is reported once. */

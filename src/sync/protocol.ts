@@ -11,18 +11,31 @@
  *   1 SYNC_REQUEST  vv                 "this is what I hold; send me what I lack". The receiver answers with DELTA
  *                                      parts for everything newer than vv (or an ACK when there is nothing), and
  *                                      sends its own SYNC_REQUEST when vv shows the requester holds something it lacks.
- *   2 DELTA         u8 flags  delta    changes, idempotent. flags bit 0: a live change (forward it to your other
- *                                      peers if it changed your state). After applying, the receiver ACKs.
+ *   2 DELTA         u8 flags  delta    changes, idempotent. flags bit 0: a live change (forward it as a LIVE to
+ *                                      your other peers if it changed your state, as if it came with reached =
+ *                                      {sender}). After applying, the receiver ACKs. Sync answers use flags = 0.
  *   3 ACK           vv                 "after your last message, this is what I hold". Never answered; it lets the
  *                                      sender know the receiver's progress (status, sync()).
  *   4 CHUNK         uint id  uint index  uint count  bytes   one piece of a message larger than the transport's
  *                                      maxFrameSize; the pieces of `id` concatenated form one whole frame.
+ *   5 LIVE          uint n  n × u32 reached  delta
+ *                                      a live change, idempotent, handled like DELTA (applied, then ACKed) plus
+ *                                      forwarding: `reached` lists (as {@link peerHash}: FNV-1a 32 of the UTF-8 peer
+ *                                      id, big-endian) peers that this change has been sent to already. The writer
+ *                                      puts itself and every peer it sends to; a receiver whose state it changed
+ *                                      sends it on only to its peers not in `reached`, after adding them and itself.
+ *                                      n ≤ {@link MAX_REACHED}; a longer set is refused with DecodeError. A sender
+ *                                      whose set is full sends on without adding (duplicates cost frames, not
+ *                                      correctness). Added in version 1 as a new type: a build that predates it
+ *                                      ignores LIVE and receives live changes by anti-entropy.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
- * writes are coalesced per field and flushed once per tick as one live DELTA to every connected peer. Peers repeat
- * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped; live deltas that changed
- * state are forwarded once, so changes cross any connected topology (line, ring, star), not only a full mesh.
+ * writes are coalesced per field and flushed once per tick as one LIVE to every connected peer. Peers repeat
+ * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped (or a hash collision in a
+ * `reached` set skipped). LIVE messages that changed state are forwarded to the peers not yet reached, so changes
+ * cross any connected topology (line, ring, star, bounded overlays) while a full mesh of n peers spends n − 1
+ * frames per write, not about n².
  *
  * Version vectors make deltas proportional to what changed, never to history: a delta holds each register newer
  * than the receiver's vector entry for its origin. A delta larger than the message limit is cut into parts ordered
@@ -49,18 +62,38 @@ export const MAX_PENDING_MESSAGES = 8
 /** Bytes a CHUNK frame spends on its header at most. */
 const CHUNK_HEADER_BYTES = 2 + 3 * 8
 
+/** Most entries of a LIVE message's `reached` set. */
+export const MAX_REACHED = 256
+
 const enum Type {
   SyncRequest = 1,
   Delta = 2,
   Ack = 3,
   Chunk = 4,
+  Live = 5,
 }
 
 /** A decoded protocol message. */
 export type Message =
   | { readonly type: 'sync-request'; readonly vv: VersionVector }
-  | { readonly type: 'delta'; readonly live: boolean; readonly delta: Delta }
+  | {
+      readonly type: 'delta'
+      readonly live: boolean
+      readonly delta: Delta
+      /** The encoded delta inside the message (what storage logs), a view into the message. */
+      readonly payload: Uint8Array
+      /** For a LIVE message: the peer hashes it has reached; for a live DELTA: undefined (only the sender). */
+      readonly reached: readonly number[] | undefined
+    }
   | { readonly type: 'ack'; readonly vv: VersionVector }
+
+/** The 32-bit hash that stands for a peer id in a LIVE message's `reached` set: FNV-1a over its UTF-8 bytes. */
+export function peerHash(peer: string): number {
+  let h = 0x811c9dc5
+  for (const b of utf8.encode(peer)) h = Math.imul(h ^ b, 0x01000193)
+  return h >>> 0
+}
+const utf8 = new TextEncoder()
 
 /** Encodes a SYNC_REQUEST or ACK. */
 export function encodeVectorMessage(type: 'sync-request' | 'ack', vv: ReadonlyMap<string, Timestamp>): Uint8Array {
@@ -81,9 +114,26 @@ export function encodeDeltaMessage(deltaBytes: Uint8Array, live: boolean): Uint8
   return out
 }
 
-/** The delta bytes inside a DELTA message (what storage logs), without copying. */
-export function deltaPayload(message: Uint8Array): Uint8Array {
-  return message.subarray(3)
+/**
+ * Encodes a LIVE message: an encoded delta and the peers it has reached (see the spec). Only the first hashes of
+ * `reached` are written when the set has more than {@link MAX_REACHED}, or when the message would otherwise
+ * outgrow `maxMessageBytes` (a set cut short costs duplicate frames, never correctness).
+ */
+export function encodeLiveMessage(deltaBytes: Uint8Array, reached: Iterable<number>, maxMessageBytes = Infinity): Uint8Array {
+  const room = Math.floor((maxMessageBytes - deltaBytes.length - 5) / 4)
+  const hashes = [...reached].slice(0, Math.max(0, Math.min(MAX_REACHED, room)))
+  const w = new Writer(deltaBytes.length + 8 + 4 * hashes.length)
+  w.u8(PROTOCOL_VERSION)
+  w.u8(Type.Live)
+  w.uint(hashes.length)
+  for (const h of hashes) {
+    w.u8(h >>> 24)
+    w.u8((h >>> 16) & 0xff)
+    w.u8((h >>> 8) & 0xff)
+    w.u8(h & 0xff)
+  }
+  w.raw(deltaBytes)
+  return w.finish()
 }
 
 /** Decodes a whole (reassembled) message; returns undefined for message types this version does not know. */
@@ -100,7 +150,15 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
     }
     case Type.Delta: {
       const flags = r.u8()
-      return { type: 'delta', live: (flags & 1) === 1, delta: decodeDelta(bytes.subarray(3)) }
+      const payload = bytes.subarray(3)
+      return { type: 'delta', live: (flags & 1) === 1, delta: decodeDelta(payload), payload, reached: undefined }
+    }
+    case Type.Live: {
+      const n = r.count(4, MAX_REACHED)
+      const reached: number[] = []
+      for (let i = 0; i < n; i++) reached.push(((r.u8() << 24) | (r.u8() << 16) | (r.u8() << 8) | r.u8()) >>> 0)
+      const payload = bytes.subarray(r.pos)
+      return { type: 'delta', live: true, delta: decodeDelta(payload), payload, reached }
     }
     case Type.Chunk:
       throw new DecodeError('a CHUNK frame cannot be nested inside a message')
