@@ -1,7 +1,9 @@
-/** Test helpers for the signaling + relay server: raw clients, a recording proxy, y-webrtc's server as a child. */
-import { type ChildProcess, spawn } from 'node:child_process'
+/**
+ * Test helpers for the signaling + relay server: raw clients, a recording proxy, child-process tracking. y-webrtc's own
+ * server is started with startYWebrtcServer from ../transports/webrtc-helpers.ts.
+ */
+import type { ChildProcess } from 'node:child_process'
 import net from 'node:net'
-import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import {
   type RelayClientOp,
@@ -218,34 +220,4 @@ function parseClientFrame(b: Buffer): { payload: Buffer; length: number } | unde
   const payload = Buffer.from(b.subarray(pos, pos + len))
   if (masked) for (let i = 0; i < len; i++) payload[i]! ^= b[maskAt + (i % 4)]!
   return { payload, length: pos + len }
-}
-
-export const Y_WEBRTC_SERVER = fileURLToPath(new URL('../../node_modules/y-webrtc/bin/server.js', import.meta.url))
-export const LOOPBACK_PRELOAD = fileURLToPath(new URL('./loopback-preload.cjs', import.meta.url))
-
-/** y-webrtc's own signaling server as a child process, forced onto 127.0.0.1 by the preload. */
-export async function startYWebrtcServer(): Promise<{ url: string; address: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = track(
-    spawn(process.execPath, ['-r', LOOPBACK_PRELOAD, Y_WEBRTC_SERVER], {
-      env: { ...process.env, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-  )
-  let out = ''
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
-  await until(() => /LISTENING (\S+) (\d+)/.test(out) || child.exitCode !== null, 10_000, 'y-webrtc server to listen')
-  const m = /LISTENING (\S+) (\d+)/.exec(out)
-  if (!m) throw new Error(`y-webrtc server did not start: ${out}`)
-  return {
-    url: `ws://127.0.0.1:${m[2]}`,
-    address: m[1]!,
-    child,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL')
-        await new Promise((r) => child.once('exit', r))
-      }
-    },
-  }
 }

@@ -5,7 +5,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { HELP, parseCli, runCli } from '../../src/server/cli.js'
 import { startServer, type ServerInit, type SyncmeshServer } from '../../src/server/index.js'
 import { RELAY_PROTOCOL_VERSION, RelayErrorCode, RelayOp, encodeClientOp, encodeRelayMessage } from '../../transports/relay.js'
-import { RawClient, httpGet, killChildren, sleep, startYWebrtcServer, track, until } from './helpers.js'
+import { startYWebrtcServer } from '../transports/webrtc-helpers.js'
+import { RawClient, httpGet, killChildren, sleep, track, until } from './helpers.js'
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url))
 
