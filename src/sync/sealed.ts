@@ -45,6 +45,9 @@ export const SEALED_FRAME_VERSION = 0xe1
 /** Bytes a sealed frame adds to an engine frame: version, kind, nonce and tag. */
 export const SEALED_FRAME_OVERHEAD = 2 + SEAL_OVERHEAD
 
+/** Longest `stop()` waits for frames still being sealed. */
+const STOP_FLUSH_MS = 2000
+
 const DATA = 0
 const HELLO = 1
 const HELLO_REPLY = 2
@@ -165,6 +168,12 @@ class SealedTransportImpl implements SealedTransport {
 
   async stop(): Promise<void> {
     if (!this.started) return
+    // Frames already handed to us (the replica's last writes, sent just before it leaves) are still being sealed:
+    // let them reach the inner transport first, for at most STOP_FLUSH_MS.
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([this.outbound, new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_FLUSH_MS)))])
+    clearTimeout(timer)
+    if (!this.started) return // a concurrent stop() finished first
     this.reset()
     await this.inner.stop()
   }

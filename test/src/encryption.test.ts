@@ -269,7 +269,7 @@ describe('encrypted room on a memory network', () => {
     expect(sealed.status().peers).toEqual([])
   })
 
-  it('refuses a relay that lies about who sent a frame (the sender id is authenticated)', async () => {
+  it('refuses a relay that lies about who sent a frame (the sender id is authenticated); stop() first flushes frames being sealed', async () => {
     // A network in manual mode lets us take a sealed frame from p0 and hand it to p1 as if p2 had sent it.
     const cipher = await roomCipher(ROOM.app, ROOM.room, ROOM.secret)
     const topic = roomTopic(ROOM.app, ROOM.room)
@@ -308,7 +308,21 @@ describe('encrypted room on a memory network', () => {
     expect(errors.some((e) => e.error instanceof AuthError && e.peer === 'p2')).toBe(true)
     expect(SEALED_FRAME_OVERHEAD).toBe(30)
     expect(t0.maxFrameSize).toBe(net.maxFrameSize - 30)
-    await Promise.all([t0.stop(), t1.stop(), t2.stop()])
+    // stop() lets frames still being sealed reach the inner transport first (a replica's last writes before close).
+    const order: string[] = []
+    const realStop = inner0.stop.bind(inner0)
+    inner0.send = (peer, frame) => {
+      order.push(`send ${frame[1]} to ${peer}`)
+      realSend(peer, frame)
+    }
+    inner0.stop = () => {
+      order.push('stop')
+      return realStop()
+    }
+    t0.send('p1', enc.encode('last words'))
+    await t0.stop()
+    expect(order).toEqual(['send 0 to p1', 'stop'])
+    await Promise.all([t1.stop(), t2.stop()])
   })
 })
 
