@@ -246,6 +246,8 @@ const MAX_TOKEN_CHARS = 64
 const MAX_PENDING_CANDIDATES = 32
 const MAX_EARLY_TOKENS = 64
 const MAX_SEEN_TOKENS = 1024
+/** Sealed signaling payloads waiting to be opened, at most (encrypted rooms). */
+const MAX_PENDING_SIGNALS = 256
 /** Members remembered at most (a flood of fake announces must not grow memory without bound). */
 const MAX_MEMBERS = 4096
 const TICK_MS = 250
@@ -508,6 +510,8 @@ class WebRTCTransportImpl implements WebRTCTransport {
   /** Sealed publications go out in the order they were made; opened payloads are handled in arrival order. */
   private signalOut: Promise<void> = Promise.resolve()
   private signalIn: Promise<void> = Promise.resolve()
+  /** Sealed payloads received and not yet handled (a flooding server cannot make this grow without bound). */
+  private signalPending = 0
 
   constructor(private readonly init: WebRTCTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('webrtcTransport() needs an init object')
@@ -718,11 +722,14 @@ class WebRTCTransportImpl implements WebRTCTransport {
       this.report(new AuthError('a signaling payload in an encrypted room is not sealed (a peer without the room secret, or another build)', 'signaling'))
       return
     }
+    if (this.signalPending >= MAX_PENDING_SIGNALS) return // a flood: signaling is best-effort, announces repeat
     const gen = this.generation
     const opened = this.cipher!.open(c, this.signalAad)
     opened.catch(() => undefined) // handled in order below
+    this.signalPending++
     this.signalIn = this.signalIn
       .then(() => opened)
+      .finally(() => this.signalPending--)
       .then(
         (plain) => {
           if (gen !== this.generation || this.state !== 'started') return

@@ -21,7 +21,7 @@ import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
 import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
 import { webrtcTransport } from '../../transports/webrtc.js'
-import { RecordingProxy } from '../server/helpers.js'
+import { RawClient, RecordingProxy } from '../server/helpers.js'
 import { until } from './helpers.js'
 
 const SEED = Number(process.env.SEED ?? 20261122)
@@ -408,6 +408,7 @@ describe('encrypted room through a real server (what the server receives is capt
 
   it('WebRTC: replicas converge; signaling is sealed end to end; a wrong-secret peer gets AuthError and no data', async () => {
     const { values, fields } = freshCapture(SEED + 6, 8, 2)
+    const rand = mulberry32(SEED + 7)
     const rtc = (): Transport => webrtcTransport({ signaling: [proxy.url], connectTimeoutMs: 4000, announceIntervalMs: 1000 })
     const eve = await replica({ ...ROOM, secret: WRONG, peerId: 'weve', transports: [rtc()] })
     const eveErrs = errorsOf(eve)
@@ -417,14 +418,29 @@ describe('encrypted room through a real server (what the server receives is capt
     for (let i = 0; i < values.length; i++) await rs[i % 2]!.collection('secret-stuff').put({ id: `w${i}`, [fields[i % 2]!]: values[i]! })
     await until(() => rs.every((r) => r.collection('secret-stuff').all().length === values.length), 20_000, 'the WebRTC replicas to converge')
     await Promise.all(rs.map((r) => r.sync({ timeoutMs: 10_000 })))
+    // A client on the topic (straight to the server, not captured) publishes plaintext, junk and a flood of
+    // ciphertext that does not open: reported, ignored, and the room carries on.
+    const topic = roomTopic(ROOM.app, ROOM.room)
+    const raw = await RawClient.open(server.url)
+    raw.sendJson({ type: 'subscribe', topics: [topic] })
+    raw.sendJson({ type: 'publish', topic, data: { type: 'announce', from: 'mallory', session: 'abcdef' } })
+    raw.sendJson({ type: 'publish', topic, data: { sm: 1, c: 'not base64 !!' } })
+    for (let i = 0; i < 400; i++) {
+      raw.sendJson({ type: 'publish', topic, data: { sm: 1, c: Buffer.from(Uint8Array.from({ length: 64 }, () => Math.floor(rand() * 256))).toString('base64') } })
+    }
+    await rs[0]!.collection('secret-stuff').put({ id: 'after-junk', [fields[0]!]: values[0]! })
+    await until(() => rs[1]!.collection('secret-stuff').get('after-junk') !== undefined, 10_000, 'a write after the junk to arrive')
+    raw.close()
     await until(() => eveErrs.some((e) => e.error instanceof AuthError && (e.error as AuthError).source === 'signaling'), 5000, 'eve to get an AuthError from signaling')
     await until(() => errs.every((list) => list.some((e) => e.error instanceof AuthError && (e.error as AuthError).source === 'signaling')), 5000, 'the others to report eve')
     for (const list of [...errs, eveErrs]) for (const e of list) expect(e.error).toBeInstanceOf(AuthError)
+    expect(errs[0]!.length, 'AuthErrors are throttled, not one per bad payload').toBeLessThan(10)
     expect(eve.status().peers).toEqual([])
     expect(eve.collection('secret-stuff').all()).toEqual([{ id: 'eve', note: 'eve-was-here' }])
     for (const r of rs) {
       expect(r.collection('secret-stuff').get('eve')).toBeUndefined()
-      expect(r.status().peers.map((p) => p.id)).toEqual([r.peerId === 'wa' ? 'wb' : 'wa'])
+      expect(r.status().peers.map((p) => p.id)).toEqual([r.peerId === 'wa' ? 'wb' : 'wa']) // no eve, no mallory
+      expect(r.collection('secret-stuff').get('after-junk')).toBeDefined()
     }
     await Promise.all(open.splice(0).map((r) => r.close()))
     const seen = assertServerSawOnlyHashesAndCiphertext([...values, ...fields, 'secret-stuff', 'eve-was-here'])
