@@ -275,6 +275,8 @@ async function fanout(server: SyncmeshServer, kind: 'relay' | 'webrtc', n = 20):
     )
     const meshMs = performance.now() - t0
     await Promise.all(rs.map((r) => r.sync({ timeoutMs: 30_000 })))
+    // Warm-up: one write per replica, which also passes on every replica's current neighbour list (NEIGHBOURS).
+    for (let i = 0; i < n; i++) await rs[i]!.collection('bench').put({ id: `warm-${i}` })
     await sleep(500)
     counter.frames = 0
     counter.bytes = 0

@@ -18,6 +18,7 @@ import {
   encodeDeltaMessage,
   encodeDeltaParts,
   encodeLiveMessage,
+  encodeNeighboursMessage,
   encodeVectorMessage,
   peerHash,
   toFrames,
@@ -60,6 +61,8 @@ interface PeerState {
   readonly id: PeerId
   /** The peer's entry in LIVE messages' `reached` sets ({@link peerHash}). */
   readonly hash: number
+  /** The peers it said it is connected to (its last NEIGHBOURS), undefined until it says. */
+  neighbours: ReadonlySet<number> | undefined
   /** Transports on which the peer is up, in preference order. */
   links: Transport[]
   readonly reassembler: Reassembler
@@ -90,6 +93,8 @@ export class SyncEngine {
   private stopped = false
   private readonly reported = new Set<string>()
   private readonly selfHash: number
+  /** Our set of peers changed since every peer last heard it (see {@link flushNeighbours}). */
+  private neighboursDirty = false
 
   constructor(private readonly init: EngineInit) {
     this.selfHash = peerHash(init.room.peerId)
@@ -130,6 +135,7 @@ export class SyncEngine {
   broadcastLive(parts: readonly Uint8Array[]): void {
     const targets = [...this.peers.values()].filter((p) => !p.dropped)
     if (targets.length === 0) return
+    this.flushNeighbours()
     const reached = [this.selfHash, ...targets.map((p) => p.hash)]
     for (const part of parts) {
       const message = encodeLiveMessage(part, reached, this.init.maxMessageBytes)
@@ -140,6 +146,7 @@ export class SyncEngine {
 
   /** One anti-entropy round: ask every connected peer for what we lack (and tell them what we hold). */
   antiEntropy(): void {
+    this.flushNeighbours()
     const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
     for (const p of this.peers.values()) this.send(p, req)
   }
@@ -199,7 +206,7 @@ export class SyncEngine {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, hash: peerHash(peer), links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
+      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -209,6 +216,10 @@ export class SyncEngine {
       p.dropped = false
       this.init.hooks.peerJoin(peer)
       this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
+      // The newcomer hears our peers now; the others with the next change we send or forward, or the next
+      // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
+      this.send(p, encodeNeighboursMessage(this.neighbourHashes()))
+      this.neighboursDirty = true
     }
   }
 
@@ -218,6 +229,9 @@ export class SyncEngine {
     p.links = p.links.filter((l) => l !== t)
     if (p.links.length > 0) return
     this.peers.delete(peer)
+    // A list that names a peer we lost could make a forwarder leave someone to us in vain: correct it at once.
+    this.neighboursDirty = true
+    this.flushNeighbours()
     this.init.hooks.peerLeave(peer)
     this.notify()
   }
@@ -241,6 +255,7 @@ export class SyncEngine {
       const msg = decodeMessage(whole)
       if (!msg) return
       if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
+      else if (msg.type === 'neighbours') p.neighbours = new Set(msg.peers)
       else this.onVector(p, msg.vv, msg.type === 'sync-request')
     } catch (err) {
       const e = asError(err)
@@ -295,17 +310,38 @@ export class SyncEngine {
   /**
    * Sends a live change that changed our state on to the peers it has not reached (see LIVE in protocol.ts), naming
    * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
+   * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
    */
   private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
-    for (const o of this.peers.values()) if (o !== from && !o.dropped && !seen.has(o.hash)) targets.push(o)
+    for (const o of this.peers.values()) if (o !== from && !o.dropped && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
     if (targets.length === 0) return
+    this.flushNeighbours()
     seen.add(this.selfHash)
     for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
     const message = encodeLiveMessage(payload, seen, this.init.maxMessageBytes)
     for (const t of targets) this.send(t, message)
+  }
+
+  /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */
+  private mineToSend(t: PeerState, seen: ReadonlySet<number>): boolean {
+    if (!t.neighbours) return true
+    for (const h of t.neighbours) if (h < this.selfHash && seen.has(h)) return false
+    return true
+  }
+
+  private neighbourHashes(): number[] {
+    return [...this.peers.values()].map((p) => p.hash)
+  }
+
+  /** Tells every peer our current peers when they changed since it last heard (see NEIGHBOURS in protocol.ts). */
+  private flushNeighbours(): void {
+    if (!this.neighboursDirty || this.stopped || this.peers.size === 0) return
+    this.neighboursDirty = false
+    const message = encodeNeighboursMessage(this.neighbourHashes())
+    for (const p of this.peers.values()) this.send(p, message)
   }
 
   /** Remembers recent conflict reports so that a value arriving twice during a gap is reported once. */

@@ -28,6 +28,19 @@
  *                                      whose set is full sends on without adding (duplicates cost frames, not
  *                                      correctness). Added in version 1 as a new type: a build that predates it
  *                                      ignores LIVE and receives live changes by anti-entropy.
+ *   6 NEIGHBOURS    uint n  n × u32 peer   the peers the sender is connected to now ({@link peerHash}, big-endian),
+ *                                      n ≤ {@link MAX_NEIGHBOURS}. Sent to a peer when it connects; to every peer
+ *                                      at once when the sender loses a peer; after a gain, with the next LIVE the
+ *                                      sender sends or forwards or its next anti-entropy round (a list missing a
+ *                                      peer only costs duplicates). n = 0 means "unknown" (a sender with more
+ *                                      than MAX_NEIGHBOURS peers sends that). Not answered. It lets forwarders share
+ *                                      the work: a receiver of a LIVE sends it to a peer T not in `reached` only
+ *                                      when, among itself and the reached peers that T's last NEIGHBOURS names, it
+ *                                      has the smallest hash; the others leave T to it. Each node decides once,
+ *                                      deferring only to a smaller hash that was sent the change, so with current
+ *                                      lists some reached neighbour of T always sends; a list made stale by a link
+ *                                      change can leave T to anti-entropy. A peer that never sent NEIGHBOURS
+ *                                      (an older build) is always sent to.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
@@ -64,6 +77,8 @@ const CHUNK_HEADER_BYTES = 2 + 3 * 8
 
 /** Most entries of a LIVE message's `reached` set. */
 export const MAX_REACHED = 256
+/** Most entries of a NEIGHBOURS message. */
+export const MAX_NEIGHBOURS = 256
 
 const enum Type {
   SyncRequest = 1,
@@ -71,6 +86,7 @@ const enum Type {
   Ack = 3,
   Chunk = 4,
   Live = 5,
+  Neighbours = 6,
 }
 
 /** A decoded protocol message. */
@@ -86,6 +102,7 @@ export type Message =
       readonly reached: readonly number[] | undefined
     }
   | { readonly type: 'ack'; readonly vv: VersionVector }
+  | { readonly type: 'neighbours'; readonly peers: readonly number[] }
 
 /** The 32-bit hash that stands for a peer id in a LIVE message's `reached` set: FNV-1a over its UTF-8 bytes. */
 export function peerHash(peer: string): number {
@@ -114,6 +131,33 @@ export function encodeDeltaMessage(deltaBytes: Uint8Array, live: boolean): Uint8
   return out
 }
 
+/** Encodes a NEIGHBOURS message (an empty list, "unknown", when there are more than {@link MAX_NEIGHBOURS}). */
+export function encodeNeighboursMessage(peers: readonly number[]): Uint8Array {
+  const list = peers.length > MAX_NEIGHBOURS ? [] : peers
+  const w = new Writer(4 + 4 * list.length)
+  w.u8(PROTOCOL_VERSION)
+  w.u8(Type.Neighbours)
+  writeHashes(w, list)
+  return w.finish()
+}
+
+function writeHashes(w: Writer, hashes: readonly number[]): void {
+  w.uint(hashes.length)
+  for (const h of hashes) {
+    w.u8(h >>> 24)
+    w.u8((h >>> 16) & 0xff)
+    w.u8((h >>> 8) & 0xff)
+    w.u8(h & 0xff)
+  }
+}
+
+function readHashes(r: Reader, max: number): number[] {
+  const n = r.count(4, max)
+  const out: number[] = []
+  for (let i = 0; i < n; i++) out.push(((r.u8() << 24) | (r.u8() << 16) | (r.u8() << 8) | r.u8()) >>> 0)
+  return out
+}
+
 /**
  * Encodes a LIVE message: an encoded delta and the peers it has reached (see the spec). Only the first hashes of
  * `reached` are written when the set has more than {@link MAX_REACHED}, or when the message would otherwise
@@ -125,13 +169,7 @@ export function encodeLiveMessage(deltaBytes: Uint8Array, reached: Iterable<numb
   const w = new Writer(deltaBytes.length + 8 + 4 * hashes.length)
   w.u8(PROTOCOL_VERSION)
   w.u8(Type.Live)
-  w.uint(hashes.length)
-  for (const h of hashes) {
-    w.u8(h >>> 24)
-    w.u8((h >>> 16) & 0xff)
-    w.u8((h >>> 8) & 0xff)
-    w.u8(h & 0xff)
-  }
+  writeHashes(w, hashes)
   w.raw(deltaBytes)
   return w.finish()
 }
@@ -154,11 +192,14 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
       return { type: 'delta', live: (flags & 1) === 1, delta: decodeDelta(payload), payload, reached: undefined }
     }
     case Type.Live: {
-      const n = r.count(4, MAX_REACHED)
-      const reached: number[] = []
-      for (let i = 0; i < n; i++) reached.push(((r.u8() << 24) | (r.u8() << 16) | (r.u8() << 8) | r.u8()) >>> 0)
+      const reached = readHashes(r, MAX_REACHED)
       const payload = bytes.subarray(r.pos)
       return { type: 'delta', live: true, delta: decodeDelta(payload), payload, reached }
+    }
+    case Type.Neighbours: {
+      const peers = readHashes(r, MAX_NEIGHBOURS)
+      if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a NEIGHBOURS`)
+      return { type: 'neighbours', peers }
     }
     case Type.Chunk:
       throw new DecodeError('a CHUNK frame cannot be nested inside a message')
