@@ -78,6 +78,8 @@ export interface SealedTransportStats {
 export interface SealedTransport extends Transport {
   /** The wrapped transport. */
   readonly inner: Transport
+  /** Seals the frame once and sends it to every peer that proved it holds the key. */
+  broadcast(frame: Uint8Array): void
   /** Drop and rejection counts since creation. */
   stats(): SealedTransportStats
 }
@@ -182,7 +184,7 @@ class SealedTransportImpl implements SealedTransport {
     if (!this.started) return
     this.checkFrame(frame)
     if (!this.links.get(peer)?.authed) return
-    this.enqueueOut(frame.byteLength, this.seal(DATA, frame), (sealed) => this.inner.send(peer, sealed))
+    this.enqueueOut(frame.byteLength, () => this.seal(DATA, frame), (sealed) => this.inner.send(peer, sealed))
   }
 
   broadcast(frame: Uint8Array): void {
@@ -191,7 +193,7 @@ class SealedTransportImpl implements SealedTransport {
     const targets = [...this.links].filter(([, l]) => l.authed).map(([p]) => p)
     if (targets.length === 0) return
     const everyone = targets.length === this.links.size && typeof this.inner.broadcast === 'function'
-    this.enqueueOut(frame.byteLength, this.seal(DATA, frame), (sealed) => {
+    this.enqueueOut(frame.byteLength, () => this.seal(DATA, frame), (sealed) => {
       // One ciphertext for all: through the inner broadcast when every linked peer is authenticated (a peer that is
       // not must not even get ciphertext), else one send per authenticated peer still linked.
       if (everyone && [...this.links.values()].every((l) => l.authed)) this.inner.broadcast!(sealed)
@@ -249,13 +251,14 @@ class SealedTransportImpl implements SealedTransport {
     return out
   }
 
-  /** Hands sealed frames to the inner transport in the order they were enqueued. */
-  private enqueueOut(bytes: number, sealed: Promise<Uint8Array>, deliver: (sealed: Uint8Array) => void): void {
+  /** Starts sealing at once (unless too much is waiting) and hands the results over in the order of the calls. */
+  private enqueueOut(bytes: number, seal: () => Promise<Uint8Array>, deliver: (sealed: Uint8Array) => void): void {
     if (this.pendingOut + bytes > this.maxPending) {
       this.dropped++
-      sealed.catch(() => {})
       return
     }
+    const sealed = seal()
+    sealed.catch(() => {}) // handled in order below
     this.pendingOut += bytes
     const gen = this.generation
     this.outbound = this.outbound
@@ -296,7 +299,7 @@ class SealedTransportImpl implements SealedTransport {
   }
 
   private sendControl(peer: PeerId, kind: number): void {
-    this.enqueueOut(0, this.seal(kind, new Uint8Array(0)), (sealed) => {
+    this.enqueueOut(0, () => this.seal(kind, new Uint8Array(0)), (sealed) => {
       if (this.links.has(peer)) this.inner.send(peer, sealed)
     })
   }

@@ -308,6 +308,23 @@ describe('encrypted room on a memory network', () => {
     expect(errors.some((e) => e.error instanceof AuthError && e.peer === 'p2')).toBe(true)
     expect(SEALED_FRAME_OVERHEAD).toBe(30)
     expect(t0.maxFrameSize).toBe(net.maxFrameSize - 30)
+    // broadcast: sealed once, to every authenticated peer; a linked peer that never proved the key gets nothing.
+    const got2: string[] = []
+    t2.on('frame', (peer, f) => got2.push(`${peer}:${new TextDecoder().decode(f)}`))
+    const stranger = sealedTransport(net.transport())
+    const strangerKey = await cipherFromKey(Uint8Array.from({ length: 32 }, (_, i) => i))
+    const strangerGot: Uint8Array[] = []
+    stranger.inner.on('frame', (_peer, f) => strangerGot.push(f))
+    await stranger.start({ room: topic, peerId: 'p3', cipher: strangerKey, onError: () => {} })
+    await settle()
+    const before = strangerGot.length
+    t0.broadcast(enc.encode('to all'))
+    await settle()
+    expect(got.at(-1)).toBe('p0:to all')
+    expect(got2).toEqual(['p0:to all'])
+    expect(strangerGot.slice(before).filter((f) => f[1] === 0)).toEqual([]) // no DATA frame reached the stranger
+    expect(errors.some((e) => e.peer === 'p3')).toBe(true) // its HELLOs were refused
+    await stranger.stop()
     // stop() lets frames still being sealed reach the inner transport first (a replica's last writes before close).
     const order: string[] = []
     const realStop = inner0.stop.bind(inner0)
