@@ -54,6 +54,13 @@ export interface Transport {
   broadcast?(frame: Uint8Array): void
   /** Largest frame `send` accepts; the engine chunks larger messages. */
   readonly maxFrameSize: number
+  /**
+   * Largest sync message (before it is chunked into frames) worth sending to `peer` now, when the link to it is
+   * limited (e.g. a relayed libp2p connection that is cut after so many bytes); undefined when it is not. The engine
+   * cuts deltas for that peer into independently applicable parts no larger than this, so each one can arrive
+   * before the link is renewed and a sync resumes where it stopped.
+   */
+  maxMessageSize?(peer: PeerId): number | undefined
   /** Subscribes to peers becoming reachable or unreachable; returns the unsubscribe function. */
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   /** Subscribes to inbound frames; returns the unsubscribe function. */

@@ -10,7 +10,7 @@ import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-stor
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, covers, isNewer } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
-import { SyncTimeoutError } from '../errors.js'
+import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import {
   MAX_REACHED,
   Reassembler,
@@ -240,10 +240,63 @@ export class SyncEngine {
     const link = p.links[0]
     if (!link || p.dropped) return
     try {
+      const limit = this.messageLimit(p)
+      if (message.length > limit) {
+        // A delta cut for a roomier link (a live batch, a forwarded change) is cut again, into parts that each apply
+        // on their own; anything that cannot be cut goes as it is.
+        const parts = this.resplit(message, limit)
+        if (parts) {
+          for (const part of parts) for (const frame of toFrames(part, link.maxFrameSize, this.nextMessageId++)) link.send(p.id, frame)
+          return
+        }
+      }
       for (const frame of toFrames(message, link.maxFrameSize, this.nextMessageId++)) link.send(p.id, frame)
     } catch (err) {
       this.init.hooks.error(asError(err), p.id)
     }
+  }
+
+  /**
+   * Largest message worth sending to `p`: `maxMessageBytes`, or less when the link says so ({@link
+   * Transport.maxMessageSize}, e.g. a relayed libp2p connection with a data allowance).
+   */
+  private messageLimit(p: PeerState): number {
+    const hint = p.links[0]?.maxMessageSize?.(p.id)
+    return hint !== undefined && hint > 0 ? Math.min(hint, this.init.maxMessageBytes) : this.init.maxMessageBytes
+  }
+
+  /** A delta for `p`, cut into parts that fit its link; a single write larger than the link's hint goes whole. */
+  private deltaParts(p: PeerState, delta: Delta): Uint8Array[] {
+    const limit = this.messageLimit(p)
+    if (limit < this.init.maxMessageBytes) {
+      try {
+        return encodeDeltaParts(delta, limit - 16)
+      } catch (err) {
+        if (!(err instanceof MessageTooLargeError)) throw err
+      }
+    }
+    return encodeDeltaParts(delta, this.init.maxMessageBytes - 16)
+  }
+
+  /** A DELTA (or LIVE) message re-cut into DELTA messages of at most `limit` bytes; undefined when it cannot be. */
+  private resplit(message: Uint8Array, limit: number): Uint8Array[] | undefined {
+    let msg
+    try {
+      msg = decodeMessage(message)
+    } catch {
+      return undefined
+    }
+    if (msg?.type !== 'delta') return undefined
+    let parts: Uint8Array[]
+    try {
+      parts = encodeDeltaParts(msg.delta, limit - 16)
+    } catch (err) {
+      if (err instanceof MessageTooLargeError) return undefined
+      throw err
+    }
+    if (parts.length < 2) return undefined
+    // A re-cut live change goes as a live DELTA (forwarded as if only we had it): a few duplicate frames at worst.
+    return parts.map((part) => encodeDeltaMessage(part, msg.live))
   }
 
   private receive(peer: PeerId, frame: Uint8Array): void {
@@ -279,7 +332,7 @@ export class SyncEngine {
       const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
       const delta = store.changesSince(vv, durable)
       if (delta.records.length > 0 || delta.to.size > 0) {
-        for (const part of encodeDeltaParts(delta, this.init.maxMessageBytes - 16)) this.send(p, encodeDeltaMessage(part, false))
+        for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
       } else {
         this.send(p, encodeVectorMessage('ack', store.versionVector()))
       }
