@@ -67,6 +67,7 @@ import {
   installPromiseWithResolvers,
 } from './libp2p-wire.js'
 import { TransportListeners } from './listeners.js'
+import { overlayNeighbours } from './webrtc-overlay.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
 export { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
@@ -146,6 +147,15 @@ export interface Libp2pTransportInit {
    */
   maxFrameSize?: number
   /**
+   * Most room members this transport keeps a session with. In a larger room each member keeps a bounded overlay
+   * over the members it has heard of (a ring lattice over libp2p PeerIds, see webrtc-overlay.ts: connected, degree
+   * ≤ maxPeers) and the sync engine's forwarding carries changes across it; sessions (and, on a node the transport
+   * created, connections) with members outside the overlay are closed when there are more than `maxPeers`.
+   * `Infinity` connects to every member it learns about (a full mesh).
+   * @default 20
+   */
+  maxPeers?: number
+  /**
    * Bytes queued per peer while the stream asks us to wait; further frames are dropped.
    * @default 8 MiB
    */
@@ -205,6 +215,13 @@ export interface Libp2pTransport extends Transport {
   readonly multiaddrs: string[]
   /** The libp2p connection carrying a peer's session, if the peer is up. */
   connection(peer: PeerId): Libp2pPeerConnection | undefined
+  /**
+   * For a peer reached over a limited (relayed) connection: the largest sync message that fits comfortably in what
+   * the connection may carry (a quarter of our share of its data limit); undefined for unlimited connections.
+   */
+  maxMessageSize(peer: PeerId): number | undefined
+  /** Room members this transport has heard of (libp2p PeerIds), itself excluded; with `maxPeers`, the overlay's input. */
+  members(): string[]
   stats(): Libp2pTransportStats
 }
 
@@ -218,6 +235,8 @@ export function libp2pTransport(init: Libp2pTransportInit = {}): Libp2pTransport
 // Internals
 
 const MAX_REDIAL_MS = 30_000
+/** How long the larger PeerId of a pair that learnt of each other waits for the smaller one to dial. */
+const DIAL_YIELD_MS = 1_500
 const BATCH_BYTES = 64 * 1024
 
 function unref(timer: ReturnType<typeof setTimeout>): void {
@@ -295,6 +314,8 @@ const LIMITED_OVERHEAD_BYTES = 8 * 1024
 const LIMITED_MIN_BUDGET = 4 * 1024
 /** Bytes always left unused of what the connection itself reports as remaining (the other end's bytes in flight). */
 const LIMITED_MARGIN_BYTES = 4 * 1024
+/** A sync message sent on a limited connection is at most this fraction of its budget: several fit in each one. */
+const LIMITED_MESSAGE_PARTS = 4
 /** Fraction of a limited connection's duration after which we renew it ourselves. */
 const LIMITED_DURATION_SHARE = 0.9
 /**
@@ -359,6 +380,12 @@ class Session {
 
   get limited(): boolean {
     return this.connection.limits != null
+  }
+
+  /** Largest sync message worth sending on this session (see {@link Libp2pTransport.maxMessageSize}). */
+  messageHint(): number | undefined {
+    if (this.budget === undefined) return undefined
+    return Math.max(LIMITED_MIN_BUDGET / LIMITED_MESSAGE_PARTS, Math.floor(this.budget / LIMITED_MESSAGE_PARTS))
   }
 
   /** Switches to data frames after the HELLO exchange. */
@@ -684,6 +711,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
   private readonly dialTimeoutMs: number
   private readonly announceIntervalMs: number
   private readonly redialMs: number
+  private readonly maxPeers: number
   private readonly bootstrapAddrs: Multiaddr[]
   private readonly relayAddrs: Multiaddr[]
   private readonly listenAddrs: Multiaddr[]
@@ -716,6 +744,11 @@ class Libp2pTransportImpl implements Libp2pTransport {
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
   private announceSoonTimer: ReturnType<typeof setTimeout> | undefined
   private lastAnnounce = 0
+  /** Room members heard of (announcements, topic subscriptions, sessions): libp2p PeerId → when last heard of. */
+  private readonly known = new Map<string, number>()
+  /** The overlay's wanted members, recomputed when `known` changes; undefined when stale. */
+  private wantedCache: Set<string> | undefined
+  private pruneTimer: ReturnType<typeof setTimeout> | undefined
 
   private readonly listeners = new TransportListeners()
 
@@ -730,6 +763,8 @@ class Libp2pTransportImpl implements Libp2pTransport {
     this.dialTimeoutMs = positiveInt('dialTimeoutMs', init.dialTimeoutMs, 10_000)
     this.announceIntervalMs = positiveInt('announceIntervalMs', init.announceIntervalMs, 10_000)
     this.redialMs = positiveInt('redialMs', init.redialMs, 1_000)
+    if (init.maxPeers !== undefined && init.maxPeers !== Infinity) positiveInt('maxPeers', init.maxPeers, 20, 2)
+    this.maxPeers = init.maxPeers ?? 20
     this.sessionLimits.maxQueuedBytes = this.maxQueuedBytes
     this.sessionLimits.handshakeTimeoutMs = this.handshakeTimeoutMs
     this.protocol = init.protocol ?? SYNC_PROTOCOL
@@ -773,7 +808,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
         this.current = this.init.node
         this.ownNode = false
       } else {
-        this.current = await createNode(this.init, this.listenAddrs, this.relayAddrs)
+        this.current = await createNode(this.init, this.listenAddrs, this.relayAddrs, this.maxPeers)
         this.ownNode = true
       }
       const node = this.current
@@ -838,6 +873,79 @@ class Libp2pTransportImpl implements Libp2pTransport {
 
   stats(): Libp2pTransportStats {
     return { ...this.counters }
+  }
+
+  maxMessageSize(peer: PeerId): number | undefined {
+    const link = this.links.get(peer)
+    if (!link) return undefined
+    if (link.session) return link.session.messageHint()
+    return link.relayed ? LIMITED_MIN_BUDGET / LIMITED_MESSAGE_PARTS : undefined
+  }
+
+  members(): string[] {
+    return [...this.known.keys()]
+  }
+
+  // -------------------------------------------------------------------------------------------------------------------
+  // Bounded overlay
+
+  /** Notes that a node is a room member. */
+  private heardOf(remote: string): void {
+    if (remote === this.selfNode) return
+    if (!this.known.has(remote)) this.wantedCache = undefined
+    this.known.set(remote, Date.now())
+    if (this.known.size > this.maxPeers) this.schedulePrune()
+  }
+
+  /** Whether the overlay wants a session with this member (always, in a room of at most maxPeers + 1). */
+  private wants(remote: string): boolean {
+    if (this.known.size <= this.maxPeers) return true
+    this.wantedCache ??= overlayNeighbours(this.selfNode, this.known.keys(), this.maxPeers)
+    return this.wantedCache.has(remote)
+  }
+
+  /** Forgets members not heard of for three announcement intervals (and with no session). */
+  private expireMembers(): void {
+    const old = Date.now() - 3 * this.announceIntervalMs
+    for (const [remote, at] of this.known) {
+      if (at < old && !this.hasSessionWith(remote)) {
+        this.known.delete(remote)
+        this.wantedCache = undefined
+      }
+    }
+  }
+
+  private schedulePrune(): void {
+    if (this.pruneTimer !== undefined) return
+    this.pruneTimer = this.after(Math.min(1000, this.announceIntervalMs), () => {
+      this.pruneTimer = undefined
+      this.prune()
+    })
+  }
+
+  /**
+   * With more than maxPeers sessions, closes those with members outside the overlay: gracefully (what was sent
+   * arrives), and the connection too when the node is ours and nothing else of ours uses it. The other side does not
+   * redial a member its own overlay does not want; views that disagree for a while only keep an extra session.
+   */
+  private prune(): void {
+    if (!this.isLive() || this.links.size <= this.maxPeers || this.known.size <= this.maxPeers) return
+    let excess = this.links.size - this.maxPeers
+    for (const link of [...this.links.values()]) {
+      if (excess <= 0) break
+      if (this.wants(link.remote)) continue
+      excess--
+      const s = link.session
+      const remote = link.remotePeer
+      for (const x of this.sessions) if (x.remote === link.remote) x.retire()
+      if (this.ownNode && s && !this.bootstrap.some((b) => b.peer === link.remote)) {
+        const conn = s.connection
+        this.after(2_000, () => {
+          if (!this.isLive() || this.hasSessionWith(remote.toString())) return
+          conn.close().catch(() => undefined)
+        })
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------------------
@@ -924,6 +1032,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
     s.open(this.maxFrameSize)
     s.flushNow()
     this.nonMembers.delete(s.remote)
+    this.heardOf(s.remote)
     this.resetRedial(s.remote)
     this.counters.sessions++
     if (s.limited) this.counters.limitedSessions++
@@ -1065,6 +1174,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
     if (!node || !this.isLive()) return
     const known = 'toMultihash' in target ? target.toString() : bootstrap?.peer
     if (known !== undefined && (known === this.selfNode || this.dialing.has(known) || this.hasSessionWith(known))) return
+    if (bootstrap === undefined && known !== undefined && !this.wants(known)) return // outside our overlay
     const gen = this.generation
     if (known !== undefined) this.dialing.add(known)
     try {
@@ -1134,6 +1244,8 @@ class Libp2pTransportImpl implements Libp2pTransport {
     for (const b of this.bootstrap) {
       if (b.busy || now < b.nextAt) continue
       if (b.peer !== undefined && this.hasSessionWith(b.peer)) continue
+      // A bootstrap member outside our overlay is only needed while we have no session at all.
+      if (b.peer !== undefined && this.links.size > 0 && this.known.has(b.peer) && !this.wants(b.peer)) continue
       // A rendezvous peer outside the room: keep the connection (gossipsub rides it), do not re-probe.
       if (b.peerId !== undefined && this.nonMembers.has(b.peer!) && (this.current?.getConnections(b.peerId).length ?? 0) > 0) continue
       b.busy = true
@@ -1191,6 +1303,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
       const { peerId, subscriptions } = evt.detail as SubscriptionChangeData
       if (!subscriptions.some((s) => s.topic === this.topic && s.subscribe)) return
       this.nonMembers.delete(peerId.toString())
+      this.heardOf(peerId.toString())
       void this.probe(peerId)
       this.announceSoon() // a new topic peer: whoever is new learns about us through it
     }
@@ -1212,13 +1325,25 @@ class Libp2pTransportImpl implements Libp2pTransport {
         this.protocolError(err instanceof Libp2pProtocolError ? err : new Libp2pProtocolError(`malformed announcement: ${asError(err).message}`), { remote })
         return
       }
+      const isNew = !this.known.has(remote)
+      this.heardOf(remote)
       if (this.hasSessionWith(remote)) return
       this.nonMembers.delete(remote)
-      this.announceSoon() // a member we have no session with: make sure it hears about us too
-      void node.peerStore
-        .merge(msg.from, { multiaddrs: addrs })
-        .catch(() => undefined)
-        .then(() => this.probe(msg.from))
+      // A member new to us may not know us either: announce soon (not on every announcement, or in a large room each
+      // one would set off everyone else's).
+      if (isNew) this.announceSoon()
+      if (!this.wants(remote)) return // outside our overlay: remember it, do not dial it
+      const dial = (): void => {
+        if (gen !== this.generation || this.hasSessionWith(remote) || this.dialing.has(remote)) return
+        void node.peerStore
+          .merge(msg.from, { multiaddrs: addrs })
+          .catch(() => undefined)
+          .then(() => this.probe(msg.from))
+      }
+      // Both ends usually learn of each other at once: the smaller PeerId dials, the other waits a moment first, so a
+      // pair opens one connection rather than two (each costs a noise handshake).
+      if (this.selfNode < remote) dial()
+      else this.after(DIAL_YIELD_MS, dial)
     }
     ps.addEventListener('subscription-change', onSubscription)
     ps.addEventListener('message', onMessage)
@@ -1232,7 +1357,11 @@ class Libp2pTransportImpl implements Libp2pTransport {
         // the node may be stopping
       }
     })
-    this.every(this.announceIntervalMs, () => this.announce())
+    this.every(this.announceIntervalMs, () => {
+      this.announce()
+      this.expireMembers()
+      this.prune()
+    })
     this.announce()
   }
 
@@ -1282,6 +1411,9 @@ class Libp2pTransportImpl implements Libp2pTransport {
     for (const t of this.timers) clearTimeout(t)
     this.timers.clear()
     this.announceSoonTimer = undefined
+    this.pruneTimer = undefined
+    this.known.clear()
+    this.wantedCache = undefined
     this.redial.clear()
     this.bootstrap = []
     for (const c of this.cleanups.splice(0)) c()
@@ -1354,7 +1486,7 @@ class Libp2pTransportImpl implements Libp2pTransport {
 }
 
 /** Creates and starts the node of a transport that was not given one. */
-async function createNode(init: Libp2pTransportInit, listen: Multiaddr[], relays: Multiaddr[]): Promise<Libp2p> {
+async function createNode(init: Libp2pTransportInit, listen: Multiaddr[], relays: Multiaddr[], maxPeers: number): Promise<Libp2p> {
   installPromiseWithResolvers()
   const [{ createLibp2p }, { tcp }, { webSockets }, { noise }, { yamux }, { identify }, { circuitRelayTransport }] = await Promise.all([
     import('libp2p'),
@@ -1374,7 +1506,9 @@ async function createNode(init: Libp2pTransportInit, listen: Multiaddr[], relays
   const pubsubName = init.pubsub ?? 'pubsub'
   if (pubsubName !== false) {
     const { gossipsub } = await import('@libp2p/gossipsub')
-    services[pubsubName] = gossipsub({ allowPublishToZeroTopicPeers: true, runOnLimitedConnection: true, emitSelf: false })
+    // No IP-colocation penalty: members of a room often share an address (one NAT, one machine), and past ten of
+    // them gossipsub's default would graylist the rest, silencing room discovery. Announcements are signed anyway.
+    services[pubsubName] = gossipsub({ allowPublishToZeroTopicPeers: true, runOnLimitedConnection: true, emitSelf: false, scoreParams: { IPColocationFactorWeight: 0 } })
   }
   const extra = init.libp2p ?? {}
   const options = {
@@ -1382,6 +1516,10 @@ async function createNode(init: Libp2pTransportInit, listen: Multiaddr[], relays
     transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    // libp2p refuses more than 5 inbound connections per second from one address (and more than 10 upgrading at
+    // once); room members sharing an address (a NAT, a LAN, one machine) that all dial their overlay neighbours at
+    // once would be refused. Allow a whole overlay's worth.
+    connectionManager: { inboundConnectionThreshold: Math.max(5, Math.min(2 * maxPeers, 200)), maxIncomingPendingConnections: Math.max(10, Math.min(maxPeers, 100)) },
     ...extra,
     services: { ...services, ...(extra.services ?? {}) },
   }
