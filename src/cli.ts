@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `syncmesh` bin: `syncmesh serve [--host 127.0.0.1] [--port 4444]` (see `syncmesh --help`).
+ * The `syncmesh` bin: `syncmesh serve [--host 127.0.0.1] [--port 4444]`, or `syncmesh serve --libp2p` for a libp2p
+ * relay / rendezvous node (see `syncmesh --help`).
  * Runs as `node dist/src/cli.js serve` after a build and as `npx tsx src/cli.ts serve` from the sources.
  */
 import { runCli } from './server/cli.js'
