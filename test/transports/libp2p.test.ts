@@ -2,7 +2,6 @@
  * The libp2p transport against real libp2p nodes on 127.0.0.1 (no mocks): the Transport conformance suite, replicas
  * converging over TCP, WebSockets and a circuit relay, attaching to a user's node, and hostile input.
  */
-import { createServer } from 'node:net'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import type { Libp2p } from '@libp2p/interface'
 import { createReplica, roomTopic, type Replica, type ReplicaInit } from '../../src/index.js'
@@ -17,33 +16,12 @@ import {
   roomTopicOf,
 } from '../../transports/libp2p.js'
 import { encodeFrame, encodeHello } from '../../transports/libp2p-wire.js'
+import { freePorts, until } from './libp2p-room.js'
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Helpers
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await sleep(10)
-  }
-}
-
-/** Free TCP ports on 127.0.0.1 (bound then released; fine on loopback within one test run). */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => resolve(s))
-    })),
-  )
-  const ports = servers.map((s) => (s.address() as { port: number }).port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
 
 /** A plain libp2p node (no syncmesh), as a user would run it: TCP, noise, yamux, identify, and gossipsub or a relay. */
 async function userNode(opts: { relayDataLimit?: bigint; relayDurationMs?: number } = {}): Promise<Libp2p> {
