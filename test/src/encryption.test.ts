@@ -16,7 +16,8 @@ import {
 } from '../../src/crypto.js'
 import { SEALED_FRAME_OVERHEAD, SEALED_FRAME_VERSION, sealedTransport } from '../../src/sync/sealed.js'
 import { MemoryNetwork } from '../../transports/memory.js'
-import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from '../../transports/types.js'
+import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from '../../transports/types.js'
+import { transportConformanceCases, type TransportHarness } from '../../src/testkit/transport-suite.js'
 import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
 import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
@@ -185,15 +186,21 @@ describe('room key and cipher', () => {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** A transport wrapper that records every frame handed to the real transport (what the network carries). */
+/**
+ * A transport wrapper that records every frame handed to the real transport (what the network carries); given a
+ * cipher, it adds it to the RoomContext at start (for running a sealed transport outside a replica).
+ */
 class Tap implements Transport {
   readonly sent: Uint8Array[] = []
-  constructor(readonly inner: Transport) {}
+  constructor(
+    readonly inner: Transport,
+    private readonly cipher?: RoomCipher,
+  ) {}
   get maxFrameSize(): number {
     return this.inner.maxFrameSize
   }
   start(room: RoomContext): Promise<void> {
-    return this.inner.start(room)
+    return this.inner.start(this.cipher ? { ...room, cipher: this.cipher, onError: () => {} } : room)
   }
   stop(): Promise<void> {
     return this.inner.stop()
@@ -212,6 +219,25 @@ class Tap implements Transport {
     return this.inner.on(event as 'frame', fn as FrameListener)
   }
 }
+
+describe('sealed transport: Transport conformance (over a manual memory network)', () => {
+  const harness: TransportHarness = {
+    async create(n) {
+      const cipher = await cipherFromKey(Uint8Array.from({ length: 32 }, (_, i) => i * 7))
+      const net = new MemoryNetwork({ seed: SEED + 8, mode: 'manual' })
+      const transports = Array.from({ length: n }, () => new Tap(sealedTransport(net.transport()), cipher))
+      // Sealing and opening are asynchronous: pump the network until a few rounds in a row deliver nothing.
+      const settle = async (): Promise<void> => {
+        for (let idle = 0; idle < 3; ) {
+          idle = net.deliverAll() === 0 ? idle + 1 : 0
+          await new Promise((r) => setTimeout(r, 2))
+        }
+      }
+      return { transports, settle, close: async () => {} }
+    },
+  }
+  for (const c of transportConformanceCases(harness)) it(c.name, c.run)
+})
 
 describe('encrypted room on a memory network', () => {
   it('peers with the right secret converge; a wrong-secret peer gets AuthError and learns nothing', async () => {
