@@ -80,6 +80,8 @@ export interface SealedTransport extends Transport {
   readonly inner: Transport
   /** Seals the frame once and sends it to every peer that proved it holds the key. */
   broadcast(frame: Uint8Array): void
+  /** The inner transport's message-size hint for `peer` less the sealing overhead; undefined when it gives none. */
+  maxMessageSize(peer: PeerId): number | undefined
   /** Drop and rejection counts since creation. */
   stats(): SealedTransportStats
 }

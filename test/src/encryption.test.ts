@@ -237,6 +237,17 @@ describe('sealed transport: Transport conformance (over a manual memory network)
     },
   }
   for (const c of transportConformanceCases(harness)) it(c.name, c.run)
+
+  it('passes on the inner transport’s message-size hint for limited links, less the sealing overhead', () => {
+    const net = new MemoryNetwork({ seed: SEED + 9, maxFrameSize: 1000 })
+    const inner = net.transport() as Transport & { maxMessageSize?(peer: PeerId): number | undefined }
+    const sealed = sealedTransport(inner)
+    expect(sealed.maxMessageSize('p')).toBeUndefined() // the memory transport gives no hint
+    inner.maxMessageSize = (peer) => (peer === 'limited' ? 10_000 : undefined)
+    expect(sealed.maxMessageSize('other')).toBeUndefined()
+    // 10 000 bytes become ceil(10 000 / 970) = 11 frames of at most 970, each 30 bytes longer, plus room for a HELLO.
+    expect(sealed.maxMessageSize('limited')).toBe(10_000 - 12 * 30)
+  })
 })
 
 describe('encrypted room on a memory network', () => {
