@@ -26,14 +26,19 @@
  * 75 % of the data limit (less 8 KiB for identify, gossipsub and pings), or 90 % of the time limit, it stops sending,
  * closes the stream and the connection gracefully (everything sent arrives), the session ends (`peer:down`), the
  * dialing side redials, and the sync engine resumes from version vectors on `peer:up`: each connection carries the
- * next stretch of the sync, never the beginning again. One delta part must fit in one connection's allowance: keep
- * the replica's `maxMessageBytes` well below it (e.g. 16 KiB for the default 128 KiB limit). A direct (unlimited)
- * stream to the same node always wins over a relayed one.
+ * next stretch of the sync, never the beginning again. For that, each delta part must fit in what one connection
+ * carries: `maxMessageSize(peer)` tells the engine a quarter of the session's share (~22 KiB for the default 128 KiB
+ * limit) and the engine cuts what it sends that peer into independently applicable parts no larger (a 1 MB sync
+ * crosses a 128 KiB relay in ~1.03× its bytes, test/transports/libp2p-serve.test.ts). A direct (unlimited) stream to
+ * the same node always wins over a relayed one.
+ *
+ * Large rooms: each member keeps sessions with at most `maxPeers` (20) members, a ring lattice over the PeerIds it
+ * has heard of (see {@link Libp2pTransportInit.maxPeers}); the engine's forwarding carries changes across it.
  *
  * Live changes ride the direct streams, not gossipsub: `send` is per peer and the engine's own forwarding already
  * gives multi-hop delivery; gossipsub would add per-message signing and verification, a mesh that forms only after
  * heartbeats, a message-id cache, and a second path whose ordering and backpressure we cannot see. Measured on
- * 127.0.0.1 (test/transports/libp2p-bench.ts, 1 000 sequential 64-byte messages between two nodes): our stream
+ * 127.0.0.1 (bench/libp2p.ts, 1 000 sequential 64-byte messages between two nodes): our stream
  * p50 ≈ 0.1 ms, gossipsub publish → message p50 ≈ 0.6–0.9 ms, with similar tails. gossipsub only carries discovery.
  *
  * Backpressure: frames are batched per peer in a microtask; when `stream.send()` returns false the transport waits

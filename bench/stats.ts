@@ -1,0 +1,27 @@
+/** Latency summaries shared by the benchmarks: quantiles of a sample of milliseconds. */
+
+/** The q-quantile (0 ≤ q ≤ 1) of `xs` by the nearest-rank method. */
+export const quantile = (xs: readonly number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!
+}
+
+/** A latency sample summarised, in ms. */
+export interface Latency {
+  n: number
+  p50: number
+  p90: number
+  p99: number
+  max: number
+  mean: number
+}
+
+/** Summarises a sample of latencies (ms). */
+export const summary = (xs: readonly number[]): Latency => ({
+  n: xs.length,
+  p50: quantile(xs, 0.5),
+  p90: quantile(xs, 0.9),
+  p99: quantile(xs, 0.99),
+  max: Math.max(...xs),
+  mean: xs.reduce((s, x) => s + x, 0) / xs.length,
+})
