@@ -1,8 +1,9 @@
 /**
- * One peer of the `npm start` demo, in a process of its own: `examples/demo.ts` forks three of these and drives them
- * over Node's IPC channel. Each peer keeps its replica in LevelDB under the directory it is given, reaches the others
- * over real WebRTC (relay as fallback) through the demo's local `syncmesh serve`, and prints, as they happen, the
- * changes it receives and the conflicts it loses.
+ * One peer of the `npm start` demo, in a process of its own: `examples/demo.ts` forks these and drives them over
+ * Node's IPC channel. Each peer keeps its replica in LevelDB under the directory it is given, joins an encrypted
+ * room with the passphrase it is given, reaches the others over real WebRTC (relay as fallback) through the demo's
+ * local `syncmesh serve`, and prints, as they happen, the changes it receives, the conflicts it loses and the first
+ * error of each kind (a peer with the wrong passphrase sees AuthError).
  *
  * Commands (one object per IPC message, answered with `{ id, ok, result | error }`):
  *   { op: 'put' | 'update' | 'delete', ... } · { op: 'online' | 'offline' } · { op: 'meet', peers } · { op: 'state' }
@@ -34,7 +35,7 @@ export interface PeerState {
   via: string[]
 }
 
-const [name, url, dir] = process.argv.slice(2) as [string, string, string]
+const [name, url, dir, secret] = process.argv.slice(2) as [string, string, string, string]
 const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const show = (v: unknown): string => JSON.stringify(v)
 
@@ -43,6 +44,7 @@ async function open(online: boolean): Promise<Replica> {
   const r = await createReplica({
     peerId: name,
     room: 'demo-todos',
+    secret, // every frame and signaling payload sealed with a key derived from it (the server sees ciphertext)
     storage: levelStorage(dir),
     // Preference order: a direct WebRTC channel when one opens, the relay otherwise (or until then).
     transports: online ? [webrtcTransport({ signaling: [url] }), relayTransport({ url })] : [],
@@ -56,8 +58,14 @@ async function open(online: boolean): Promise<Replica> {
   r.on('conflict', (c: ConflictEvent) =>
     console.log(`  ${name.padEnd(5)} ✗ conflict on ${c.id}.${c.field}: ${show(c.loser.value)} lost to ${show(c.winner.value)}`),
   )
+  r.on('error', (e: Error) => {
+    if (reported.has(e.name)) return
+    reported.add(e.name)
+    console.log(`  ${name.padEnd(5)} ! ${e.name}: ${e.message}`)
+  })
   return r
 }
+const reported = new Set<string>()
 
 let replica = await open(true)
 const todos = () => replica.collection<Todo>('todos')

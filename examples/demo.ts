@@ -1,7 +1,8 @@
 /**
  * `npm start` — three peers share a todo list on this machine, each in its own process, on embedded defaults: a
  * local `syncmesh serve` (signaling + relay on 127.0.0.1, any free port), real WebRTC between the peers with the
- * relay as fallback, and LevelDB storage in a temporary directory. Each peer process is `examples/demo-peer.ts`.
+ * relay as fallback, LevelDB storage in a temporary directory, and an encrypted room. Each peer process is
+ * `examples/demo-peer.ts`. A fourth process, mallory, joins the room with the wrong passphrase and learns nothing.
  *
  * Alice goes offline and keeps editing (her writes are durable on disk); bob and carol edit the same todos
  * meanwhile, including a same-field conflict and a delete racing an update. Alice comes back and every peer
@@ -39,8 +40,8 @@ interface Peer {
   call(cmd: DemoCommand): Promise<unknown>
 }
 
-async function startPeer(name: string, url: string, dir: string): Promise<Peer> {
-  const proc = fork(here('./demo-peer.ts'), [name, url, join(dir, name)], { execArgv: ['--import', 'tsx'] })
+async function startPeer(name: string, url: string, dir: string, secret = PASSPHRASE): Promise<Peer> {
+  const proc = fork(here('./demo-peer.ts'), [name, url, join(dir, name), secret], { execArgv: ['--import', 'tsx'] })
   children.push(proc)
   const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   let next = 0
@@ -79,12 +80,16 @@ async function show(title: string, peers: Peer[]): Promise<PeerState[]> {
   return all
 }
 
+const PASSPHRASE = 'correct horse battery staple'
 const dir = await mkdtemp(join(tmpdir(), 'syncmesh-demo-'))
 let ok = false
 try {
   const url = await serve()
   console.log(`syncmesh serve on ${url} (signaling + relay); each peer is a process with LevelDB in ${dir}\n`)
-  const [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((n) => startPeer(n, url, dir))) as [Peer, Peer, Peer]
+  const [alice, bob, carol, mallory] = (await Promise.all([
+    ...['alice', 'bob', 'carol'].map((n) => startPeer(n, url, dir)),
+    startPeer('mallory', url, dir, 'a wrong guess'),
+  ])) as [Peer, Peer, Peer, Peer]
   const everyone = [alice, bob, carol]
   await meet(everyone)
 
@@ -118,6 +123,9 @@ try {
   await meet(everyone)
   const final = await show('   all converged:', everyone)
   ok = new Set(final.map((s) => JSON.stringify(s.todos))).size === 1
+  const [intruder] = await states([mallory])
+  console.log(`mallory (wrong passphrase) holds ${intruder!.todos.length} todos`)
+  ok &&= intruder!.todos.length === 0
   console.log(`All replicas identical: ${ok ? 'yes' : 'NO'}`)
 } finally {
   for (const c of children) c.kill()

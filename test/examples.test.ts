@@ -16,7 +16,7 @@ describe('README examples', () => {
     })
   }
 
-  it('the quick start demo (`npm start`: a server and three peer processes) converges and exits 0', async () => {
+  it('the quick start demo (`npm start`: a server, three peer processes and an intruder) converges and exits 0', async () => {
     const demo = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../examples/demo.ts', import.meta.url))], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -31,5 +31,8 @@ describe('README examples', () => {
     // Writes made while apart reach every peer, and the losing side of the same-field race is reported.
     expect(out).toMatch(/alice +✗ conflict on milk\.title: "Buy oat milk" lost to "Buy soy milk"/)
     expect(out).toMatch(/alice +bike:— ✔ \| milk:Buy soy milk @carol/)
+    // The room is encrypted: the peer with the wrong passphrase is told so and holds nothing.
+    expect(out).toMatch(/mallory ! AuthError/)
+    expect(out).toContain('mallory (wrong passphrase) holds 0 todos')
   }, 120_000)
 })
