@@ -1,6 +1,7 @@
 // Node peers over libp2p. Run one per terminal (all on this machine, loopback only):
 //   npx tsx examples/libp2p-peers.ts                 → starts a peer and prints its address
 //   npx tsx examples/libp2p-peers.ts <that address>  → joins the room through it (peers then find each other by gossipsub)
+// Or meet at a relay: `npx syncmesh serve --libp2p` prints its addresses; pass its /tcp/ one to every peer.
 // Type a line to add a todo; every peer prints every change. Ctrl-C leaves.
 import { createInterface } from 'node:readline'
 import { createReplica } from 'syncmesh'

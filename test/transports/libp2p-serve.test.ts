@@ -4,6 +4,7 @@
  * 128 KiB / 2 min limits), including a sync several times larger than one relayed connection may carry.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -82,6 +83,15 @@ describe('syncmesh serve --libp2p: command line', () => {
     expect(e.code).toBe('LIBP2P_MISSING')
     expect(e.message).toContain('@libp2p/gossipsub')
     for (const p of LIBP2P_PACKAGES) expect(e.message).toContain(p)
+  })
+})
+
+describe('the libp2p example', () => {
+  it('appears verbatim in the README (it is interactive, so it is not run here)', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+    const source = readFileSync(new URL('../../examples/libp2p-peers.ts', import.meta.url), 'utf8')
+    expect(readme.includes(source.trim()), 'README.md must contain examples/libp2p-peers.ts verbatim').toBe(true)
+    expect(readme).toContain('npx syncmesh serve --libp2p')
   })
 })
 
