@@ -28,7 +28,8 @@
  * - WebCrypto is asynchronous: outbound frames are sealed at once (in parallel) and handed to the inner transport
  *   in call order; inbound frames are opened in parallel and delivered in arrival order, with `peer:down` behind
  *   the frames that came before it. At most `maxPendingBytes` wait in each direction; beyond, frames are dropped
- *   (the engine's anti-entropy repairs losses, as with any lossy transport).
+ *   (the engine's anti-entropy repairs losses, as with any lossy transport). `stop()` first lets the frames still
+ *   being sealed reach the inner transport (for at most 2 s), so a replica's last writes before `close()` go out.
  * - `maxFrameSize` is the inner transport's less {@link SEALED_FRAME_OVERHEAD}; a per-peer message-size hint of the
  *   inner transport (`maxMessageSize`, for links cut after so many bytes) is passed on less the overhead too.
  */
