@@ -25,6 +25,7 @@
  *
  * The sender's libp2p PeerId is the (signed) gossipsub message's `from`; unsigned announcements are ignored.
  */
+import { Reader as BytesReader, Writer } from '../crdt/bytes.js'
 import { FrameTooLargeError, TransportError } from './errors.js'
 
 /** Version byte of HELLO and ANNOUNCE. */
@@ -75,29 +76,11 @@ export function installPromiseWithResolvers(): void {
 // ---------------------------------------------------------------------------------------------------------------------
 // Varints and frames
 
-function varintLength(n: number): number {
-  let len = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 128)
-    len++
-  }
-  return len
-}
-
-function writeVarint(out: Uint8Array, offset: number, n: number): number {
-  while (n >= 0x80) {
-    out[offset++] = (n & 0x7f) | 0x80
-    n = Math.floor(n / 128)
-  }
-  out[offset++] = n
-  return offset
-}
-
 /** A copy of `payload` with its length prefix: what goes on the stream. */
 export function encodeFrame(payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(varintLength(payload.byteLength) + payload.byteLength)
-  out.set(payload, writeVarint(out, 0, payload.byteLength))
-  return out
+  const w = new Writer(payload.byteLength + 5)
+  w.bytes(payload)
+  return w.view() // the writer is ours alone: its buffer, sized to fit, is the frame
 }
 
 /** Reads length-prefixed frames out of arbitrary chunks, without quadratic copying. */
@@ -159,36 +142,29 @@ export interface Hello {
 const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
+/** The crdt byte reader (crdt/bytes.ts), with this protocol's error type and field limits. */
 class Reader {
-  private i = 0
-  constructor(private readonly bytes: Uint8Array, private readonly what: string) {}
+  private readonly r: BytesReader
+  constructor(bytes: Uint8Array, private readonly what: string) {
+    this.r = new BytesReader(bytes)
+  }
 
   get done(): boolean {
-    return this.i === this.bytes.byteLength
+    return this.r.done
   }
 
   u8(): number {
-    if (this.i >= this.bytes.byteLength) throw new Libp2pProtocolError(`truncated ${this.what}`)
-    return this.bytes[this.i++]!
+    return this.guard(() => this.r.u8())
   }
 
-  uvarint(maxBytes = 5): number {
-    let n = 0
-    for (let k = 0; k < maxBytes; k++) {
-      const b = this.u8()
-      n += (b & 0x7f) * 2 ** (7 * k)
-      if (!(b & 0x80)) return n
-    }
-    throw new Libp2pProtocolError(`varint too long in ${this.what}`)
+  uvarint(): number {
+    return this.guard(() => this.r.uint())
   }
 
   bytesOf(max: number, min = 0): Uint8Array {
     const n = this.uvarint()
     if (n < min || n > max) throw new Libp2pProtocolError(`field of ${n} bytes in ${this.what} (allowed ${min}..${max})`)
-    if (this.i + n > this.bytes.byteLength) throw new Libp2pProtocolError(`truncated ${this.what}`)
-    const out = this.bytes.subarray(this.i, this.i + n)
-    this.i += n
-    return out
+    return this.guard(() => this.r.raw(n))
   }
 
   string(): string {
@@ -197,6 +173,14 @@ class Reader {
       return utf8Strict.decode(raw)
     } catch {
       throw new Libp2pProtocolError(`invalid UTF-8 in ${this.what}`)
+    }
+  }
+
+  private guard<T>(read: () => T): T {
+    try {
+      return read()
+    } catch (err) {
+      throw new Libp2pProtocolError(`malformed ${this.what}: ${err instanceof Error ? err.message : String(err)}`)
     }
   }
 }
@@ -209,16 +193,12 @@ function checkVersion(version: number, what: string): void {
 
 /** Encodes a HELLO payload (not yet length-prefixed). */
 export function encodeHello(hello: Hello): Uint8Array {
-  const topic = utf8.encode(hello.topic)
-  const peer = utf8.encode(hello.peerId)
-  const out = new Uint8Array(1 + 5 + 5 + topic.byteLength + 5 + peer.byteLength)
-  out[0] = WIRE_VERSION
-  let o = writeVarint(out, 1, hello.maxFrameSize)
-  o = writeVarint(out, o, topic.byteLength)
-  out.set(topic, o)
-  o = writeVarint(out, o + topic.byteLength, peer.byteLength)
-  out.set(peer, o)
-  return out.slice(0, o + peer.byteLength)
+  const w = new Writer(64)
+  w.u8(WIRE_VERSION)
+  w.uint(hello.maxFrameSize)
+  w.bytes(utf8.encode(hello.topic))
+  w.bytes(utf8.encode(hello.peerId))
+  return w.finish()
 }
 
 /** Decodes a HELLO payload; throws {@link Libp2pProtocolError} on anything malformed. */
@@ -238,15 +218,11 @@ export function decodeHello(bytes: Uint8Array): Hello {
 /** Encodes an ANNOUNCE of the given multiaddrs (their binary form); extra or oversized ones are left out. */
 export function encodeAnnounce(addrs: readonly Uint8Array[]): Uint8Array {
   const kept = addrs.filter((a) => a.byteLength <= MAX_ADDR_BYTES).slice(0, MAX_ANNOUNCED_ADDRS)
-  const out = new Uint8Array(1 + 5 + kept.reduce((n, a) => n + 5 + a.byteLength, 0))
-  out[0] = WIRE_VERSION
-  let o = writeVarint(out, 1, kept.length)
-  for (const a of kept) {
-    o = writeVarint(out, o, a.byteLength)
-    out.set(a, o)
-    o += a.byteLength
-  }
-  return out.slice(0, o)
+  const w = new Writer(256)
+  w.u8(WIRE_VERSION)
+  w.uint(kept.length)
+  for (const a of kept) w.bytes(a)
+  return w.finish()
 }
 
 /** Decodes an ANNOUNCE; throws {@link Libp2pProtocolError} on anything malformed. */
