@@ -31,12 +31,14 @@ class Peer {
   private waiters: (() => void)[] = []
   private readonly proc: ChildProcess
   private out = ''
+  private err = ''
 
   constructor(readonly id: string, dir: string, room: string, signaling: string | undefined, relay: string | undefined) {
     this.proc = track(spawn(process.execPath, ['--import', 'tsx', CHILD, id, dir, room, signaling ?? '-', ...(relay ? [relay] : [])], {
       cwd: REPO,
-      stdio: ['pipe', 'pipe', 'inherit'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     }))
+    this.proc.stderr!.on('data', (d: Buffer) => (this.err = (this.err + d.toString()).slice(-4000)))
     this.proc.once('exit', () => this.wake())
     this.proc.stdout!.on('data', (d: Buffer) => {
       this.out += d.toString()
@@ -55,7 +57,7 @@ class Peer {
   async next(ms = 20_000): Promise<string> {
     const end = Date.now() + ms
     while (this.lines.length === 0) {
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`${this.id} exited (${this.proc.exitCode ?? this.proc.signalCode})`)
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`${this.id} exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.err}`)
       if (Date.now() > end) throw new Error(`${this.id}: no answer within ${ms} ms`)
       await new Promise<void>((r) => {
         this.waiters.push(r)
@@ -144,9 +146,13 @@ describe.each(servers)('three processes over WebRTC with LevelDB: $name', ({ sta
     await a.ask(`update shared ${JSON.stringify({ title: 'renamed by a while c was away' })}`)
     await b.ask(`put ${JSON.stringify({ id: 'b-late', by: 'b' })}`)
     await a.ask(`update a-0 ${JSON.stringify({ n: 100 })}`)
-    // c comes back offline on the same directory: it holds what it had, and edits on its own.
+    // c comes back offline on the same directory and edits on its own. Its own writes were durable before they
+    // resolved, so they are all there; remote changes it applied just before the kill may not have reached its
+    // disk yet (they are fetched again below: the stored version vector never claims what the store lacks).
     c = await open('c', false)
-    expect(await c.state()).toEqual(first)
+    const reopened = (await c.state()) as { id: string; [k: string]: unknown }[]
+    for (let i = 0; i < 10; i++) expect(reopened.find((r) => r.id === `c-${i}`)).toMatchObject({ n: i, by: 'c' })
+    expect(reopened.find((r) => r.id === 'shared')).toMatchObject({ c: true })
     await c.ask(`put ${JSON.stringify({ id: 'c-offline', by: 'c' })}`)
     await c.ask(`update b-1 ${JSON.stringify({ note: 'c was here, offline' })}`)
     await c.ask('close')
