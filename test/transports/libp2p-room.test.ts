@@ -3,8 +3,8 @@
  * real libp2p nodes on 127.0.0.1, each keeping a bounded number of connections (a ring lattice of degree 6, not a
  * full mesh of 1 225 connections), held together by the sync protocol's multi-hop forwarding of live changes.
  *
- * `LIBP2P_STRESS=1` adds the heavier variant: the same room finding itself through gossipsub and a
- * `startLibp2pRelay` rendezvous (what `npx syncmesh serve --libp2p` runs), with the transport's bounded overlay.
+ * `LIBP2P_STRESS=1` adds the heavier variant: the same room finding itself through gossipsub and an
+ * `npx syncmesh serve --libp2p` process as rendezvous, with the transport's bounded overlay.
  */
 import { afterAll, describe, expect, it } from 'vitest'
 import { mulberry32 as prng } from '../prng.js'

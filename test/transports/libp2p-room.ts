@@ -1,13 +1,12 @@
 /**
- * Drives a large libp2p room spread over child processes (libp2p-room-child.ts), all bootstrapping to one
- * `startLibp2pRelay` rendezvous node in this process (what `npx syncmesh serve --libp2p` runs). Used by
+ * Drives a large libp2p room spread over child processes (libp2p-room-child.ts), either bootstrapping to one
+ * `npx syncmesh serve --libp2p` process and finding each other by gossipsub, or wired as a ring lattice. Used by
  * libp2p-room.test.ts (50 nodes, in `npm test`) and bench/libp2p.ts (50-node reach time).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { type Server, createServer } from 'node:net'
 import { createInterface } from 'node:readline'
-import { type Libp2pRelay, startLibp2pRelay } from '../../src/server/libp2p.js'
 import type { ChildInit } from './libp2p-room-child.js'
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url))
@@ -46,7 +45,8 @@ export interface NodeState {
 /** A running room. */
 export interface Room {
   readonly ids: string[]
-  readonly relay: Libp2pRelay
+  /** The rendezvous (gossipsub discovery only): a `syncmesh serve --libp2p` process. */
+  readonly relay: { readonly multiaddrs: string[] } | undefined
   /** Every replica writes `n` records and a field of "shared" at once; resolves with ms until all hold everything. */
   writeAll(n: number, timeoutMs: number): Promise<number>
   /** One write by `writer`; resolves with ms until each of the others saw it (sorted ascending). */
@@ -68,6 +68,35 @@ export async function until(cond: () => boolean, ms: number, what: string): Prom
   }
 }
 
+/** `syncmesh serve --libp2p` in its own process (so that its work does not stall this one); resolves once listening. */
+async function serveLibp2p(maxReservations: number): Promise<{ multiaddrs: string[]; close: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--libp2p', '--port', '0', '--quiet', '--max-reservations', String(maxReservations)], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<void>((r) => child.once('exit', () => r()))
+  let err = ''
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)))
+  const multiaddrs: string[] = []
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve --libp2p printed no address within 30 s: ${err}`)), 30_000)
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      multiaddrs.push(line.trim())
+      if (multiaddrs.length === 2) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    void exited.then(() => reject(new Error(`serve --libp2p exited: ${err}`)))
+  })
+  return {
+    multiaddrs,
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(killer)
+    },
+  }
+}
+
 /** Free TCP ports on 127.0.0.1 (bound then released; fine on loopback within one run). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -84,15 +113,15 @@ export async function freePorts(n: number): Promise<number[]> {
 
 /** Starts the rendezvous and the children; resolves once every replica has started. */
 export async function startRoom(init: RoomInit): Promise<Room> {
-  const relay = await startLibp2pRelay({ port: 0, maxReservations: init.nodes + 8 })
+  const ring = init.discovery === 'ring'
+  const relay = ring ? undefined : await serveLibp2p(init.nodes + 8)
   const prefix = init.prefix ?? 'n'
   const width = String(init.nodes - 1).length
   const ids = Array.from({ length: init.nodes }, (_, i) => `${prefix}${String(i).padStart(width, '0')}`)
   const children: ChildProcess[] = []
   const listeners = new Set<(e: Event) => void>()
-  const bootstrap = relay.multiaddrs.filter((a) => !a.includes('/ws'))
+  const bootstrap = relay?.multiaddrs.filter((a) => !a.includes('/ws')) ?? []
   const per = Math.ceil(init.nodes / init.processes)
-  const ring = init.discovery === 'ring'
   const k = init.ring ?? 3
   const ports = ring ? await freePorts(init.nodes) : []
   const addrOf = (i: number): string => `/ip4/127.0.0.1/tcp/${ports[i % init.nodes]}`
@@ -144,13 +173,13 @@ export async function startRoom(init: RoomInit): Promise<Room> {
     }, 5000)
     await Promise.all(exits)
     clearTimeout(killer)
-    await relay.close()
+    await relay?.close()
   }
   try {
     await Promise.all(readies)
   } catch (err) {
     for (const c of children) c.kill('SIGKILL')
-    await relay.close()
+    await relay?.close()
     throw err
   }
 
