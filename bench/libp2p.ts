@@ -28,15 +28,11 @@ import { createReplica, type Replica } from '../src/index.js'
 import { type Libp2pTransport, libp2pTransport } from '../transports/libp2p.js'
 import { startRoom, until } from '../test/transports/libp2p-room.js'
 import { mulberry32 } from '../test/prng.js'
-import { type Latency, summary } from './stats.js'
+import { type Latency, arg, summary } from './stats.js'
 import { formatMs, markdownTable } from './table.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_FILE = path.join(ROOT, '.bench-results', 'libp2p.json')
-const arg = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const WRITES = Number(arg('writes', '1000'))
 const PROBES = Number(arg('probes', '100'))
 const UPDATES = Number(arg('updates', '500'))

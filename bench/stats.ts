@@ -1,4 +1,10 @@
-/** Latency summaries shared by the benchmarks: quantiles of a sample of milliseconds. */
+/** Shared by the network benchmarks: latency summaries (quantiles of a sample of milliseconds) and `--name value` options. */
+
+/** The value of command-line option `--name`, or `fallback` when absent. */
+export const arg = (name: string, fallback: string): string => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
+}
 
 /** The q-quantile (0 ≤ q ≤ 1) of `xs` by the nearest-rank method. */
 export const quantile = (xs: readonly number[], q: number): number => {

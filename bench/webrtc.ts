@@ -28,40 +28,17 @@ import { relayTransport } from '../transports/relay.js'
 import type { Transport } from '../transports/types.js'
 import { type RTCImplementation, webrtcTransport } from '../transports/webrtc.js'
 import { blockableRtc, waitFor } from '../test/transports/webrtc-helpers.js'
+import { type Latency, arg, summary } from './stats.js'
 import { formatMs, markdownTable } from './table.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_FILE = path.join(ROOT, '.bench-results', 'webrtc.json')
-const arg = (name: string, fallback: string): string => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const WRITES = Number(arg('writes', '1000'))
 const FANOUT_WRITES = Number(arg('fanout-writes', '100'))
 const WARMUP = 50
 const ONLY = new Set(arg('only', 'latency,ywebrtc,floor,fallback,relay20,webrtc20').split(','))
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const quantile = (xs: readonly number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!
-}
-interface Latency {
-  n: number
-  p50: number
-  p90: number
-  p99: number
-  max: number
-  mean: number
-}
-const summary = (xs: readonly number[]): Latency => ({
-  n: xs.length,
-  p50: quantile(xs, 0.5),
-  p90: quantile(xs, 0.9),
-  p99: quantile(xs, 0.99),
-  max: Math.max(...xs),
-  mean: xs.reduce((s, x) => s + x, 0) / xs.length,
-})
 
 let wrtc: RTCImplementation
 let roomSeq = 0
