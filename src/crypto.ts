@@ -14,7 +14,7 @@
 import { pbkdf2Async } from '@noble/hashes/pbkdf2.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
-import { InvalidValueError } from '../crdt/errors.js'
+import { InvalidValueError, SyncmeshError } from '../crdt/errors.js'
 import { AuthError } from '../transports/errors.js'
 import type { PeerId, RoomCipher } from '../transports/types.js'
 
@@ -73,6 +73,11 @@ const cache = new Map<string, Promise<RoomCipher>>()
  * Rejects with {@link InvalidValueError} for a bad secret.
  */
 export function roomCipher(app: string, room: string, secret: RoomSecret): Promise<RoomCipher> {
+  if (typeof globalThis.crypto?.subtle?.importKey !== 'function') {
+    throw new CryptoUnavailableError(
+      'an encrypted room needs WebCrypto (crypto.subtle), and this environment has none: browsers give it only to secure contexts (a page served over https or from localhost)',
+    )
+  }
   const password = secretBytes(secret)
   const id = cacheId(app, room, password)
   password.fill(0)
@@ -95,6 +100,11 @@ export function roomCipher(app: string, room: string, secret: RoomSecret): Promi
     if (cache.get(id) === entry) cache.delete(id)
   })
   return entry
+}
+
+/** An encrypted room was asked for where there is no WebCrypto (`crypto.subtle`: only in secure contexts in browsers). */
+export class CryptoUnavailableError extends SyncmeshError {
+  override readonly code = 'CRYPTO_UNAVAILABLE'
 }
 
 function cacheId(app: string, room: string, password: Uint8Array): string {

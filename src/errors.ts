@@ -62,3 +62,12 @@ export class StorageClosedError extends SyncmeshError {
 }
 
 export { AuthError } from '../transports/errors.js'
+
+/**
+ * Several replicas may share one store (tabs of one origin on one IndexedDB database) but this environment lacks
+ * what they coordinate with: Web Locks (`navigator.locks`, only in secure contexts: https or localhost) or
+ * BroadcastChannel. The message names what is missing.
+ */
+export class SharingUnavailableError extends SyncmeshError {
+  override readonly code = 'SHARING_UNAVAILABLE'
+}

@@ -18,8 +18,17 @@ export {
 } from './replica.js'
 export type { PeerStatus } from './sync/engine.js'
 export { PROTOCOL_VERSION, DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
-export { MessageTooLargeError, UnsupportedVersionError, ReplicaClosedError, SyncTimeoutError, StorageCorruptError, StorageClosedError, AuthError } from './errors.js'
-export { ROOM_KEY_ITERATIONS, type RoomSecret } from './crypto.js'
-export { type Storage } from './storage/types.js'
+export {
+  MessageTooLargeError,
+  UnsupportedVersionError,
+  ReplicaClosedError,
+  SyncTimeoutError,
+  StorageCorruptError,
+  StorageClosedError,
+  AuthError,
+  SharingUnavailableError,
+} from './errors.js'
+export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto.js'
+export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './storage/types.js'
 export { MemoryStorage } from './storage/memory.js'
 export type { Transport, RoomContext, RoomCipher, PeerId } from '../transports/types.js'

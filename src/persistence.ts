@@ -1,10 +1,18 @@
 /**
- * How a replica keeps its state in a {@link Storage}: a snapshot plus an ordered log of deltas.
+ * How a replica keeps its state in a {@link Storage}: per writer slot, a snapshot plus an ordered log of deltas.
  *
- *   ['meta', 'peer']            the replica's peer id (how transports know it)
- *   ['meta', 'writer']          the origin id its timestamps carry: one per storage history (see replica.ts)
- *   ['snapshot', S]             the whole state, covering log entries ≤ S (S: 16-digit zero-padded sequence)
- *   ['log', N]                  one delta (a batch of local writes, or one received from a peer), N > S
+ *   ['meta', 'peer']                  the replica's peer id (how transports know it)
+ *   ['meta', 'writer']                the origin id its timestamps carry: one per storage history (see replica.ts)
+ *   ['snapshot', S]                   slot 0: the whole state, covering slot 0's log entries ≤ S (16-digit sequence)
+ *   ['log', N]                        slot 0: one delta (a batch of local writes, or one received from a peer), N > S
+ *   ['tabs', k, 'snapshot', S]        slot k ≥ 1 (k in decimal): the same, for the replica holding slot k
+ *   ['tabs', k, 'log', N]
+ *
+ * A store with one user at a time (LevelDB, a MemoryStorage) only ever has slot 0. On a shared store (tabs of one
+ * IndexedDB database, see tabs/group.ts) each open replica holds a slot of its own, by lock, and writes and removes
+ * only that slot's keys, so replicas never overwrite or delete each other's entries. Opening loads every slot (the
+ * union of CRDT states is the state); a replica may take over the keys of a slot nobody holds ({@link
+ * Persistence.absorb}) by writing a snapshot of its own that covers them before removing them.
  *
  * Every value is `u8 version=1 | 16-byte MurmurHash3 of the payload | payload`, so a corrupt or truncated value is
  * detected and reported as StorageCorruptError naming its key — never silently skipped. Compaction writes the new
@@ -35,7 +43,11 @@ export interface PersistenceInit {
 /** The log may grow to this many bytes before it is compacted, however small the snapshot. */
 const MIN_COMPACT_BYTES = 256 * 1024
 
-const seqKey = (kind: 'log' | 'snapshot', seq: number): string[] => [kind, seq.toString().padStart(16, '0')]
+/** The key of one entry of slot `slot`. */
+function seqKey(slot: number, kind: 'log' | 'snapshot', seq: number): string[] {
+  const tail = [kind, seq.toString().padStart(16, '0')]
+  return slot === 0 ? tail : ['tabs', String(slot), ...tail]
+}
 
 function wrap(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(payload.length + 17)
@@ -60,15 +72,25 @@ function unwrap(key: string[], data: Uint8Array): Uint8Array {
   return payload
 }
 
-async function loadText(storage: Storage, key: string[]): Promise<string | undefined> {
-  const raw = await storage.load(key)
-  return raw && new TextDecoder().decode(unwrap(key, raw))
+/** What a stored key is: an entry of some slot, identity (`undefined`), or not ours (`null`, ignored). */
+function classify(key: string[]): { slot: number; kind: 'log' | 'snapshot'; seq: number } | undefined | null {
+  const top = key[0]
+  if (top === 'meta') return undefined
+  if (top !== 'log' && top !== 'snapshot' && top !== 'tabs') return null
+  const slot = top === 'tabs' ? Number(key[1]) : 0
+  const tail = top === 'tabs' ? key.slice(2) : key
+  const seq = Number(tail[1])
+  const ok = tail.length === 2 && (tail[0] === 'log' || tail[0] === 'snapshot') && Number.isSafeInteger(seq) && seq >= 0
+  if (!ok || !Number.isSafeInteger(slot) || slot < 0 || (top === 'tabs' && (slot === 0 || key[1] !== String(slot)))) {
+    throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
+  }
+  return { slot, kind: tail[0] as 'log' | 'snapshot', seq }
 }
 
-function parseSeq(key: string[]): number {
-  const seq = Number(key[1])
-  if (key.length !== 2 || !Number.isSafeInteger(seq) || seq < 0) throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
-  return seq
+/** The entries of one slot, as loaded. */
+interface SlotEntries {
+  snapshots: { key: string[]; data: Uint8Array; seq: number }[]
+  logs: { key: string[]; data: Uint8Array; seq: number }[]
 }
 
 /** Loads and appends a replica's state; every write goes through one queue so the log keeps apply order. */
@@ -86,6 +108,8 @@ export class Persistence {
 
   private constructor(
     private readonly storage: Storage,
+    /** The slot this replica writes (see the layout above). */
+    readonly slot: number,
     state: { seq: number; logCount: number; snapshotBytes: number; obsolete: string[][] },
     init: PersistenceInit,
   ) {
@@ -96,38 +120,72 @@ export class Persistence {
     this.compactAfter = init.compactAfterEntries ?? 10_000
   }
 
-  /** Opens the state held in `storage` (empty when new). Throws StorageCorruptError on bad data. */
+  /**
+   * Opens the state held in `storage` (empty when new), writing as `slot` from now on. Every slot is loaded;
+   * `others` lists the keys of the other slots (for {@link Persistence.absorb}). Throws StorageCorruptError on bad data.
+   */
   static async open(
     storage: Storage,
-    init: PersistenceInit = {},
-  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined }> {
-    const peerId = await loadText(storage, PEER_KEY)
-    const writerId = await loadText(storage, WRITER_KEY)
-    let store = new RecordStore()
-    let covered = -1
-    const snapshots = await storage.loadRange(['snapshot'])
-    const latest = snapshots.at(-1)
-    const obsolete = snapshots.slice(0, -1).map((e) => e.key) // left behind by a crash during compaction
-    if (latest) {
-      covered = parseSeq(latest.key)
-      store = decodeOrCorrupt(latest.key, () => RecordStore.decodeState(unwrap(latest.key, latest.data)))
-    }
-    let seq = covered
-    let logCount = 0
-    for (const { key, data } of await storage.loadRange(['log'])) {
-      const n = parseSeq(key)
-      if (n <= covered) {
-        obsolete.push(key) // the snapshot already holds it (a crash during compaction)
+    init: PersistenceInit & { slot?: number } = {},
+  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined; others: Map<number, string[][]> }> {
+    const mine = init.slot ?? 0
+    // One range read: on IndexedDB that is one transaction, a consistent view even while other tabs compact.
+    const all = await storage.loadRange([])
+    let peerId: string | undefined
+    let writerId: string | undefined
+    const slots = new Map<number, SlotEntries>()
+    for (const { key, data } of all) {
+      const c = classify(key)
+      if (c === null) continue
+      if (c === undefined) {
+        if (key.length === 2 && key[1] === 'peer') peerId = new TextDecoder().decode(unwrap(key, data))
+        else if (key.length === 2 && key[1] === 'writer') writerId = new TextDecoder().decode(unwrap(key, data))
         continue
       }
-      decodeOrCorrupt(key, () => store.apply(decodeDelta(unwrap(key, data))))
-      seq = n
-      logCount++
-      obsolete.push(key)
+      let entries = slots.get(c.slot)
+      if (!entries) slots.set(c.slot, (entries = { snapshots: [], logs: [] }))
+      ;(c.kind === 'log' ? entries.logs : entries.snapshots).push({ key, data, seq: c.seq })
     }
-    if (latest) obsolete.push(latest.key)
-    const persistence = new Persistence(storage, { seq, logCount, snapshotBytes: latest?.data.length ?? 0, obsolete }, init)
-    return { persistence, store, peerId, writerId }
+    // Every slot's newest snapshot first, then each slot's later log entries in order: a slot's log continues its own
+    // snapshot, so its version vector entries advance over contiguous ranges (see RecordStore.apply).
+    const store = new RecordStore()
+    const covered = new Map<number, number>()
+    for (const [slot, { snapshots }] of slots) {
+      const latest = snapshots.at(-1)
+      if (!latest) continue
+      covered.set(slot, latest.seq)
+      decodeOrCorrupt(latest.key, () => store.apply(decodeDelta(unwrap(latest.key, latest.data))))
+    }
+    const others = new Map<number, string[][]>()
+    let state = { seq: -1, logCount: 0, snapshotBytes: 0, obsolete: [] as string[][] }
+    for (const [slot, { snapshots, logs }] of slots) {
+      const base = covered.get(slot) ?? -1
+      const obsolete = snapshots.slice(0, -1).map((e) => e.key) // left behind by a crash during compaction
+      let seq = base
+      let logCount = 0
+      for (const { key, data, seq: n } of logs) {
+        obsolete.push(key)
+        if (n <= base) continue // the snapshot already holds it (a crash during compaction)
+        decodeOrCorrupt(key, () => store.apply(decodeDelta(unwrap(key, data))))
+        seq = n
+        logCount++
+      }
+      const latest = snapshots.at(-1)
+      if (latest) obsolete.push(latest.key)
+      if (slot === mine) state = { seq, logCount, snapshotBytes: latest?.data.length ?? 0, obsolete }
+      else others.set(slot, [...snapshots.map((e) => e.key), ...logs.map((e) => e.key)])
+    }
+    const persistence = new Persistence(storage, mine, state, init)
+    return { persistence, store, peerId, writerId, others }
+  }
+
+  /**
+   * Takes over the keys of slots nobody holds any more: compacts now, so that this slot's snapshot holds what they
+   * held (the store was loaded with them), and removes them once that snapshot is durable.
+   */
+  absorb(keys: readonly string[][], store: RecordStore): Promise<void> {
+    this.obsolete.push(...keys)
+    return this.scheduleCompaction(store)
   }
 
   /** Records the replica's peer id and writer id. */
@@ -141,7 +199,7 @@ export class Persistence {
 
   /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */
   append(delta: Uint8Array, store: RecordStore): Promise<void> {
-    const key = seqKey('log', ++this.seq)
+    const key = seqKey(this.slot, 'log', ++this.seq)
     const done = this.enqueue(() => this.storage.save(key, wrap(delta)))
     this.obsolete.push(key)
     this.logBytes += delta.length
@@ -159,6 +217,11 @@ export class Persistence {
     return this.logCount > 0 ? this.scheduleCompaction(store) : this.flush()
   }
 
+  /** Compacts now, whatever the log holds (a replica that became its tabs' leader does this: see tabs/group.ts). */
+  compact(store: RecordStore): Promise<void> {
+    return this.scheduleCompaction(store)
+  }
+
   /** Resolves when every queued write is durable; rejects with the first storage failure. */
   flush(): Promise<void> {
     return this.enqueue(async () => {})
@@ -170,16 +233,17 @@ export class Persistence {
    * can overtake the save it depends on, however compactions overlap.
    */
   private scheduleCompaction(store: RecordStore): Promise<void> {
-    const key = seqKey('snapshot', this.seq)
+    this.seq = Math.max(this.seq, 0) // a slot with nothing logged yet snapshots as 0; its log continues at 1
+    const key = seqKey(this.slot, 'snapshot', this.seq)
     const redundant = this.obsolete
     this.obsolete = [key]
     this.logCount = 0
     this.logBytes = 0
-    return this.enqueue(() => this.compact(store, key, redundant))
+    return this.enqueue(() => this.writeSnapshot(store, key, redundant))
   }
 
   /** Writes the snapshot, then (only once it is durable) removes what it replaces — atomically where possible. */
-  private async compact(store: RecordStore, key: string[], redundant: string[][]): Promise<void> {
+  private async writeSnapshot(store: RecordStore, key: string[], redundant: string[][]): Promise<void> {
     const snapshot = wrap(store.encodeState())
     this.snapshotBytes = snapshot.length
     const stale = redundant.filter((k) => k[0] !== key[0] || k[1] !== key[1])

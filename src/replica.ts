@@ -14,8 +14,10 @@ import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
 import { Persistence } from './persistence.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
-import { type PeerStatus, SyncEngine, writerIdFor } from './sync/engine.js'
+import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
+import { GatedTransport } from './sync/gate.js'
 import { sealedTransport } from './sync/sealed.js'
+import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
 
 /** Options of {@link createReplica}. */
@@ -110,9 +112,14 @@ export interface ReplicaEvents {
 /** What {@link Replica.status} returns. */
 export interface ReplicaStatus {
   readonly peerId: string
+  /** The network peers (on a shared store: the leader's, as it last reported them). */
   readonly peers: readonly PeerStatus[]
   /** Local writes not yet durable in storage. */
   readonly pending: number
+  /** Whether the transports are meant to run (see {@link Replica.setOnline}). */
+  readonly online: boolean
+  /** Whether this replica runs the transports: always on a store of its own; on a shared store, the leader tab. */
+  readonly leader: boolean
 }
 
 /** A named set of records inside a replica. */
@@ -143,6 +150,11 @@ export interface Replica {
   status(): ReplicaStatus
   /** Resolves when every connected peer holds what this replica holds and vice versa; rejects on timeout. */
   sync(options?: { timeoutMs?: number }): Promise<void>
+  /**
+   * Stops (false) or restarts (true) every transport; writes go on locally and sync when back online. On a shared
+   * store this takes the whole store (every tab) offline or online.
+   */
+  setOnline(online: boolean): Promise<void>
   /** Flushes pending writes, leaves the room and closes the storage. Later calls reject with ReplicaClosedError. */
   close(): Promise<void>
 }
@@ -156,12 +168,8 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
     // The slow key derivation runs while storage opens; a bad secret fails before anything is opened.
     cipher = init.secret === undefined ? undefined : roomCipher(init.app ?? 'syncmesh', init.room ?? 'default', init.secret)
     cipher?.catch(() => {}) // awaited below; this only keeps an early storage failure from leaving it unhandled
-    const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries })
-    const { persistence, store } = opened
-    const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
-    const writerId = opened.writerId ?? newWriterId(peerId, init)
-    if (peerId !== opened.peerId || writerId !== opened.writerId) await persistence.saveIdentity(peerId, writerId)
-    replica = new ReplicaImpl(peerId, writerId, store, persistence, storage, init, await cipher)
+    const opened = await openState(storage, init)
+    replica = new ReplicaImpl(opened.peerId, opened.writerId, opened.store, opened.persistence, storage, init, await cipher, opened.tabs)
   } catch (err) {
     await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
     throw err
@@ -173,6 +181,25 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
     throw err
   }
   return replica
+}
+
+/**
+ * Loads the state and identity from storage, creating the identity on first use. On a shared store (see
+ * tabs/group.ts) this takes a slot first, and writes under the slot's own origin id.
+ */
+async function openState(storage: Storage, init: ReplicaInit): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; tabs?: TabGroup }> {
+  const load = async (slot?: number) => {
+    const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot })
+    const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
+    const writerId = opened.writerId ?? newWriterId(peerId, init)
+    if (peerId !== opened.peerId || writerId !== opened.writerId) await opened.persistence.saveIdentity(peerId, writerId)
+    return { ...opened, peerId, writerId }
+  }
+  if (!storage.sharing) return load()
+  const ctx = sharedContext(storage.sharing)
+  const { slot, lease, opened } = await claimSlot(ctx, load, (dead, o) => o.persistence.absorb(dead.flatMap((k) => o.others.get(k) ?? []), o.store))
+  const writerId = slotWriterId(opened.writerId, slot)
+  return { ...opened, writerId, tabs: new TabGroup(ctx, writerId, lease) }
 }
 
 /** The hash peers meet under: transports and servers never see the room name. */
@@ -217,6 +244,10 @@ export class ReplicaImpl implements Replica {
   /** Settles when the latest flushed batch is durable and sent. */
   private settled: Promise<void> = Promise.resolve()
   private closed = false
+  /** The transports, each behind a gate (setOnline, and tabs that are not their store's leader). */
+  private readonly gates: GatedTransport[]
+  /** Changes received over the tab link since the last compaction: the store may not hold them (see tabs/group.ts). */
+  private unstored = false
 
   constructor(
     readonly peerId: string,
@@ -229,6 +260,8 @@ export class ReplicaImpl implements Replica {
     init: ReplicaInit,
     /** The room key when the room is encrypted: every transport is then wrapped in a sealed transport. */
     cipher?: RoomCipher,
+    /** The group of replicas sharing the store, when it is shared. */
+    private readonly tabs?: TabGroup,
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
     this.hlc = new HLC(writerId, init.clock)
@@ -236,26 +269,39 @@ export class ReplicaImpl implements Replica {
     if (own) this.hlc.restore(own)
     this.lastFlushed = own
     this.durable = own
+    const report = (err: Error): void => this.emit('error', err, {})
+    this.gates = (init.transports ?? []).map((t) => new GatedTransport(cipher ? sealedTransport(t) : t, !tabs, report))
     this.engine = new SyncEngine({
       store,
       hlc: this.hlc,
-      transports: cipher ? (init.transports ?? []).map((t) => sealedTransport(t)) : init.transports ?? [],
+      transports: tabs ? [...this.gates, tabs.link] : this.gates,
+      tabLink: tabs?.link,
       room: this.roomContext(roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId, cipher),
       writerId,
       durable: () => this.durable,
       maxMessageBytes: this.maxMessageBytes,
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
       hooks: {
-        applied: (result, bytes) => {
-          this.persistence.append(bytes, this.store).catch((err) => this.emit('error', asError(err), {}))
+        applied: (result, bytes, fromTab) => {
+          if (fromTab) this.unstored = true
+          else this.persistence.append(bytes, this.store).catch((err) => this.emit('error', asError(err), {}))
           if (this.listeners.change.size === 0) return
           const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
         },
         conflict: (o) => this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser }),
-        peerJoin: (peer) => this.emit('peer:join', peer),
-        peerLeave: (peer) => this.emit('peer:leave', peer),
-        peerSynced: (peer) => this.emit('sync', peer),
+        peerJoin: (peer) => {
+          this.tabs?.postStatus()
+          this.emit('peer:join', peer)
+        },
+        peerLeave: (peer) => {
+          this.tabs?.postStatus()
+          this.emit('peer:leave', peer)
+        },
+        peerSynced: (peer) => {
+          this.tabs?.postStatus()
+          this.emit('sync', peer)
+        },
         error: (err, peer) => this.emit('error', err, { peer }),
       },
     })
@@ -272,9 +318,20 @@ export class ReplicaImpl implements Replica {
     return { room, peerId, cipher, onError }
   }
 
-  /** Joins the room. */
-  start(): Promise<void> {
-    return this.engine.start()
+  /** Joins the room (on a shared store, the transports open once this replica leads). */
+  async start(): Promise<void> {
+    await this.engine.start()
+    this.tabs?.start({
+      gates: this.gates,
+      peers: () => this.engine.status(),
+      syncEngine: (ms) => this.engine.sync(ms),
+      storeAll: async () => {
+        if (!this.unstored) return
+        this.unstored = false
+        await this.persistence.compact(this.store)
+      },
+      error: (err) => this.emit('error', err, {}),
+    })
   }
 
   collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T> {
@@ -292,13 +349,27 @@ export class ReplicaImpl implements Replica {
   }
 
   status(): ReplicaStatus {
-    return { peerId: this.peerId, peers: this.engine.status(), pending: this.pendingWrites }
+    const tabs = this.tabs
+    return {
+      peerId: this.peerId,
+      peers: tabs ? tabs.peers() : this.engine.status(),
+      pending: this.pendingWrites,
+      online: tabs ? tabs.isOnline() : this.gates.every((g) => g.isOpen),
+      leader: tabs ? tabs.isLeader : true,
+    }
   }
 
   async sync(options: { timeoutMs?: number } = {}): Promise<void> {
     this.checkOpen()
     this.flush()
-    await this.engine.sync(options.timeoutMs ?? 10_000)
+    const timeoutMs = options.timeoutMs ?? 10_000
+    await (this.tabs ? this.tabs.sync(timeoutMs) : this.engine.sync(timeoutMs))
+  }
+
+  async setOnline(online: boolean): Promise<void> {
+    this.checkOpen()
+    if (typeof online !== 'boolean') throw new InvalidValueError('setOnline takes a boolean')
+    await (this.tabs ? this.tabs.setOnline(online) : Promise.all(this.gates.map((g) => g.setOpen(online))))
   }
 
   async close(): Promise<void> {
@@ -308,9 +379,13 @@ export class ReplicaImpl implements Replica {
     await this.settled.catch(() => {}) // the last writes reach connected peers before we leave
     await this.engine.stop()
     try {
-      await this.persistence.compactIfLogged(this.store)
+      await (this.unstored ? this.persistence.compact(this.store) : this.persistence.compactIfLogged(this.store))
     } finally {
-      await this.storage.close?.()
+      try {
+        await this.storage.close?.()
+      } finally {
+        this.tabs?.close() // the slot and the leadership go only once everything is stored
+      }
     }
   }
 

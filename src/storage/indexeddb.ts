@@ -20,15 +20,22 @@
  * - After `close()` every method rejects with {@link StorageClosedError}; calls made before `close()` still complete.
  *   Failed transactions reject with IndexedDB's own `DOMException` (e.g. `QuotaExceededError`).
  *
- * Other tabs: when another connection asks for a version change (a newer build of the app upgrading the database in
+ * Tabs: every tab of an origin that opens the database name opens the same store, so this storage declares it
+ * shared ({@link IndexedDBStorage.sharing}): replicas on it then take a writer slot each, by Web Lock, and link up
+ * over BroadcastChannel (see src/tabs/group.ts). In a page without Web Locks (`navigator.locks` is only there in
+ * secure contexts) opening a replica fails with SharingUnavailableError. With an injected `indexedDB` (e.g.
+ * fake-indexeddb in Node) the locks are this realm's and the sharing key names that factory.
+ *
+ * Version changes: when another connection asks for a version change (a newer build of the app upgrading the database in
  * another tab, or `indexedDB.deleteDatabase`), this storage closes its connection at once so that the other side is not
  * blocked, calls `onVersionChange`, and rejects every later call with StorageClosedError — the page should reload.
  * The same happens when the browser closes the connection itself (site data cleared). Opening never upgrades past
  * version 1, so this storage never blocks other tabs nor is blocked by tabs running the same build.
  */
 import { SyncmeshError } from '../../crdt/errors.js'
-import { StorageClosedError, StorageCorruptError } from '../errors.js'
-import type { Storage, StorageOp } from './types.js'
+import { SharingUnavailableError, StorageClosedError, StorageCorruptError } from '../errors.js'
+import { realmLocks, webLockManager, webLocks } from '../tabs/locks.js'
+import type { Locks, Storage, StorageOp, StorageSharing } from './types.js'
 
 /** The IndexedDB database version this adapter creates and expects. */
 export const INDEXEDDB_VERSION = 1
@@ -79,6 +86,8 @@ type Entry = { key: string[]; data: Uint8Array }
 export class IndexedDBStorage implements Storage {
   /** The database name. */
   readonly name: string
+  /** Tabs of one origin open the same database: replicas on it coordinate (see the module comment). */
+  readonly sharing: StorageSharing
   private readonly factory: IDBFactory
   private readonly keyRange: typeof IDBKeyRange
   private readonly onVersionChange: ((event: IDBVersionChangeEvent) => void) | undefined
@@ -106,6 +115,7 @@ export class IndexedDBStorage implements Storage {
     this.name = name
     this.factory = factory
     this.keyRange = keyRange
+    this.sharing = factory === g.indexedDB ? { key: `syncmesh/idb/${name}`, locks: browserLocks() } : { key: `syncmesh/idb/${factoryId(factory)}/${name}`, locks: realmLocks }
     this.onVersionChange = options.onVersionChange
   }
 
@@ -294,6 +304,28 @@ export class IndexedDBStorage implements Storage {
     this.db = undefined
   }
 }
+
+/** Web Locks, or locks that refuse with SharingUnavailableError (realm-local locks would not hold across tabs). */
+function browserLocks(): Locks {
+  const manager = webLockManager()
+  if (manager) return webLocks(manager)
+  const missing = (): Promise<never> =>
+    Promise.reject(
+      new SharingUnavailableError(
+        'IndexedDB storage: tabs of this origin may open the same database, and this page has no Web Locks to coordinate them (navigator.locks exists only in secure contexts: serve the page over https or from localhost)',
+      ),
+    )
+  return { tryAcquire: missing, acquire: missing }
+}
+
+const factoryIds = new WeakMap<IDBFactory, number>()
+/** A number naming an injected IndexedDB implementation, so stores of two fake "browsers" never link up. */
+function factoryId(factory: IDBFactory): number {
+  let id = factoryIds.get(factory)
+  if (id === undefined) factoryIds.set(factory, (id = ++factoryCount))
+  return id
+}
+let factoryCount = 0
 
 function isStringArray(key: unknown): key is string[] {
   return Array.isArray(key) && key.every((e) => typeof e === 'string')

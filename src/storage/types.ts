@@ -19,6 +19,55 @@ export interface Storage {
   batch?(ops: readonly StorageOp[]): Promise<void>
   /** Releases the store; later calls reject with StorageClosedError. */
   close?(): Promise<void>
+  /**
+   * Present when several replicas may open the same underlying store at once (tabs of one origin on one IndexedDB
+   * database, processes on one Redis namespace). Replicas on a shared store each write under a slot of their own and
+   * elect one of them to reach the network (see "Tabs and shared storage" in the README). Absent: the store has one
+   * user at a time (LevelDB locks its directory; a MemoryStorage object belongs to one replica).
+   */
+  readonly sharing?: StorageSharing
+}
+
+/** How replicas that share one underlying store find and coordinate with each other. */
+export interface StorageSharing {
+  /** Names the underlying store: the same for every Storage object opened on it, different for every other store. */
+  readonly key: string
+  /**
+   * Exclusive locks that every replica able to open the store shares.
+   * @default Web Locks (`navigator.locks`) where there are any, else locks shared by this JavaScript realm only
+   */
+  readonly locks?: Locks
+  /**
+   * Opens a channel named `name` that reaches every other replica able to open the store (not this one).
+   * @default `new BroadcastChannel(name)`
+   */
+  readonly channel?: (name: string) => SharedChannel
+}
+
+/** Exclusive named locks (the shape of Web Locks that syncmesh needs). */
+export interface Locks {
+  /** Takes the lock when it is free; resolves undefined at once when it is held. */
+  tryAcquire(name: string): Promise<Lease | undefined>
+  /** Waits for the lock; rejects with an `AbortError` DOMException when `signal` aborts first. */
+  acquire(name: string, signal?: AbortSignal): Promise<Lease>
+}
+
+/** A held lock. */
+export interface Lease {
+  /** Releases the lock (idempotent). */
+  release(): void
+  /** Settles if the lock is lost without `release()` (an expired lease); never, for Web Locks. */
+  readonly lost?: Promise<void>
+}
+
+/** A message channel to the other openers of a shared store (the part of `BroadcastChannel` syncmesh uses). */
+export interface SharedChannel {
+  /** Sends a structured-cloneable message to every other end of the channel. */
+  postMessage(message: unknown): void
+  /** Called with each message from another end. */
+  onmessage: ((event: { readonly data: unknown }) => void) | null
+  /** Closes this end. */
+  close(): void
 }
 
 /** One write of a {@link Storage.batch}. */

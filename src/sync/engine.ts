@@ -26,8 +26,11 @@ import {
 
 /** What the engine tells its replica. */
 export interface EngineHooks {
-  /** A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. */
-  applied(result: ApplyResult, bytes: Uint8Array): void
+  /**
+   * A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. `fromTab`: it
+   * came over the tab link, from a replica on the same store, which has stored it already (or whose leader has).
+   */
+  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean): void
   /**
    * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
    * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
@@ -46,6 +49,11 @@ export interface EngineInit {
   readonly store: RecordStore
   readonly hlc: HLC
   readonly transports: readonly Transport[]
+  /**
+   * The link to the other replicas open on the same shared store (one of `transports`, see tabs/group.ts). Its
+   * peers are left out of {@link SyncEngine.status}: they are this replica, seen from another tab.
+   */
+  readonly tabLink?: Transport
   readonly room: RoomContext
   /** The origin id of this replica's own timestamps. */
   readonly writerId: string
@@ -176,10 +184,15 @@ export class SyncEngine {
     })
   }
 
+  /** Whether `p` is another replica of our shared store, reached over the tab link. */
+  private isTab(p: PeerState): boolean {
+    return this.init.tabLink !== undefined && p.links[0] === this.init.tabLink
+  }
+
   /** Per-peer status. */
   status(): PeerStatus[] {
     const { store, transports } = this.init
-    return [...this.peers.values()].map((p) => ({
+    return [...this.peers.values()].filter((p) => !this.isTab(p)).map((p) => ({
       id: p.id,
       connected: !p.dropped,
       behind: p.theirs ? countRegisters(store.changesSince(p.theirs)) : countRegisters(store.changesSince(new Map())),
@@ -214,7 +227,7 @@ export class SyncEngine {
     p.links = [...p.links, t].sort((a, b) => order.indexOf(a) - order.indexOf(b))
     if (p.links.length === 1) {
       p.dropped = false
-      this.init.hooks.peerJoin(peer)
+      if (t !== this.init.tabLink) this.init.hooks.peerJoin(peer)
       this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
@@ -232,7 +245,7 @@ export class SyncEngine {
     // A list that names a peer we lost could make a forwarder leave someone to us in vain: correct it at once.
     this.neighboursDirty = true
     this.flushNeighbours()
-    this.init.hooks.peerLeave(peer)
+    if (t !== this.init.tabLink) this.init.hooks.peerLeave(peer)
     this.notify()
   }
 
@@ -352,7 +365,7 @@ export class SyncEngine {
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
     const changed = result.changed.length > 0 || result.advanced
-    if (changed) hooks.applied(result, payload)
+    if (changed) hooks.applied(result, payload, this.isTab(p))
     if (live && changed) this.forward(p, payload, reached)
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()
@@ -410,7 +423,7 @@ export class SyncEngine {
   /** Records whether `p` now agrees with us, telling the replica when it starts to. Callers notify waiters. */
   private checkSynced(p: PeerState, ours?: VersionVector): void {
     const now = this.inAgreement(p, ours)
-    if (now && !p.synced) this.init.hooks.peerSynced(p.id)
+    if (now && !p.synced && !this.isTab(p)) this.init.hooks.peerSynced(p.id)
     p.synced = now
   }
 }
@@ -426,10 +439,19 @@ export function writerIdFor(peerId: string, now?: number): string {
   return now === undefined ? peerId : `${peerId}@${Math.max(0, Math.floor(now)).toString(36)}`
 }
 
-/** The peer id whose replica stamps writes with `writerId` (the inverse of {@link writerIdFor}). */
+/**
+ * The origin id of slot `slot` of a shared store (see tabs/group.ts): every replica open on the store at once
+ * writes under a slot of its own, so no two of them ever stamp writes with the same origin.
+ */
+export function slotWriterId(writerId: string, slot: number): string {
+  return `${writerId}~${slot}`
+}
+
+/** The peer id whose replica stamps writes with `writerId` (the inverse of {@link writerIdFor} and {@link slotWriterId}). */
 export function peerOfWriter(writerId: string): string {
-  const at = writerId.lastIndexOf('@')
-  return at < 0 ? writerId : writerId.slice(0, at)
+  const base = writerId.replace(/~\d+$/, '')
+  const at = base.lastIndexOf('@')
+  return at < 0 ? base : base.slice(0, at)
 }
 
 /**
@@ -440,7 +462,9 @@ function isConflict(o: Overwrite, sender: PeerState): boolean {
   const writer = o.winner.timestamp.peer
   if (writer === o.loser.timestamp.peer) return false
   const senderSawLoser = sender.theirs !== undefined && !isNewer(sender.theirs, o.loser.timestamp)
-  return !(!o.incomingLost && peerOfWriter(writer) === sender.id && senderSawLoser)
+  // A tab of the same store is a peer named after its origin id; any other peer writes as peerOfWriter says.
+  const senderWrote = writer === sender.id || peerOfWriter(writer) === sender.id
+  return !(!o.incomingLost && senderWrote && senderSawLoser)
 }
 
 function newestTimestamp(delta: Delta): Timestamp | undefined {

@@ -1,0 +1,55 @@
+/**
+ * Bundles a browser entry point against the package's sources with esbuild, the way an app that imports `syncmesh`
+ * gets bundled (but without a build of the package first): used by `npm run web`, the browser tests and the bundle
+ * size benchmark.
+ */
+import { fileURLToPath } from 'node:url'
+import { build, type BuildOptions, type Plugin } from 'esbuild'
+
+const root = (p: string): string => fileURLToPath(new URL(`../../${p}`, import.meta.url))
+
+/** The package's entry points, resolved to their sources. */
+export const SOURCE_ALIASES: Record<string, string> = {
+  syncmesh: root('src/index.ts'),
+  'syncmesh/crdt': root('crdt/index.ts'),
+  'syncmesh/testkit': root('src/testkit/index.ts'),
+  'syncmesh/storage/indexeddb': root('src/storage/indexeddb.ts'),
+  'syncmesh/transports/webrtc': root('transports/webrtc.ts'),
+  'syncmesh/transports/relay': root('transports/relay.ts'),
+  'syncmesh/transports/broadcast': root('transports/broadcast.ts'),
+  'syncmesh/transports/memory': root('transports/memory.ts'),
+}
+
+/** Resolves `syncmesh` and its subpaths to the sources (exact names only). */
+const sources: Plugin = {
+  name: 'syncmesh-sources',
+  setup(b) {
+    b.onResolve({ filter: /^syncmesh(\/.*)?$/ }, (args) => {
+      const path = SOURCE_ALIASES[args.path]
+      return path ? { path } : { errors: [{ text: `no source mapping for ${args.path}` }] }
+    })
+  },
+}
+
+/** Bundles `contents` (TypeScript, resolved from the repository root) for browsers; returns the JavaScript. */
+export async function bundleForBrowser(contents: string, options: Pick<BuildOptions, 'minify'> = {}): Promise<string> {
+  const out = await build({
+    stdin: { contents, resolveDir: root(''), sourcefile: 'entry.ts', loader: 'ts' },
+    plugins: [sources],
+    bundle: true,
+    write: false,
+    platform: 'browser',
+    format: 'esm',
+    target: 'es2022',
+    // Node-only fallbacks the transports load with import() when a runtime lacks WebRTC or WebSocket globals.
+    external: ['@roamhq/wrtc', 'ws'],
+    logLevel: 'silent',
+    ...options,
+  })
+  return out.outputFiles[0]!.text
+}
+
+/** The web example's script. */
+export function bundleWebApp(): Promise<string> {
+  return bundleForBrowser(`import './examples/web/app.ts'`)
+}
