@@ -26,6 +26,7 @@ export default defineConfig([
       'src/index': 'src/index.ts',
       'crdt/index': 'crdt/index.ts',
       'transports/memory': 'transports/memory.ts',
+      'transports/broadcast': 'transports/broadcast.ts',
       'transports/webrtc': 'transports/webrtc.ts',
       'transports/relay': 'transports/relay.ts',
       'src/server/index': 'src/server/index.ts',
