@@ -1,0 +1,173 @@
+/**
+ * A shared todo list in the browser: the syncmesh web example (`npm run web` serves it). Plain TypeScript and DOM,
+ * bundled with esbuild. Every todo is a record; the list lives in IndexedDB (it survives reloads and works offline),
+ * syncs with the other tabs of this browser over BroadcastChannel at once, and with other browsers over WebRTC, with
+ * the relay of the local `syncmesh serve` as fallback. An optional passphrase encrypts the room.
+ *
+ * The page shows who is connected and through what (`via`), how many writes each peer still lacks (`behind`), the
+ * writes not yet durable (`pending`), an offline switch, and conflicts as they happen. The URL fragment carries the
+ * room (and passphrase) — fragments never reach a server: `#room=groceries&secret=…`.
+ *
+ * For tests, the page exposes `window.todoApp` (see {@link TodoApp}).
+ */
+import { createReplica, type ConflictEvent, type Replica, type ReplicaStatus } from 'syncmesh'
+import { indexedDBStorage } from 'syncmesh/storage/indexeddb'
+import { relayTransport } from 'syncmesh/transports/relay'
+import { webrtcTransport } from 'syncmesh/transports/webrtc'
+
+/** One todo. */
+export interface Todo {
+  id: string
+  title?: string
+  done?: boolean
+}
+
+/** What the page exposes on `window.todoApp` once joined. */
+export interface TodoApp {
+  readonly replica: Replica
+  add(title: string): Promise<string>
+  toggle(id: string): Promise<void>
+  rename(id: string, title: string): Promise<void>
+  remove(id: string): Promise<void>
+  todos(): Todo[]
+  conflicts: string[]
+}
+
+declare global {
+  interface Window {
+    /** Set by `npm run web` (examples/web/serve.ts): the local `syncmesh serve`. */
+    SYNCMESH_SERVER?: string
+    todoApp?: TodoApp
+    todoAppError?: string
+  }
+}
+
+const $ = <T extends HTMLElement>(sel: string): T => document.querySelector<T>(sel)!
+const escape = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+function params(): URLSearchParams {
+  return new URLSearchParams(location.hash.slice(1))
+}
+
+/** Joins the room named in the fragment (asking for one first when there is none). */
+async function main(): Promise<void> {
+  const p = params()
+  const room = p.get('room')
+  if (!room) {
+    $('#join').hidden = false
+    $<HTMLFormElement>('#join').onsubmit = (e) => {
+      e.preventDefault()
+      const next = new URLSearchParams({ room: $<HTMLInputElement>('#room').value.trim() || 'todos' })
+      const secret = $<HTMLInputElement>('#secret').value
+      if (secret) next.set('secret', secret)
+      location.hash = next.toString()
+      location.reload()
+    }
+    return
+  }
+  const secret = p.get('secret') ?? undefined
+  const server = window.SYNCMESH_SERVER ?? `ws://${location.hostname}:4444`
+  const replica = await createReplica({
+    room,
+    secret,
+    storage: indexedDBStorage(`syncmesh-web/${room}`),
+    // In order of preference: a direct WebRTC channel once one opens, the relay until then (or when none can).
+    transports: [webrtcTransport({ signaling: [server] }), relayTransport({ url: server })],
+    antiEntropyMs: 2000,
+  })
+  const todos = replica.collection<Todo>('todos')
+  const conflicts: string[] = []
+  const errors: string[] = []
+
+  replica.on('conflict', (c: ConflictEvent) => {
+    conflicts.unshift(`${new Date().toLocaleTimeString()} “${String(c.loser.value)}” lost to “${String(c.winner.value)}” (${c.field} of ${c.id})`)
+    conflicts.length = Math.min(conflicts.length, 20)
+    render()
+  })
+  replica.on('error', (e) => {
+    errors.unshift(`${e.name}: ${e.message}`)
+    errors.length = Math.min(errors.length, 5)
+    render()
+  })
+  todos.subscribe(() => render())
+
+  const app: TodoApp = {
+    replica,
+    conflicts,
+    async add(title) {
+      const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`
+      await todos.put({ id, title, done: false })
+      return id
+    },
+    toggle: (id) => todos.update(id, { done: !todos.get(id)?.done }),
+    rename: (id, title) => todos.update(id, { title }),
+    remove: (id) => todos.delete(id),
+    todos: () => todos.all().sort((a, b) => a.id.localeCompare(b.id)),
+  }
+
+  $('#app').hidden = false
+  $('#room-name').textContent = room + (secret ? ' 🔒' : '')
+  $<HTMLFormElement>('#add').onsubmit = (e) => {
+    e.preventDefault()
+    const input = $<HTMLInputElement>('#title')
+    if (input.value.trim()) void app.add(input.value.trim())
+    input.value = ''
+  }
+  $<HTMLInputElement>('#online').onchange = (e) => void replica.setOnline((e.target as HTMLInputElement).checked)
+  $('#list').onclick = (e) => {
+    const el = e.target as HTMLElement
+    const id = el.closest('li')?.dataset.id
+    if (!id) return
+    if (el.matches('input[type=checkbox]')) void app.toggle(id)
+    if (el.matches('button.remove')) void app.remove(id)
+  }
+  $('#list').onchange = (e) => {
+    const el = e.target as HTMLInputElement
+    const id = el.closest('li')?.dataset.id
+    if (id && el.matches('input.edit')) void app.rename(id, el.value)
+  }
+
+  function render(): void {
+    const list = $('#list')
+    // Not while the user types in a title: the list is redrawn on the next change after they leave the field.
+    if (!list.contains(document.activeElement) || !(document.activeElement instanceof HTMLInputElement && document.activeElement.matches('.edit'))) {
+      list.innerHTML = app
+        .todos()
+        .map(
+          (t) =>
+            `<li data-id="${escape(t.id)}" class="${t.done ? 'done' : ''}"><input type="checkbox" ${t.done ? 'checked' : ''}>` +
+            `<input class="edit" value="${escape(t.title ?? '')}"><button class="remove" title="delete">✕</button></li>`,
+        )
+        .join('')
+    }
+    renderStatus(replica.status())
+    $('#conflicts').innerHTML = conflicts.map((c) => `<li>${escape(c)}</li>`).join('') || '<li class="none">none yet</li>'
+    $('#errors').innerHTML = errors.map((c) => `<li>${escape(c)}</li>`).join('')
+  }
+
+  function renderStatus(s: ReplicaStatus): void {
+    const via = ['WebRTC', 'relay']
+    $('#me').textContent = `${s.peerId.slice(0, 8)} · ${s.leader ? 'this tab runs the network' : 'another tab runs the network'}`
+    $<HTMLInputElement>('#online').checked = s.online
+    $('#pending').textContent = String(s.pending)
+    $('#peers').innerHTML =
+      s.peers.map((p) => `<tr><td>${escape(p.id.slice(0, 8))}</td><td class="via">${via[p.via] ?? '—'}</td><td>${p.behind}</td></tr>`).join('') ||
+      `<tr><td colspan="3" class="none">${s.online ? 'nobody else here yet' : 'offline'}</td></tr>`
+  }
+
+  replica.on('peer:join', render)
+  replica.on('peer:leave', render)
+  replica.on('sync', render)
+  setInterval(render, 1000) // `behind`, the leader's status and `pending` change without events
+  render()
+  window.todoApp = app
+  document.title = `ready · ${room}`
+}
+
+main().catch((err: unknown) => {
+  const e = err instanceof Error ? err : new Error(String(err))
+  window.todoAppError = `${e.name}: ${e.message}`
+  $('#fatal').hidden = false
+  $('#fatal').textContent = `Cannot start: ${e.name}: ${e.message}`
+  document.title = 'failed'
+})
