@@ -16,7 +16,6 @@
  * Prints a markdown table (PASS / MISS per target) and writes `.bench-results/libp2p.json`. Exits 0 when targets
  * are missed; non-zero only when something fails to run.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
 import { type Server, type Socket, createConnection, createServer } from 'node:net'
 import { loadavg } from 'node:os'
 import path from 'node:path'
@@ -28,7 +27,7 @@ import { createReplica, type Replica } from '../src/index.js'
 import { type Libp2pTransport, libp2pTransport } from '../transports/libp2p.js'
 import { startRoom, until } from '../test/transports/libp2p-room.js'
 import { mulberry32 } from '../test/prng.js'
-import { type Latency, arg, summary } from './stats.js'
+import { type Latency, arg, printAndSave, runBench, summary } from './stats.js'
 import { formatMs, markdownTable } from './table.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -310,7 +309,7 @@ async function bytes(): Promise<BytesResults> {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
+async function main(): Promise<void> {
   const started = new Date().toISOString()
   const loadBefore = loadavg()
   const results: { latency?: LatencyResults; room50?: RoomResults; bytes?: BytesResults } = {}
@@ -342,18 +341,7 @@ async function main(): Promise<number> {
     rows.push(['… of which our stream bytes (sync message + ACK, length prefixes)', `${B.streamPerUpdate.toFixed(0)} B`, '', ''])
     rows.push(['… the encoded field value itself', `${B.valueBytes.toFixed(0)} B (${(B.wirePerUpdate / B.valueBytes).toFixed(0)}× on the wire)`, '', ''])
   }
-  console.log(`\n### libp2p (Node ${process.versions.node}, 127.0.0.1, load ${loadBefore.map((x) => x.toFixed(1)).join(' ')} → ${loadAfter.map((x) => x.toFixed(1)).join(' ')})\n`)
-  console.log(markdownTable(['measure', 'syncmesh', 'target', ''], rows))
-  mkdirSync(path.dirname(RESULTS_FILE), { recursive: true })
-  writeFileSync(RESULTS_FILE, JSON.stringify({ started, node: process.versions.node, loadBefore, loadAfter, writes: WRITES, probes: PROBES, seed: SEED, results }, null, 2) + '\n')
-  console.log(`\nraw results: ${path.relative(process.cwd(), RESULTS_FILE)}`)
-  return 0
+  printAndSave(`### libp2p (Node ${process.versions.node}, 127.0.0.1, load ${loadBefore.map((x) => x.toFixed(1)).join(' ')} → ${loadAfter.map((x) => x.toFixed(1)).join(' ')})`, markdownTable(['measure', 'syncmesh', 'target', ''], rows), RESULTS_FILE, { started, node: process.versions.node, loadBefore, loadAfter, writes: WRITES, probes: PROBES, seed: SEED, results })
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err)
-    process.exit(1)
-  },
-)
+runBench(main)

@@ -1,4 +1,6 @@
 /** Shared by the network benchmarks: latency summaries (quantiles of a sample of milliseconds) and `--name value` options. */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
 
 /** The value of command-line option `--name`, or `fallback` when absent. */
 export const arg = (name: string, fallback: string): string => {
@@ -31,3 +33,23 @@ export const summary = (xs: readonly number[]): Latency => ({
   max: Math.max(...xs),
   mean: xs.reduce((s, x) => s + x, 0) / xs.length,
 })
+
+/** Prints a benchmark's markdown table under `title` and writes `data` as JSON to `file` (a path under the repository). */
+export function printAndSave(title: string, table: string, file: string, data: unknown): void {
+  console.log(`\n${title}\n`)
+  console.log(table)
+  mkdirSync(path.dirname(file), { recursive: true })
+  writeFileSync(file, JSON.stringify(data, null, 2) + '\n')
+  console.log(`\nraw results: ${path.relative(process.cwd(), file)}`)
+}
+
+/** Runs a benchmark's `main`: exit code 0 when it ran (targets missed or not), 1 when something failed to run. */
+export function runBench(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error)
+      process.exit(1)
+    },
+  )
+}

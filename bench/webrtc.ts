@@ -18,7 +18,6 @@
  * are missed; non-zero only when something fails to run.
  */
 import { spawn } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,7 +27,7 @@ import { relayTransport } from '../transports/relay.js'
 import type { Transport } from '../transports/types.js'
 import { type RTCImplementation, webrtcTransport } from '../transports/webrtc.js'
 import { blockableRtc, waitFor } from '../test/transports/webrtc-helpers.js'
-import { type Latency, arg, summary } from './stats.js'
+import { type Latency, arg, printAndSave, runBench, summary } from './stats.js'
 import { formatMs, markdownTable } from './table.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -281,7 +280,7 @@ async function fanout(server: SyncmeshServer, kind: 'relay' | 'webrtc', n = 20):
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
+async function main(): Promise<void> {
   const loadBefore = loadavg()
   const started = new Date().toISOString()
   const { default: impl } = (await import('@roamhq/wrtc')) as unknown as { default: RTCImplementation }
@@ -335,18 +334,7 @@ async function main(): Promise<number> {
     rows.push([`${name}: frames / bytes sent per write (all peers, ACKs included)`, `${f.framesPerWrite.toFixed(1)} / ${Math.round(f.bytesPerWrite)} B`, '—', ''])
     rows.push([`${name}: connected (start → everyone has its peers)`, ms(f.meshMs), '—', ''])
   }
-  console.log(`\n## WebRTC and relay (bench/webrtc.ts), loopback, Node ${process.versions.node}, load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} → ${loadAfter.map((x) => x.toFixed(2)).join(' ')}\n`)
-  console.log(markdownTable(['measure', 'syncmesh', 'target', ''], rows))
-  mkdirSync(path.dirname(RESULTS_FILE), { recursive: true })
-  writeFileSync(RESULTS_FILE, JSON.stringify({ started, node: process.versions.node, loadBefore, loadAfter, writes: WRITES, fanoutWrites: FANOUT_WRITES, results }, null, 2) + '\n')
-  console.log(`\nraw results: ${path.relative(ROOT, RESULTS_FILE)}`)
-  return 0
+  printAndSave(`## WebRTC and relay (bench/webrtc.ts), loopback, Node ${process.versions.node}, load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} → ${loadAfter.map((x) => x.toFixed(2)).join(' ')}`, markdownTable(['measure', 'syncmesh', 'target', ''], rows), RESULTS_FILE, { started, node: process.versions.node, loadBefore, loadAfter, writes: WRITES, fanoutWrites: FANOUT_WRITES, results })
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  },
-)
+runBench(main)

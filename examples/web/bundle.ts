@@ -32,13 +32,21 @@ const sources: Plugin = {
   },
 }
 
-/** Bundles `contents` (TypeScript, resolved from the repository root) for browsers; returns the JavaScript. */
-export async function bundleForBrowser(contents: string, options: Pick<BuildOptions, 'minify'> = {}): Promise<string> {
+/** A browser bundle: its JavaScript and the source files it took in. */
+export interface Bundle {
+  readonly js: string
+  /** Every input file, relative to the repository root. */
+  readonly inputs: string[]
+}
+
+/** Bundles `contents` (TypeScript, resolved from the repository root) for browsers. */
+export async function bundleDetails(contents: string, options: Pick<BuildOptions, 'minify'> = {}): Promise<Bundle> {
   const out = await build({
     stdin: { contents, resolveDir: root(''), sourcefile: 'entry.ts', loader: 'ts' },
     plugins: [sources],
     bundle: true,
     write: false,
+    metafile: true,
     platform: 'browser',
     format: 'esm',
     target: 'es2022',
@@ -47,7 +55,12 @@ export async function bundleForBrowser(contents: string, options: Pick<BuildOpti
     logLevel: 'silent',
     ...options,
   })
-  return out.outputFiles[0]!.text
+  return { js: out.outputFiles[0]!.text, inputs: Object.keys(out.metafile.inputs) }
+}
+
+/** Bundles `contents` (TypeScript, resolved from the repository root) for browsers; returns the JavaScript. */
+export async function bundleForBrowser(contents: string, options: Pick<BuildOptions, 'minify'> = {}): Promise<string> {
+  return (await bundleDetails(contents, options)).js
 }
 
 /**

@@ -35,9 +35,10 @@ export interface TestBrowser {
 }
 
 /**
- * Launches Chromium on a fresh profile. `webrtc: false` leaves out `--allow-loopback-in-peer-connection`: on a
- * loopback-only machine the browser then gathers no ICE candidates, so every WebRTC connection fails — as when a
- * NAT or firewall blocks it.
+ * Launches Chromium on a fresh profile. `webrtc: false` makes every WebRTC connection of its pages fail, as behind
+ * a NAT or firewall that blocks it: each RTCPeerConnection is made with `iceTransportPolicy: 'relay'` and there is
+ * no TURN server, so it has no candidate to offer or to check from. (Leaving out the loopback flag is not enough:
+ * a machine may have an interface besides loopback, and two browsers on it then connect through its address.)
  */
 export async function launchBrowser(options: { webrtc?: boolean; extraArgs?: string[] } = {}): Promise<TestBrowser> {
   const profile = await mkdtemp(join(tmpdir(), 'syncmesh-chromium-'))
@@ -49,6 +50,16 @@ export async function launchBrowser(options: { webrtc?: boolean; extraArgs?: str
     permissions: ['camera', 'microphone'], // without them Chromium gathers no host candidates
     viewport: { width: 900, height: 700 },
   })
+  if (!webrtc) {
+    await context.addInitScript(() => {
+      const Native = globalThis.RTCPeerConnection
+      globalThis.RTCPeerConnection = class extends Native {
+        constructor(config?: RTCConfiguration) {
+          super({ ...config, iceServers: [], iceTransportPolicy: 'relay' })
+        }
+      }
+    })
+  }
   const errors: string[] = []
   const watch = (p: Page): Page => {
     p.on('pageerror', (err) => errors.push(String(err)))
