@@ -189,6 +189,14 @@ export class RecordStore {
     return [...this.data.keys()]
   }
 
+  /** How many records of a collection are visible, and how many are deleted but still kept (as a floor). */
+  count(collection: string): { visible: number; deleted: number } {
+    let visible = 0
+    let deleted = 0
+    for (const entry of this.data.get(collection)?.values() ?? []) entry.visible() ? visible++ : deleted++
+    return { visible, deleted }
+  }
+
   /** A copy of the version vector: per origin peer, the newest write held. */
   versionVector(): VersionVector {
     return new Map(this.vv)

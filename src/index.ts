@@ -17,6 +17,8 @@ export {
   type ConflictEvent,
 } from './replica.js'
 export type { PeerStatus } from './sync/engine.js'
+export type { ReplicaInspection, PeerInspection, InspectEvent, ConflictRecord, VectorSnapshot } from './inspect.js'
+export type { Traffic } from './sync/gate.js'
 export { PROTOCOL_VERSION, DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
 export {
   MessageTooLargeError,

@@ -12,6 +12,7 @@ import type { PeerId, RoomCipher, RoomContext, Transport } from '../transports/t
 import { AuthErrorThrottle, type RoomSecret, roomCipher } from './crypto.js'
 import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
 import { Persistence } from './persistence.js'
+import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, sumTraffic, vectorSnapshot } from './inspect.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
 import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
@@ -72,6 +73,19 @@ export interface ReplicaInit {
    * @default 10_000
    */
   compactAfterEntries?: number
+  /** How much {@link Replica.inspect} and {@link Replica.conflicts} remember. */
+  inspect?: {
+    /**
+     * Events kept for `inspect().events`.
+     * @default 100
+     */
+    events?: number
+    /**
+     * Lost values kept for `conflicts()`.
+     * @default 100
+     */
+    conflicts?: number
+  }
 }
 
 /** A record as stored in a collection: a plain object with a string `id`. */
@@ -148,6 +162,10 @@ export interface Replica {
   on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void
   /** Peers, how far behind each is, and writes not yet durable. */
   status(): ReplicaStatus
+  /** A snapshot for debugging: identity, vector, record counts, peers with vectors, lag and traffic, recent events. */
+  inspect(): ReplicaInspection
+  /** The most recent values this replica saw lose to another writer's write (bounded: `init.inspect.conflicts`), oldest first. */
+  conflicts(): ConflictRecord[]
   /** Resolves when every connected peer holds what this replica holds and vice versa; rejects on timeout. */
   sync(options?: { timeoutMs?: number }): Promise<void>
   /**
@@ -246,6 +264,9 @@ export class ReplicaImpl implements Replica {
   private closed = false
   /** The transports, each behind a gate (setOnline, and tabs that are not their store's leader). */
   private readonly gates: GatedTransport[]
+  /** Recent events and lost values, for inspect() and conflicts(). */
+  private readonly journal: Ring<InspectEvent>
+  private readonly lost: Ring<ConflictRecord>
   /** Changes received over the tab link since the last compaction: the store may not hold them (see tabs/group.ts). */
   private unstored = false
 
@@ -264,6 +285,8 @@ export class ReplicaImpl implements Replica {
     private readonly tabs?: TabGroup,
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
+    this.journal = new Ring(init.inspect?.events ?? 100)
+    this.lost = new Ring(init.inspect?.conflicts ?? 100)
     this.hlc = new HLC(writerId, init.clock)
     const own = store.versionVector().get(writerId)
     if (own) this.hlc.restore(own)
@@ -359,6 +382,22 @@ export class ReplicaImpl implements Replica {
     }
   }
 
+  inspect(): ReplicaInspection {
+    const status = this.status()
+    const collections: Record<string, { visible: number; deleted: number }> = {}
+    for (const name of this.store.collections()) collections[name] = this.store.count(name)
+    const peers = status.peers.map((p) => {
+      const vector = this.engine.peerVector(p.id)
+      return { ...p, vector: vector && vectorSnapshot(vector), traffic: sumTraffic(this.gates.map((g) => g.traffic.get(p.id))) }
+    })
+    const { peerId, pending, online, leader } = status
+    return { peerId, writerId: this.writerId, vector: vectorSnapshot(this.store.versionVector()), collections, pending, online, leader, peers, events: this.journal.toArray() }
+  }
+
+  conflicts(): ConflictRecord[] {
+    return this.lost.toArray()
+  }
+
   async sync(options: { timeoutMs?: number } = {}): Promise<void> {
     this.checkOpen()
     this.flush()
@@ -369,6 +408,7 @@ export class ReplicaImpl implements Replica {
   async setOnline(online: boolean): Promise<void> {
     this.checkOpen()
     if (typeof online !== 'boolean') throw new InvalidValueError('setOnline takes a boolean')
+    this.journal.push({ at: Date.now(), type: online ? 'online' : 'offline' })
     await (this.tabs ? this.tabs.setOnline(online) : Promise.all(this.gates.map((g) => g.setOpen(online))))
   }
 
@@ -491,6 +531,7 @@ export class ReplicaImpl implements Replica {
   }
 
   private emit<E extends keyof ReplicaEvents>(event: E, ...args: Parameters<ReplicaEvents[E]>): void {
+    if (event !== 'change') this.record(event, args[0])
     for (const fn of this.listeners[event]) {
       try {
         ;(fn as (...a: Parameters<ReplicaEvents[E]>) => void)(...args)
@@ -498,6 +539,21 @@ export class ReplicaImpl implements Replica {
         // A throwing listener must not break replication; report it unless it is an error listener itself.
         if (event !== 'error') this.emit('error', asError(err), {})
       }
+    }
+  }
+
+  /** Keeps an event for inspect() (and a conflict for conflicts()). */
+  private record(event: Exclude<keyof ReplicaEvents, 'change'>, arg: unknown): void {
+    const at = Date.now()
+    if (event === 'conflict') {
+      const c = arg as ConflictEvent
+      this.lost.push({ at, ...c })
+      this.journal.push({ at, type: event, detail: `${c.collection}/${c.id}.${c.field}` })
+    } else if (event === 'error') {
+      const e = arg as Error
+      this.journal.push({ at, type: event, detail: `${e.name}: ${e.message}` })
+    } else {
+      this.journal.push({ at, type: event, peer: arg as string })
     }
   }
 

@@ -8,6 +8,7 @@ import type { Libp2pRelay, Libp2pRelayInit } from './libp2p.js'
 /** Text of `syncmesh --help`. */
 export const HELP = `Usage: syncmesh serve [options]
        syncmesh serve --libp2p [libp2p options]
+       syncmesh inspect <leveldb dir> [--json]
 
 Runs one process that is both a y-webrtc-compatible signaling server and the
 syncmesh relay (transports/relay), on one port. GET /health reports status.
@@ -44,6 +45,10 @@ libp2p options:
   --quiet                    do not log connection events
 
 The multiaddrs are printed on stdout, one per line, once listening.
+
+inspect: prints a replica's LevelDB store (identity, version vector, record
+counts, entries, size on disk) from a copy of its files, so the store is never
+opened for writing, even while a replica has it open.
 `
 
 /** What the command line asks for. */

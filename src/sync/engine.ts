@@ -200,6 +200,12 @@ export class SyncEngine {
     }))
   }
 
+  /** The version vector `peer` last reported (by a sync request or an ACK), if any. */
+  peerVector(peer: PeerId): VersionVector | undefined {
+    const theirs = this.peers.get(peer)?.theirs
+    return theirs && new Map(theirs)
+  }
+
   /** Re-checks sync waiters (after local changes). */
   notify(): void {
     for (const w of [...this.waiters]) w()

@@ -8,8 +8,20 @@
 import { TransportListeners } from '../../transports/listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from '../../transports/types.js'
 
+/** Frames and bytes exchanged with one peer through one transport (sync-protocol frames, before any sealing). */
+export interface Traffic {
+  framesIn: number
+  bytesIn: number
+  framesOut: number
+  bytesOut: number
+  /** When the last frame from the peer arrived (ms since the epoch), 0 before the first. */
+  lastHeard: number
+}
+
 /** A {@link Transport} wrapper whose inner transport runs only while the gate is open. */
 export class GatedTransport implements Transport {
+  /** What went through the gate, per peer, since the replica started. */
+  readonly traffic = new Map<PeerId, Traffic>()
   private room: RoomContext | undefined
   private open: boolean
   private readonly listeners = new TransportListeners()
@@ -35,7 +47,12 @@ export class GatedTransport implements Transport {
       if (this.up.delete(peer)) this.listeners.emitPeer('peer:down', peer, report)
     })
     inner.on('frame', (peer, frame) => {
-      if (this.open && this.up.has(peer)) this.listeners.emitFrame(peer, frame, report)
+      if (!this.open || !this.up.has(peer)) return
+      const t = this.trafficOf(peer)
+      t.framesIn++
+      t.bytesIn += frame.byteLength
+      t.lastHeard = Date.now()
+      this.listeners.emitFrame(peer, frame, report)
     })
   }
 
@@ -70,7 +87,17 @@ export class GatedTransport implements Transport {
   }
 
   send(peer: PeerId, frame: Uint8Array): void {
-    if (this.open && this.up.has(peer)) this.inner.send(peer, frame)
+    if (!this.open || !this.up.has(peer)) return
+    const t = this.trafficOf(peer)
+    t.framesOut++
+    t.bytesOut += frame.byteLength
+    this.inner.send(peer, frame)
+  }
+
+  private trafficOf(peer: PeerId): Traffic {
+    let t = this.traffic.get(peer)
+    if (!t) this.traffic.set(peer, (t = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, lastHeard: 0 }))
+    return t
   }
 
   maxMessageSize(peer: PeerId): number | undefined {
