@@ -65,7 +65,8 @@
  */
 import { type RedisClientType, type RedisFunctions, type RedisModules, type RedisScripts, type RespVersions, type TypeMapping, RESP_TYPES, createClient } from 'redis'
 import { StorageClosedError, StorageCorruptError } from '../errors.js'
-import type { Storage, StorageOp } from './types.js'
+import { type DuplicableClient, redisSharing } from './redis-sharing.js'
+import type { Storage, StorageOp, StorageSharing } from './types.js'
 
 /** Any node-redis v5 client (`createClient(...)`), whatever its modules, RESP version or type mapping. */
 export type AnyRedisClient = RedisClientType<RedisModules, RedisFunctions, RedisScripts, RespVersions, TypeMapping>
@@ -84,10 +85,19 @@ export interface RedisStorageInit {
    */
   url?: string
   /**
-   * Prefix of the two Redis keys that hold this store (`<namespace>:values`, `<namespace>:index`); one namespace per replica.
+   * Prefix of the Redis keys that hold this store (`<namespace>:values`, `<namespace>:index`, and the locks
+   * `<namespace>:lock:*` while replicas have it open). Several replicas, in one process or many, may open the same
+   * namespace at once (see "Sharing" in the module comment).
    * @default 'syncmesh'
    */
   namespace?: string
+  /**
+   * Time to live of the locks replicas sharing the namespace hold (their writer slot, the leadership), in ms. They are
+   * renewed every third of it; a replica that cannot renew for two thirds of it gives its slot up (LeaseLostError,
+   * the replica closes), and a crashed replica's slot is free for the others after at most this long.
+   * @default 10_000
+   */
+  lockTtlMs?: number
   /**
    * Receives the errors of a client the adapter created (connection lost, reconnect failures): node-redis reconnects
    * by itself, and commands issued meanwhile wait in its offline queue. Without it such errors are dropped (an
@@ -120,6 +130,9 @@ export class RedisStorage implements Storage {
   private readonly pending = new Set<Promise<unknown>>()
   private connectError: unknown
   private closing: Promise<void> | undefined
+  private readonly closeSharing: () => void
+  /** Several replicas may open one namespace at once: Redis locks and pub/sub coordinate them (see the module comment). */
+  readonly sharing: StorageSharing
 
   constructor(init: RedisStorageInit = {}) {
     if (init.client !== undefined && init.url !== undefined) throw new TypeError('redisStorage: give either `client` or `url`, not both')
@@ -141,6 +154,10 @@ export class RedisStorage implements Storage {
       this.client = client as unknown as RawClient
       this.owned = client
     }
+    const base = (init.client ?? this.owned) as unknown as DuplicableClient & { options?: { database?: number } }
+    const shared = redisSharing({ namespace, db: base.options?.database ?? 0, ttlMs: init.lockTtlMs ?? 10_000, client: base, onError: init.onError })
+    this.sharing = shared.sharing
+    this.closeSharing = shared.close
   }
 
   /** {@inheritDoc Storage.load} */
@@ -223,6 +240,7 @@ export class RedisStorage implements Storage {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.allSettled([...this.pending])
+      this.closeSharing() // its connections stay until the leases and channels handed out are released
       if (this.owned && this.connectError === undefined) await this.owned.close()
     })()
     return this.closing
