@@ -8,10 +8,11 @@
  * ```
  *
  * ## Layout
- * One namespace (default `'syncmesh'`) is two Redis keys:
+ * One namespace (default `'syncmesh'`) is two Redis keys, plus the locks of the replicas that have it open:
  *
  *   `<namespace>:values`   hash        field = encoded storage key, value = the stored bytes (binary-safe)
  *   `<namespace>:index`    sorted set  member = encoded storage key, score 0 (queried with ZRANGEBYLEX)
+ *   `<namespace>:lock:*`   strings     lock tokens with a TTL (see Sharing)
  *
  * `save` is `MULTI HSET values k v; ZADD index 0 k EXEC` and `remove` is `MULTI HDEL; ZREM EXEC`, so value and index
  * always change together (Redis does not roll a transaction back, but the only runtime failure possible here is
@@ -56,6 +57,18 @@
  * give the same per-write guarantee; this adapter does not issue it (the tested server, Debian 12's, is 7.0).
  * Values are checksummed one level up (src/persistence.ts), so a value altered inside Redis is reported as
  * StorageCorruptError by the replica, never silently used.
+ *
+ * ## Sharing
+ * Any number of replicas — in one process or in many, on one machine or several — may open the same namespace at
+ * once ({@link RedisStorage.sharing}). Each takes a writer slot of its own (own origin id, own keys), so none
+ * overwrites another's acknowledged writes; they share one peer id, see each other's writes at once over Redis
+ * pub/sub with no network transport, and one of them (the leader) runs the transports (src/tabs/group.ts). The locks
+ * are leases on the server with a time to live (`lockTtlMs`, default 10 s) and the channel is pub/sub: see
+ * redis-sharing.ts, including the caveat — a process paused for longer than the TTL may write once more after
+ * another replica took its slot over. A replica that cannot renew its slot's lease (a Redis outage longer than
+ * 2/3 of the TTL, a long pause) reports LeaseLostError and closes; a crashed one's slot is taken over by the next
+ * opener once its lease expired. The sharing uses two more connections (duplicates of the client), opened when a
+ * replica opens the storage.
  *
  * ## Client
  * Pass `client` — an already-connected node-redis v5 client that you own (it is never closed by this adapter; it may
