@@ -398,10 +398,11 @@ export class ReplicaImpl implements Replica {
    * ReplicaClosedError.
    */
   private async abandon(reason: Error): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    this.abandoned = reason
+    // Nothing more is written, whatever else is under way (a close() in progress then fails with `reason`).
     this.persistence.stop(reason)
+    this.abandoned ??= reason
+    const closing = this.closed
+    this.closed = true
     const batch = this.batch
     this.batch = undefined
     this.dirty = new Map()
@@ -410,6 +411,7 @@ export class ReplicaImpl implements Replica {
       batch.reject(reason)
     }
     this.emit('error', reason, {})
+    if (closing) return
     try {
       await this.engine.stop()
       await this.storage.close?.()

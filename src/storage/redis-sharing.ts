@@ -133,8 +133,17 @@ class Connections {
     const open = [this.command, this.subscriber]
     this.command = this.subscriber = undefined
     for (const c of open) {
+      if (!c) continue
       // close() waits for the replies still due (a lock release); a client that never connected is just dropped.
-      c?.close().catch(() => c.destroy())
+      Promise.resolve()
+        .then(() => c.close())
+        .catch(() => {
+          try {
+            c.destroy()
+          } catch {
+            // already gone
+          }
+        })
     }
   }
 
