@@ -71,3 +71,20 @@ export { AuthError } from '../transports/errors.js'
 export class SharingUnavailableError extends SyncmeshError {
   override readonly code = 'SHARING_UNAVAILABLE'
 }
+
+/**
+ * A replica on a shared store lost a lock it held without releasing it: its lease expired (a process paused, or cut
+ * off from the lock service, for longer than the lease allows) or someone else took or deleted it. Losing the slot
+ * closes the replica — it can no longer be sure that no other replica writes its keys, so it stops acknowledging
+ * writes; losing the leadership only makes it step down and compete again.
+ */
+export class LeaseLostError extends SyncmeshError {
+  override readonly code = 'LEASE_LOST'
+  constructor(
+    message: string,
+    /** Which lock was lost: the replica's writer slot, or the store's leadership. */
+    readonly lock: 'slot' | 'leader',
+  ) {
+    super(message)
+  }
+}

@@ -29,6 +29,7 @@ export {
   StorageClosedError,
   AuthError,
   SharingUnavailableError,
+  LeaseLostError,
 } from './errors.js'
 export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto.js'
 export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './storage/types.js'

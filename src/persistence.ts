@@ -222,6 +222,14 @@ export class Persistence {
     return this.scheduleCompaction(store)
   }
 
+  /**
+   * Stops writing: every queued write not yet started, and every later one, rejects with `reason` instead (a
+   * replica that lost its slot must not write the slot's keys any more; see tabs/group.ts).
+   */
+  stop(reason: Error): void {
+    this.failed ??= reason
+  }
+
   /** Resolves when every queued write is durable; rejects with the first storage failure. */
   flush(): Promise<void> {
     return this.enqueue(async () => {})

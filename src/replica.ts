@@ -262,6 +262,8 @@ export class ReplicaImpl implements Replica {
   /** Settles when the latest flushed batch is durable and sent. */
   private settled: Promise<void> = Promise.resolve()
   private closed = false
+  /** Why the replica closed itself (see abandon). */
+  private abandoned: Error | undefined
   /** The transports, each behind a gate (setOnline, and tabs that are not their store's leader). */
   private readonly gates: GatedTransport[]
   /** Recent events and lost values, for inspect() and conflicts(). */
@@ -307,7 +309,7 @@ export class ReplicaImpl implements Replica {
       hooks: {
         applied: (result, bytes, fromTab) => {
           if (fromTab) this.unstored = true
-          else this.persistence.append(bytes, this.store).catch((err) => this.emit('error', asError(err), {}))
+          else this.persistence.append(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
           if (this.listeners.change.size === 0) return
           const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
@@ -354,6 +356,7 @@ export class ReplicaImpl implements Replica {
         await this.persistence.compact(this.store)
       },
       error: (err) => this.emit('error', err, {}),
+      slotLost: (err) => void this.abandon(err),
     })
   }
 
@@ -426,6 +429,36 @@ export class ReplicaImpl implements Replica {
       } finally {
         this.tabs?.close() // the slot and the leadership go only once everything is stored
       }
+    }
+  }
+
+  /**
+   * Closes at once without writing anything more (the slot's lease was lost: another replica may write its keys
+   * now). Writes not yet durable reject with `reason`, which is also reported on 'error'; later calls reject with
+   * ReplicaClosedError.
+   */
+  private async abandon(reason: Error): Promise<void> {
+    // Nothing more is written, whatever else is under way (a close() in progress then fails with `reason`).
+    this.persistence.stop(reason)
+    this.abandoned ??= reason
+    const closing = this.closed
+    this.closed = true
+    const batch = this.batch
+    this.batch = undefined
+    this.dirty = new Map()
+    if (batch) {
+      this.pendingWrites -= batch.writes
+      batch.reject(reason)
+    }
+    this.emit('error', reason, {})
+    if (closing) return
+    try {
+      await this.engine.stop()
+      await this.storage.close?.()
+    } catch (err) {
+      this.emit('error', asError(err), {})
+    } finally {
+      this.tabs?.close()
     }
   }
 
@@ -504,7 +537,7 @@ export class ReplicaImpl implements Replica {
         (err: unknown) => {
           this.pendingWrites -= batch.writes
           batch.reject(err)
-          this.emit('error', asError(err), {})
+          if (err !== this.abandoned) this.emit('error', asError(err), {}) // abandon() reported it once already
         },
       )
     } catch (err) {

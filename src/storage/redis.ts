@@ -8,10 +8,11 @@
  * ```
  *
  * ## Layout
- * One namespace (default `'syncmesh'`) is two Redis keys:
+ * One namespace (default `'syncmesh'`) is two Redis keys, plus the locks of the replicas that have it open:
  *
  *   `<namespace>:values`   hash        field = encoded storage key, value = the stored bytes (binary-safe)
  *   `<namespace>:index`    sorted set  member = encoded storage key, score 0 (queried with ZRANGEBYLEX)
+ *   `<namespace>:lock:*`   strings     lock tokens with a TTL (see Sharing)
  *
  * `save` is `MULTI HSET values k v; ZADD index 0 k EXEC` and `remove` is `MULTI HDEL; ZREM EXEC`, so value and index
  * always change together (Redis does not roll a transaction back, but the only runtime failure possible here is
@@ -57,6 +58,18 @@
  * Values are checksummed one level up (src/persistence.ts), so a value altered inside Redis is reported as
  * StorageCorruptError by the replica, never silently used.
  *
+ * ## Sharing
+ * Any number of replicas — in one process or in many, on one machine or several — may open the same namespace at
+ * once ({@link RedisStorage.sharing}). Each takes a writer slot of its own (own origin id, own keys), so none
+ * overwrites another's acknowledged writes; they share one peer id, see each other's writes at once over Redis
+ * pub/sub with no network transport, and one of them (the leader) runs the transports (src/tabs/group.ts). The locks
+ * are leases on the server with a time to live (`lockTtlMs`, default 10 s) and the channel is pub/sub: see
+ * redis-sharing.ts, including the caveat — a process paused for longer than the TTL may write once more after
+ * another replica took its slot over. A replica that cannot renew its slot's lease (a Redis outage longer than
+ * 2/3 of the TTL, a long pause) reports LeaseLostError and closes; a crashed one's slot is taken over by the next
+ * opener once its lease expired. The sharing uses two more connections (duplicates of the client), opened when a
+ * replica opens the storage.
+ *
  * ## Client
  * Pass `client` — an already-connected node-redis v5 client that you own (it is never closed by this adapter; it may
  * be shared, but not with code that uses WATCH on it, which would interfere with this adapter's MULTI) — or `url`, in
@@ -65,7 +78,8 @@
  */
 import { type RedisClientType, type RedisFunctions, type RedisModules, type RedisScripts, type RespVersions, type TypeMapping, RESP_TYPES, createClient } from 'redis'
 import { StorageClosedError, StorageCorruptError } from '../errors.js'
-import type { Storage, StorageOp } from './types.js'
+import { type DuplicableClient, redisSharing } from './redis-sharing.js'
+import type { Storage, StorageOp, StorageSharing } from './types.js'
 
 /** Any node-redis v5 client (`createClient(...)`), whatever its modules, RESP version or type mapping. */
 export type AnyRedisClient = RedisClientType<RedisModules, RedisFunctions, RedisScripts, RespVersions, TypeMapping>
@@ -84,10 +98,19 @@ export interface RedisStorageInit {
    */
   url?: string
   /**
-   * Prefix of the two Redis keys that hold this store (`<namespace>:values`, `<namespace>:index`); one namespace per replica.
+   * Prefix of the Redis keys that hold this store (`<namespace>:values`, `<namespace>:index`, and the locks
+   * `<namespace>:lock:*` while replicas have it open). Several replicas, in one process or many, may open the same
+   * namespace at once (see "Sharing" in the module comment).
    * @default 'syncmesh'
    */
   namespace?: string
+  /**
+   * Time to live of the locks replicas sharing the namespace hold (their writer slot, the leadership), in ms. They are
+   * renewed every third of it; a replica that cannot renew for two thirds of it gives its slot up (LeaseLostError,
+   * the replica closes), and a crashed replica's slot is free for the others after at most this long.
+   * @default 10_000
+   */
+  lockTtlMs?: number
   /**
    * Receives the errors of a client the adapter created (connection lost, reconnect failures): node-redis reconnects
    * by itself, and commands issued meanwhile wait in its offline queue. Without it such errors are dropped (an
@@ -120,6 +143,9 @@ export class RedisStorage implements Storage {
   private readonly pending = new Set<Promise<unknown>>()
   private connectError: unknown
   private closing: Promise<void> | undefined
+  private readonly closeSharing: () => void
+  /** Several replicas may open one namespace at once: Redis locks and pub/sub coordinate them (see the module comment). */
+  readonly sharing: StorageSharing
 
   constructor(init: RedisStorageInit = {}) {
     if (init.client !== undefined && init.url !== undefined) throw new TypeError('redisStorage: give either `client` or `url`, not both')
@@ -141,6 +167,10 @@ export class RedisStorage implements Storage {
       this.client = client as unknown as RawClient
       this.owned = client
     }
+    const base = (init.client ?? this.owned) as unknown as DuplicableClient & { options?: { database?: number } }
+    const shared = redisSharing({ namespace, db: base.options?.database ?? 0, ttlMs: init.lockTtlMs ?? 10_000, client: base, onError: init.onError })
+    this.sharing = shared.sharing
+    this.closeSharing = shared.close
   }
 
   /** {@inheritDoc Storage.load} */
@@ -223,6 +253,7 @@ export class RedisStorage implements Storage {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.allSettled([...this.pending])
+      this.closeSharing() // its connections stay until the leases and channels handed out are released
       if (this.owned && this.connectError === undefined) await this.owned.close()
     })()
     return this.closing

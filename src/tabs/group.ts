@@ -19,10 +19,19 @@
  *   not store what it receives over the link: the sender (or, for network changes, the leader) stored it.
  * - **A control channel** (`<key>/control`, JSON): the leader posts its network status (peers, `via`, `behind`,
  *   online) so every tab can show it, and answers `sync()` and `setOnline()` requests from the other tabs.
+ * - **Leases that can be lost.** Web Locks are held until released or until their tab goes; other {@link Locks}
+ *   (Redis, shared by processes) hand out leases that expire unless renewed, and say so through `Lease.lost`. A
+ *   leader that loses its lease steps down at once (closes its transports, reports a LeaseLostError with lock
+ *   'leader') and competes again. A replica that loses its slot can no longer be sure that nobody else writes the
+ *   slot's keys, so it stops acknowledging writes: it reports a LeaseLostError with lock 'slot' and closes without
+ *   writing anything more (writes not yet durable reject; later ones reject with ReplicaClosedError). Caveat: a
+ *   lease gives these guarantees only to a process that keeps running — one paused for longer than the lease's time
+ *   to live (a long GC stall, SIGSTOP, a suspended VM) may still write once after another replica took its slot
+ *   over, before it notices. Keep such pauses well below the TTL.
  */
 import { broadcastTransport } from '../../transports/broadcast.js'
 import type { Transport } from '../../transports/types.js'
-import { SharingUnavailableError, SyncTimeoutError } from '../errors.js'
+import { LeaseLostError, SharingUnavailableError, SyncTimeoutError } from '../errors.js'
 import type { Lease, Locks, SharedChannel, StorageSharing } from '../storage/types.js'
 import type { PeerStatus } from '../sync/engine.js'
 import type { GatedTransport } from '../sync/gate.js'
@@ -62,6 +71,10 @@ export async function claimSlot<T extends { others: ReadonlyMap<number, unknown>
   absorb: (dead: number[], opened: T) => Promise<void>,
 ): Promise<{ slot: number; lease: Lease; opened: T }> {
   const openLock = await ctx.locks.acquire(`${ctx.key}/open`)
+  let openLost = false
+  void openLock.lost?.then(() => {
+    openLost = true
+  })
   try {
     let slot = 0
     let lease: Lease | undefined
@@ -76,6 +89,8 @@ export async function claimSlot<T extends { others: ReadonlyMap<number, unknown>
         probe.release()
         dead.push(other)
       }
+      // Absorbing removes keys: only while no one can be opening (and so taking one of those slots) meanwhile.
+      if (openLost) throw new LeaseLostError(`lost the lock ${ctx.key}/open while opening`, 'slot')
       if (dead.length > 0) await absorb(dead, opened)
       return { slot, lease, opened }
     } catch (err) {
@@ -98,6 +113,8 @@ export interface TabHost {
   /** Makes the store hold everything in memory (called on becoming leader). */
   storeAll(): Promise<void>
   error(err: Error): void
+  /** The slot's lease was lost: the replica must stop writing at once and close (see the module comment). */
+  slotLost(err: LeaseLostError): void
 }
 
 type Control =
@@ -141,9 +158,17 @@ export class TabGroup {
     return this.leaderLease !== undefined
   }
 
-  /** Starts competing for leadership. */
+  /** Starts competing for leadership, and watches the slot's lease. */
   start(host: TabHost): void {
     this.host = host
+    void this.slotLease.lost?.then(() => {
+      if (!this.closed) host.slotLost(new LeaseLostError(`lost the lock on writer slot ${this.tabId} of ${this.ctx.key}: this replica closes`, 'slot'))
+    })
+    this.compete()
+  }
+
+  private compete(): void {
+    const host = this.host!
     this.ctx.locks.acquire(`${this.ctx.key}/leader`, this.abort.signal).then(
       (lease) => this.lead(lease),
       (err: unknown) => {
@@ -213,19 +238,33 @@ export class TabGroup {
   private async lead(lease: Lease): Promise<void> {
     if (this.closed) return lease.release()
     this.leaderLease = lease
+    void lease.lost?.then(() => this.stepDown(lease))
     const host = this.host!
     try {
       await host.storeAll()
     } catch (err) {
       host.error(err instanceof Error ? err : new Error(String(err)))
     }
-    if (this.closed) return
+    if (this.leaderLease !== lease) return // closed, or the lease was lost meanwhile
     if (this.leaderStatus) this.online = this.leaderStatus.online
     this.leaderStatus = undefined
     await Promise.all(host.gates.map((g) => g.setOpen(this.online)))
+    if (this.leaderLease !== lease) return
     this.postStatus()
     this.timer = setInterval(() => this.postStatus(), STATUS_INTERVAL_MS)
     ;(this.timer as { unref?: () => void }).unref?.()
+  }
+
+  /** The leader lease was lost: another replica may lead now, so close the transports and compete again. */
+  private async stepDown(lease: Lease): Promise<void> {
+    if (this.closed || this.leaderLease !== lease) return
+    this.leaderLease = undefined
+    clearInterval(this.timer)
+    const host = this.host!
+    host.error(new LeaseLostError(`lost the leader lock of ${this.ctx.key}: stepping down (transports closed) and competing again`, 'leader'))
+    // Gate changes run in order, so this closes them even if lead() is still opening them.
+    await Promise.all(host.gates.map((g) => g.setOpen(false)))
+    if (!this.closed) this.compete()
   }
 
   /** Tells the other tabs the network status (the leader does, on changes and every second). */

@@ -90,6 +90,7 @@ function onceLease(release: () => void): Lease {
   }
 }
 
-function abortError(): Error {
+/** The rejection of a lock request whose AbortSignal fired (what Web Locks reject with). */
+export function abortError(): Error {
   return new DOMException('the lock request was aborted', 'AbortError')
 }

@@ -3,141 +3,15 @@
  * 127.0.0.1 with an append-only file fsynced on every write, and stops in afterAll. Without the binary the file is
  * skipped with a warning — except under CI (`CI` set), where that is a failure.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import fc from 'fast-check'
 import { createClient, RESP_TYPES } from 'redis'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { StorageClosedError, StorageCorruptError, createReplica } from '../../src/index.js'
 import { type AnyRedisClient, type RedisStorage, decodeKey, encodeKey, redisStorage } from '../../src/storage/redis.js'
 import { MemoryStorage } from '../../src/storage/memory.js'
 import { type Storage, compareKeys } from '../../src/storage/types.js'
 import { type StorageHarness, storageConformanceCases } from '../../src/testkit/storage-suite.js'
-
-/** The Debian package's binary; `REDIS_SERVER=/path/to/redis-server` points elsewhere (e.g. Homebrew). */
-const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server'
-const available = existsSync(REDIS_SERVER)
-if (!available) {
-  console.warn(
-    `\n!!! ${REDIS_SERVER} not found: SKIPPING the Redis storage tests (test/storage/redis.test.ts).\n` +
-      '!!! Install it with: apt-get install redis-server   (CI must have it: there a missing binary fails the run)\n',
-  )
-}
-
-// ---------------------------------------------------------------------------------------------------------------------
-// A redis-server of our own
-
-/** A free TCP port on 127.0.0.1 (bound by a throwaway server, then released). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer()
-    srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-/** Resolves true once the server answers PING with PONG (not LOADING), false if it cannot be reached now. */
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port })
-    let buf = ''
-    const done = (ok: boolean): void => {
-      sock.destroy()
-      resolve(ok)
-    }
-    sock.setTimeout(500, () => done(false))
-    sock.on('error', () => done(false))
-    sock.on('connect', () => sock.write('PING\r\n'))
-    sock.on('data', (d) => {
-      buf += d.toString('latin1')
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'))
-    })
-  })
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** One redis-server process on 127.0.0.1 with AOF (`appendfsync always`), restartable on the same port and directory. */
-class RedisServer {
-  /** The data directory (AOF), made at the first start: a skipped suite still builds this object, and leaves nothing. */
-  private dataDir: string | undefined
-  port = 0
-  private proc: ChildProcess | undefined
-  private log = ''
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`
-  }
-
-  /** Starts the server (on a fresh free port the first time, on the same port afterwards) and waits for PONG. */
-  async start(): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      if (this.port === 0 || attempt > 0) this.port = await freePort()
-      try {
-        await this.spawnOnce()
-        return
-      } catch (err) {
-        // A port taken between freePort() and the bind: try another one (only on the first start).
-        if (attempt >= 2 || !/already in use/i.test(this.log)) throw err
-      }
-    }
-  }
-
-  private async spawnOnce(): Promise<void> {
-    this.log = ''
-    this.dataDir ??= mkdtempSync(join(tmpdir(), 'syncmesh-redis-'))
-    const args = ['--bind', '127.0.0.1', '--port', String(this.port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', this.dataDir, '--daemonize', 'no', '--protected-mode', 'yes']
-    const proc = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    this.proc = proc
-    const append = (d: Buffer): void => {
-      this.log = (this.log + d.toString()).slice(-4000)
-    }
-    proc.stdout!.on('data', append)
-    proc.stderr!.on('data', append)
-    let exited = false
-    proc.once('exit', () => {
-      exited = true
-    })
-    const deadline = Date.now() + 10_000
-    while (!(await ping(this.port))) {
-      if (exited) throw new Error(`redis-server exited at start (exit code ${proc.exitCode}):\n${this.log}`)
-      if (Date.now() > deadline) {
-        await this.stop('SIGKILL')
-        throw new Error(`redis-server did not answer PING on 127.0.0.1:${this.port} within 10 s:\n${this.log}`)
-      }
-      await sleep(20)
-    }
-  }
-
-  /** Stops the server (SIGTERM: a clean shutdown; SIGKILL: a crash) and waits for the process to exit. */
-  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
-    const proc = this.proc
-    this.proc = undefined
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
-    proc.kill(signal)
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000)
-    await exited
-    clearTimeout(timer)
-  }
-
-  /** Last resort at process exit: never leave a redis-server behind. */
-  killNow(): void {
-    this.proc?.kill('SIGKILL')
-  }
-
-  async dispose(): Promise<void> {
-    await this.stop('SIGTERM')
-    if (this.dataDir !== undefined) rmSync(this.dataDir, { recursive: true, force: true })
-  }
-}
+import { REDIS_SERVER, available, redisFixture } from './redis-server.js'
 
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -150,28 +24,15 @@ if (!available && process.env.CI) {
 }
 
 describe.skipIf(!available)('redis storage (real redis-server on 127.0.0.1)', () => {
-  const server = new RedisServer()
-  const killAtExit = (): void => server.killNow()
+  const redis = redisFixture()
+  const server = redis.server
   /** A client of the tests' own: inspection, tampering, and the caller-owned client of the shared-client runs. */
   let admin: AnyRedisClient
   let nsCounter = 0
   const freshNamespace = (tag: string): string => `t${process.pid}-${++nsCounter}-${tag}`
 
-  beforeAll(async () => {
-    process.once('exit', killAtExit)
-    await server.start()
-    admin = createClient({ url: server.url })
-    admin.on('error', () => {}) // reconnects by itself across the server restarts below
-    await admin.connect()
-  })
-
-  afterAll(async () => {
-    try {
-      if (admin?.isOpen) await admin.close()
-    } finally {
-      await server.dispose()
-      process.removeListener('exit', killAtExit)
-    }
+  beforeAll(() => {
+    admin = redis.admin
   })
 
   /** Conformance harness: each created storage gets a fresh namespace; reopen = close + a new storage on that namespace. */
