@@ -7,7 +7,7 @@
  * answers /health, keeps the well-behaved clients talking, cuts off exactly the abusers, and keeps its memory bounded;
  * and prints the figures (README, "Deploying the server", quotes one run).
  *
- * Seeded: LOAD_SEED=<n> replays a run's choices (the printed seed). Bounded: about 25 s of wall time.
+ * Seeded: LOAD_SEED=<n> replays a run's choices (the printed seed). Bounded: about 15 s of wall time.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
