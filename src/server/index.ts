@@ -489,9 +489,10 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
 
   function onSignalingMessage(c: Conn, buf: Buffer, now: number): void {
     if (!take(c.ops, rate, rateBurst, 1, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'rate limit exceeded')
+    const text = buf.toString('utf8')
     let message: unknown
     try {
-      message = JSON.parse(buf.toString('utf8'))
+      message = JSON.parse(text)
     } catch {
       return violation(c, ServerCloseCode.POLICY_VIOLATION, 'malformed signaling message (not JSON)')
     }
@@ -536,7 +537,6 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         // Spliced rather than re-serialised: JSON.stringify recurses, and a deeply nested publish that JSON.parse
         // accepted would overflow its stack. A "clients" the sender put in is overridden (a JSON reader keeps the
         // last of duplicate keys). Encoded once, the same bytes go to every subscriber.
-        const text = buf.toString('utf8')
         const out = Buffer.from(`${text.slice(0, text.lastIndexOf('}'))},"clients":${subs.size}}`, 'utf8')
         for (const s of subs) sendText(s, out)
         return
