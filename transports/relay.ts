@@ -45,7 +45,8 @@
  * - `LEAVE` (or closing the socket) removes the peer: every remaining peer gets `DOWN(peer)`.
  * - Ordering: ops from one message are handled in order, and everything the server sends one connection keeps the
  *   order it was produced in. A client never receives `FROM(p)` before `UP(p)`/`PEERS` listed p, nor after `DOWN(p)`.
- * - Delivery is best-effort: the server drops `FROM` ops to a receiver whose outgoing buffer is full.
+ * - Delivery is best-effort: the server drops `FROM` ops to a receiver whose outgoing buffer is full, and
+ *   disconnects a receiver whose buffer stays full (a slow consumer; the client reconnects and resyncs).
  * - `PING(nonce)` is answered by `PONG(nonce)`; clients without WebSocket-level pings (browsers) use it to detect a
  *   dead server. The server pings every connection at WebSocket level and drops those silent for two intervals.
  *

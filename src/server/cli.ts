@@ -22,6 +22,12 @@ Options:
   --bytes-per-second <n>     bytes per second per connection (default 4194304)
   --ping-interval <ms>       WebSocket ping interval; clients silent for two
                              intervals are dropped (default 30000)
+  --max-connections <n>      simultaneous connections (default 10000)
+  --max-topics <n>           signaling topics per connection (default 256)
+  --max-buffered-bytes <n>   send buffer per connection above which messages
+                             to it are dropped (default 8388608)
+  --slow-consumer-ms <ms>    a connection over --max-buffered-bytes this long
+                             is cut off as a slow consumer (default 10000)
   --quiet                    do not log connection events
   -h, --help                 show this help
 
@@ -64,6 +70,10 @@ const NUMERIC: Record<string, { key: keyof ServerInit; min: number; max: number 
   '--rate': { key: 'ratePerSecond', min: 1, max: 0xffffffff },
   '--bytes-per-second': { key: 'bytesPerSecond', min: 1, max: 0xffffffff },
   '--ping-interval': { key: 'pingIntervalMs', min: 10, max: 86_400_000 },
+  '--max-connections': { key: 'maxConnections', min: 1, max: 0xffffffff },
+  '--max-topics': { key: 'maxTopicsPerConnection', min: 1, max: 0xffffffff },
+  '--max-buffered-bytes': { key: 'maxBufferedBytes', min: 1024, max: 0xffffffff },
+  '--slow-consumer-ms': { key: 'slowConsumerMs', min: 10, max: 86_400_000 },
 }
 
 const NUMERIC_LIBP2P: Record<string, { key: keyof Libp2pRelayInit; min: number; max: number }> = {

@@ -10,7 +10,9 @@
  *   {"type":"subscribe","topics":["t",...]}    add this connection to each topic (non-string entries are skipped)
  *   {"type":"unsubscribe","topics":["t",...]}  remove it
  *   {"type":"publish","topic":"t",...}         re-sent verbatim, plus "clients": <subscriber count>, to EVERY
- *                                              subscriber of t — the sender included when it is subscribed
+ *                                              subscriber of t — the sender included when it is subscribed (the
+ *                                              text is forwarded as received with `,"clients":n` spliced in before
+ *                                              its closing brace: never re-serialised, encoded once for all)
  *   {"type":"ping"}                            answered {"type":"pong"}
  *   ```
  *   Valid JSON without a known `type` is ignored (as y-webrtc does). Invalid JSON, `topics` that is not an array, a
@@ -29,11 +31,17 @@
  *   clients learn the limits from WELCOME and pace themselves, so only misbehaving clients hit them;
  * - every `pingIntervalMs` the server pings each connection at WebSocket level; a connection from which nothing (no
  *   message, no pong) arrived for more than two intervals is terminated;
- * - frames to a receiver whose send buffer exceeds `maxBufferedBytes` are dropped (best-effort delivery; membership
- *   events are never dropped);
+ * - frames and signaling messages to a receiver whose send buffer exceeds `maxBufferedBytes` are dropped (best-effort
+ *   delivery; relay membership events are never dropped). A receiver whose buffer stays above that for
+ *   `slowConsumerMs`, or grows past twice it, is a slow consumer: its socket is destroyed at once (a close frame would
+ *   wait behind the bytes it does not read, so the client sees 1006), logged and counted with
+ *   {@link ServerCloseCode.SLOW_CONSUMER}. So one connection never holds more than about 2 × `maxBufferedBytes`;
  * - at most `maxConnections` connections (further upgrades get 503) and `maxPeersPerRoom` peers per relay room.
  *
- * Logging: one line per connection event — open, subscribe, join / join refused, violation, timeout, error, close —
+ * Close codes the server sends are listed in {@link ServerCloseCode}.
+ *
+ * Logging: one line per connection event — open, subscribe, join / join refused, violation, slow consumer, timeout,
+ * error, close —
  * each `<ISO time> conn=<n> <event> ...`, with remote address and topic hashes; never topics or peer ids.
  *
  * ```ts
@@ -126,6 +134,12 @@ export interface ServerInit {
    */
   maxBufferedBytes?: number
   /**
+   * A receiver whose send buffer stays above `maxBufferedBytes` this long (or exceeds twice it) is disconnected as a
+   * slow consumer ({@link ServerCloseCode.SLOW_CONSUMER}).
+   * @default 10000
+   */
+  slowConsumerMs?: number
+  /**
    * Receives one line per connection event; `false` silences the server.
    * @default writes to stderr
    */
@@ -150,7 +164,28 @@ export interface ServerStats {
   readonly forwarded: number
   /** Relay frames and signaling messages dropped because a receiver's buffer was full. */
   readonly droppedSlow: number
+  /** Connections dropped as slow consumers (send buffer over `maxBufferedBytes` for `slowConsumerMs`). */
+  readonly slowConsumers: number
 }
+
+/** WebSocket close codes of the server: each names why it closed a connection (logged as `close code=<n>`). */
+export const ServerCloseCode = {
+  /** The server is shutting down; reconnect later. */
+  GOING_AWAY: 1001,
+  /** A text message that is not valid UTF-8. */
+  INVALID_UTF8: 1007,
+  /** Malformed input, a relay protocol violation, too many or too long topics, or a rate limit exceeded. */
+  POLICY_VIOLATION: 1008,
+  /** A message longer than `maxMessageBytes` (also refused from the frame header alone). */
+  MESSAGE_TOO_BIG: 1009,
+  /** Handling the message failed inside the server; only this connection is closed. */
+  INTERNAL_ERROR: 1011,
+  /**
+   * Slow consumer: the send buffer stayed above `maxBufferedBytes` for `slowConsumerMs`. The socket is destroyed
+   * without a close frame (it would queue behind unread bytes), so the client sees 1006; the code is in the log.
+   */
+  SLOW_CONSUMER: 4001,
+} as const
 
 /** A running server. */
 export interface SyncmeshServer {
@@ -178,6 +213,8 @@ interface RelayMembership {
 interface Conn {
   readonly id: number
   readonly ws: WebSocket
+  /** The TCP socket under `ws`, corked while a burst of output to it is produced (see `corkUntilTick`). */
+  readonly socket: Duplex
   readonly remote: string
   readonly openedAt: number
   lastSeen: number
@@ -194,12 +231,14 @@ interface Conn {
   closeReason: string | undefined
   /** The close code the server sent, when it closed the connection. */
   closeCode: number | undefined
+  /** Since when the send buffer has been above maxBufferedBytes (undefined while below). */
+  slowSince: number | undefined
 }
 
 /** Close codes `ws` sends for its own errors (the rest are framing errors: 1002). */
 const WS_ERROR_CLOSE_CODES: Record<string, number> = {
-  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 1009,
-  WS_ERR_INVALID_UTF8: 1007,
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: ServerCloseCode.MESSAGE_TOO_BIG,
+  WS_ERR_INVALID_UTF8: ServerCloseCode.INVALID_UTF8,
 }
 
 /** Output of handling one message: per receiver, the ops to send, in order. */
@@ -236,6 +275,8 @@ function take(bucket: Bucket, rate: number, burst: number, n: number, now: numbe
   return true
 }
 
+const PONG = Buffer.from('{"type":"pong"}')
+
 function formatUrl(scheme: string, host: string, port: number): string {
   return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`
 }
@@ -258,6 +299,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   const maxTopicLength = positiveInt('maxTopicLength', init.maxTopicLength, 1024)
   const maxPeersPerRoom = positiveInt('maxPeersPerRoom', init.maxPeersPerRoom, 1000)
   const maxBufferedBytes = positiveInt('maxBufferedBytes', init.maxBufferedBytes, 8 << 20)
+  const slowConsumerMs = positive('slowConsumerMs', init.slowConsumerMs, 10_000)
   const sink = init.log === undefined ? (line: string) => process.stderr.write(`${line}\n`) : init.log
   const log = (line: string): void => {
     if (sink === false) return
@@ -281,9 +323,10 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   const conns = new Set<Conn>()
   const topics = new Map<string, Set<Conn>>()
   const rooms = new Map<string, Map<string, Conn>>()
+  const corked = new Set<Conn>()
   let nextId = 1
   let closing: Promise<void> | undefined
-  const counters = { connections: 0, violations: 0, timeouts: 0, forwarded: 0, droppedSlow: 0 }
+  const counters = { connections: 0, violations: 0, timeouts: 0, forwarded: 0, droppedSlow: 0, slowConsumers: 0 }
 
   // -- HTTP ---------------------------------------------------------------------------------------------------------
 
@@ -334,6 +377,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     const c: Conn = {
       id: nextId++,
       ws,
+      socket: req.socket,
       remote: `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`,
       openedAt: now,
       lastSeen: now,
@@ -347,6 +391,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       bytesIn: 0,
       closeReason: undefined,
       closeCode: undefined,
+      slowSince: undefined,
     }
     conns.add(c)
     counters.connections++
@@ -357,7 +402,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       } catch (err) {
         // A bug of ours must cost at most this one connection, never the process.
         log(`conn=${c.id} internal error ${(err as Error)?.stack?.split('\n', 2).join(' ') ?? String(err)}`)
-        drop(c, 1011, 'internal error')
+        drop(c, ServerCloseCode.INTERNAL_ERROR, 'internal error')
       }
     })
     ws.on('pong', () => (c.lastSeen = Date.now()))
@@ -435,7 +480,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     const buf = toBuffer(data)
     c.msgsIn++
     c.bytesIn += buf.byteLength
-    if (!take(c.bytes, bytesRate, bytesBurst, buf.byteLength, now)) return violation(c, 1008, 'byte rate limit exceeded')
+    if (!take(c.bytes, bytesRate, bytesBurst, buf.byteLength, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'byte rate limit exceeded')
     if (isBinary) onRelayMessage(c, buf, now)
     else onSignalingMessage(c, buf, now)
   }
@@ -443,12 +488,13 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   // -- signaling (y-webrtc protocol) --------------------------------------------------------------------------------
 
   function onSignalingMessage(c: Conn, buf: Buffer, now: number): void {
-    if (!take(c.ops, rate, rateBurst, 1, now)) return violation(c, 1008, 'rate limit exceeded')
+    if (!take(c.ops, rate, rateBurst, 1, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'rate limit exceeded')
+    const text = buf.toString('utf8')
     let message: unknown
     try {
-      message = JSON.parse(buf.toString('utf8'))
+      message = JSON.parse(text)
     } catch {
-      return violation(c, 1008, 'malformed signaling message (not JSON)')
+      return violation(c, ServerCloseCode.POLICY_VIOLATION, 'malformed signaling message (not JSON)')
     }
     if (message === null || typeof message !== 'object' || Array.isArray(message)) return // ignored, as y-webrtc does
     const m = message as Record<string, unknown>
@@ -459,7 +505,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         const added: string[] = []
         for (const t of list) {
           if (c.topics.has(t)) continue
-          if (c.topics.size >= maxTopicsPerConnection) return violation(c, 1008, `more than ${maxTopicsPerConnection} topics`)
+          if (c.topics.size >= maxTopicsPerConnection) return violation(c, ServerCloseCode.POLICY_VIOLATION, `more than ${maxTopicsPerConnection} topics`)
           c.topics.add(t)
           let subs = topics.get(t)
           if (subs === undefined) topics.set(t, (subs = new Set()))
@@ -488,13 +534,15 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         if (typeof t !== 'string' || t === '') return
         const subs = topics.get(t)
         if (subs === undefined) return
-        m['clients'] = subs.size
-        const text = JSON.stringify(m)
-        for (const s of subs) sendText(s, text)
+        // Spliced rather than re-serialised: JSON.stringify recurses, and a deeply nested publish that JSON.parse
+        // accepted would overflow its stack. A "clients" the sender put in is overridden (a JSON reader keeps the
+        // last of duplicate keys). Encoded once, the same bytes go to every subscriber.
+        const out = Buffer.from(`${text.slice(0, text.lastIndexOf('}'))},"clients":${subs.size}}`, 'utf8')
+        for (const s of subs) sendText(s, out)
         return
       }
       case 'ping':
-        sendText(c, '{"type":"pong"}')
+        sendText(c, PONG)
         return
       default:
         return // unknown types are ignored, as y-webrtc does
@@ -505,14 +553,14 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   function topicList(c: Conn, value: unknown): string[] | undefined {
     if (value === undefined || value === null) return []
     if (!Array.isArray(value)) {
-      violation(c, 1008, 'malformed signaling message (topics is not an array)')
+      violation(c, ServerCloseCode.POLICY_VIOLATION, 'malformed signaling message (topics is not an array)')
       return undefined
     }
     const out: string[] = []
     for (const t of value) {
       if (typeof t !== 'string') continue // skipped, as y-webrtc does
       if (t.length > maxTopicLength) {
-        violation(c, 1008, `topic longer than ${maxTopicLength}`)
+        violation(c, ServerCloseCode.POLICY_VIOLATION, `topic longer than ${maxTopicLength}`)
         return undefined
       }
       out.push(t)
@@ -520,17 +568,62 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     return out
   }
 
-  function sendText(to: Conn, text: string): void {
+  function sendText(to: Conn, text: Buffer): void {
     if (to.closed || to.ws.readyState !== 1) return
-    if (to.ws.bufferedAmount > maxBufferedBytes) {
+    if (congested(to, Date.now())) {
       counters.droppedSlow++
       return
     }
     try {
-      to.ws.send(text)
+      corkUntilTick(to)
+      to.ws.send(text, { binary: false })
     } catch {
-      drop(to, 1011, 'send failed')
+      drop(to, ServerCloseCode.INTERNAL_ERROR, 'send failed')
     }
+  }
+
+  /**
+   * Corks `to`'s socket until the current task ends: everything sent to it while handling one inbound chunk (which
+   * may hold thousands of small messages, each fanned out to every subscriber) leaves in one write instead of one
+   * system call per message — the cost that dominated a publish burst.
+   */
+  function corkUntilTick(to: Conn): void {
+    if (corked.has(to)) return
+    corked.add(to)
+    to.socket.cork()
+    if (corked.size === 1) process.nextTick(uncorkAll)
+  }
+
+  function uncorkAll(): void {
+    for (const c of corked) c.socket.uncork()
+    corked.clear()
+  }
+
+  /**
+   * Whether `to`'s send buffer is over maxBufferedBytes (so droppable output to it is dropped). A receiver over it for
+   * slowConsumerMs, or over twice it, is cut off as a slow consumer (and so counts as congested too).
+   */
+  function congested(to: Conn, now: number): boolean {
+    const buffered = to.ws.bufferedAmount
+    if (buffered <= maxBufferedBytes) {
+      to.slowSince = undefined
+      return false
+    }
+    to.slowSince ??= now
+    if (now - to.slowSince >= slowConsumerMs || buffered > 2 * maxBufferedBytes) cutSlowConsumer(to, buffered, now - to.slowSince)
+    return true
+  }
+
+  /** Destroys a slow consumer's socket now: a close frame would queue behind the bytes it does not read. */
+  function cutSlowConsumer(c: Conn, buffered: number, forMs: number): void {
+    if (c.closed) return
+    counters.slowConsumers++
+    log(`conn=${c.id} slow consumer buffered=${buffered} over=${maxBufferedBytes} for=${forMs}ms`)
+    c.closed = true
+    c.closeReason = 'slow consumer'
+    c.closeCode = ServerCloseCode.SLOW_CONSUMER
+    detach(c)
+    c.ws.terminate()
   }
 
   // -- relay --------------------------------------------------------------------------------------------------------
@@ -540,9 +633,9 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     try {
       ops = decodeClientMessage(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength))
     } catch (err) {
-      return violation(c, 1008, `malformed relay message: ${(err as Error).message}`)
+      return violation(c, ServerCloseCode.POLICY_VIOLATION, `malformed relay message: ${(err as Error).message}`)
     }
-    if (!take(c.ops, rate, rateBurst, ops.length, now)) return violation(c, 1008, 'rate limit exceeded')
+    if (!take(c.ops, rate, rateBurst, ops.length, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'rate limit exceeded')
     const out: Outbox = new Map()
     let problem: string | undefined
     for (const op of ops) {
@@ -607,7 +700,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     }
     // What was produced before a violation goes out first, so no FROM(c) can follow the DOWN(c) the violation causes.
     flush(out)
-    if (problem !== undefined) violation(c, 1008, `relay protocol violation: ${problem}`)
+    if (problem !== undefined) violation(c, ServerCloseCode.POLICY_VIOLATION, `relay protocol violation: ${problem}`)
   }
 
   function leaveRoom(c: Conn, out: Outbox): void {
@@ -633,15 +726,17 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   function flush(out: Outbox): void {
     for (const [to, items] of out) {
       if (to.closed || to.ws.readyState !== 1) continue
-      const slow = to.ws.bufferedAmount > maxBufferedBytes
+      const slow = congested(to, Date.now())
+      if (to.closed) continue
       let batch: Uint8Array[] = []
       let size = 1
       const emit = (): void => {
         if (batch.length === 0) return
         try {
+          corkUntilTick(to)
           to.ws.send(encodeRelayMessage(batch))
         } catch {
-          drop(to, 1011, 'send failed')
+          drop(to, ServerCloseCode.INTERNAL_ERROR, 'send failed')
         }
         batch = []
         size = 1
@@ -668,6 +763,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     const now = Date.now()
     for (const c of conns) {
       if (c.closed) continue
+      if (congested(c, now) && c.closed) continue
       const silent = now - c.lastSeen
       if (silent > 2 * pingIntervalMs) {
         counters.timeouts++
@@ -723,12 +819,12 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         for (const c of open) {
           c.closed = true
           c.closeReason ??= 'shutdown'
-          c.closeCode ??= 1001
+          c.closeCode ??= ServerCloseCode.GOING_AWAY
           detach(c)
         }
         for (const c of open) {
           try {
-            c.ws.close(1001, 'server shutting down')
+            c.ws.close(ServerCloseCode.GOING_AWAY, 'server shutting down')
           } catch {
             c.ws.terminate()
           }

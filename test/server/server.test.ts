@@ -474,6 +474,49 @@ describe('hostile input never crashes the server or affects other clients', () =
     expect(s.stats().clients).toBeLessThanOrEqual(4 + 10)
   })
 
+  it('a receiver that stops reading is cut off as a slow consumer (4001, logged and counted); bystanders are not', async () => {
+    const { s, logs } = await server({ maxBufferedBytes: 256 * 1024, slowConsumerMs: 200, bytesPerSecond: 64 << 20, ratePerSecond: 100_000 })
+    const check = await bystanders(s.url)
+    const slow = await client(s.url)
+    slow.sendJson({ type: 'subscribe', topics: ['sink'] })
+    const reader = await client(s.url)
+    reader.sendJson({ type: 'subscribe', topics: ['sink'] })
+    await sleep(30)
+    ;(slow.ws as unknown as { _socket: { pause(): void } })._socket.pause()
+    const publisher = await client(s.url)
+    const big = JSON.stringify({ type: 'publish', topic: 'sink', data: 'x'.repeat(8000) })
+    await until(
+      () => {
+        for (let i = 0; i < 50; i++) publisher.ws.send(big)
+        return s.stats().slowConsumers > 0
+      },
+      10_000,
+      'the slow consumer to be cut off',
+    )
+    expect(logs.filter((l) => / slow consumer buffered=\d+ over=262144 for=\d+ms/.test(l))).toHaveLength(1)
+    await until(() => logs.some((l) => / close code=4001 .*by=server/.test(l)), 3000, 'the close line')
+    expect(reader.closed).toBeUndefined()
+    expect(publisher.closed).toBeUndefined()
+    expect(s.stats().droppedSlow).toBeGreaterThan(0)
+    await check()
+  })
+
+  it('a publish is forwarded as received with "clients" spliced in: nesting too deep to re-serialise, a forged count', async () => {
+    const { s } = await server()
+    const check = await bystanders(s.url)
+    const a = await client(s.url)
+    a.sendJson({ type: 'subscribe', topics: ['deep'] })
+    await sleep(30)
+    const deep = `{"type":"publish", "topic":"deep","clients":99,"data":${'['.repeat(50_000)}${']'.repeat(50_000)}}  `
+    a.ws.send(deep)
+    await until(() => a.texts.length > 0, 3000, 'the publish to come back')
+    expect(a.texts[0]).toBe(`${deep.trimEnd().slice(0, -1)},"clients":1}`)
+    expect((JSON.parse(a.texts[0]!) as { clients: number }).clients).toBe(1)
+    expect(a.closed).toBeUndefined()
+    expect(s.stats().violations).toBe(0)
+    await check()
+  })
+
   it('a silent client (no pong, no message) is dropped after two ping intervals; a live one stays', async () => {
     const { s, logs } = await server({ pingIntervalMs: 100 })
     const live = await client(s.url)
@@ -507,6 +550,12 @@ describe('the syncmesh CLI', () => {
       options: { host: '::1', port: 0, ratePerSecond: 50 },
       quiet: true,
     })
+    expect(parseCli(['serve', '--max-connections', '500', '--max-topics=32', '--max-buffered-bytes', '1048576', '--slow-consumer-ms', '5000'])).toEqual({
+      kind: 'serve',
+      options: { maxConnections: 500, maxTopicsPerConnection: 32, maxBufferedBytes: 1048576, slowConsumerMs: 5000 },
+      quiet: false,
+    })
+    expect(parseCli(['serve', '--slow-consumer-ms', '5'])).toMatchObject({ kind: 'error', message: expect.stringContaining('10..') })
     expect(parseCli(['serve', '--port', '70000'])).toMatchObject({ kind: 'error', message: expect.stringContaining('0..65535') })
     expect(parseCli(['serve', '--port'])).toMatchObject({ kind: 'error', message: '--port needs a value' })
     expect(parseCli(['serve', '--port', '--host'])).toMatchObject({ kind: 'error' })
