@@ -1,9 +1,16 @@
 /**
  * `syncmesh` — CRDT-first peer-to-peer replication: records as LWW maps stamped by hybrid logical clocks, delta sync
  * over any transport, local-first storage. This entry point: `createReplica`, the collection API, the named errors,
- * and the CRDT primitives of `syncmesh/crdt`.
+ * and the CRDT primitives most apps use (the rest, with the record store and codecs, is in `syncmesh/crdt`).
  */
-export * from '../crdt/index.js'
+// The primitives people use beside the replica; the record store and the codecs stay in `syncmesh/crdt`.
+export { SyncmeshError, DecodeError, ClockDriftError, ClockOverflowError, InvalidValueError } from '../crdt/errors.js'
+export { type Timestamp, compareTimestamps } from '../crdt/timestamp.js'
+export { HLC, type HLCInit } from '../crdt/hlc.js'
+export { type Value } from '../crdt/value.js'
+export { LWWRegister } from '../crdt/lww-register.js'
+export { LWWMap } from '../crdt/lww-map.js'
+export { type VersionVector } from '../crdt/version-vector.js'
 export {
   createReplica,
   roomTopic,
