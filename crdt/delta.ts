@@ -22,7 +22,7 @@
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
  */
 import { Reader, Writer } from './bytes.js'
-import { DecodeError } from './errors.js'
+import { DecodeError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './timestamp.js'
 import { type Value, readValue, writeValue } from './value.js'
 import type { VersionVector } from './version-vector.js'
@@ -91,7 +91,7 @@ export function encodeDelta(delta: Delta): Uint8Array {
       if (!names.has(f.name)) names.set(f.name, names.size)
     }
   }
-  if (peers.size > MAX_DELTA_PEERS) throw new RangeError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
+  if (peers.size > MAX_DELTA_PEERS) throw new InvalidArgumentError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
   if (peers.size === 0) baseWall = 0
   const nPeers = peers.size
   const w = scratch

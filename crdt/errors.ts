@@ -37,6 +37,16 @@ export class ClockOverflowError extends SyncmeshError {
   override readonly code = 'CLOCK_OVERFLOW'
 }
 
+/** A caller passed an argument of the wrong type or out of range (a programming error, not bad data from a peer). */
+export class InvalidArgumentError extends SyncmeshError {
+  override readonly code = 'INVALID_ARGUMENT'
+}
+
+/** `err` if it is an Error, else an Error carrying its text (for values thrown or rejected by other code). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
+
 /** A value that syncmesh cannot store: not JSON, not `Uint8Array`, cyclic, too deep, or a bad record shape. */
 export class InvalidValueError extends SyncmeshError {
   override readonly code = 'INVALID_VALUE'

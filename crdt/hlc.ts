@@ -1,4 +1,4 @@
-import { ClockDriftError, ClockOverflowError } from './errors.js'
+import { ClockDriftError, ClockOverflowError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason, invalidTimestampReason } from './timestamp.js'
 
 /** Options of {@link HLC}. */
@@ -40,9 +40,9 @@ export class HLC {
 
   constructor(peer: string, init: HLCInit = {}) {
     const reason = invalidPeerReason(peer)
-    if (reason) throw new TypeError(`HLC: ${reason}`)
+    if (reason) throw new InvalidArgumentError(`HLC: ${reason}`)
     const maxDriftMs = init.maxDriftMs ?? 60_000
-    if (!(maxDriftMs >= 0)) throw new TypeError('HLC: maxDriftMs must be a non-negative number')
+    if (!(maxDriftMs >= 0)) throw new InvalidArgumentError('HLC: maxDriftMs must be a non-negative number')
     this.peer = peer
     this.maxDriftMs = maxDriftMs
     this.physical = init.now ?? Date.now
@@ -69,7 +69,7 @@ export class HLC {
    */
   receive(remote: Timestamp): Timestamp {
     const reason = invalidTimestampReason(remote)
-    if (reason) throw new TypeError(`HLC.receive: ${reason}`)
+    if (reason) throw new InvalidArgumentError(`HLC.receive: ${reason}`)
     const pt = this.readPhysical()
     if (remote.wall > pt + this.maxDriftMs) {
       throw new ClockDriftError(
@@ -108,7 +108,7 @@ export class HLC {
    */
   restore(ts: Timestamp): void {
     const reason = invalidTimestampReason(ts)
-    if (reason) throw new TypeError(`HLC.restore: ${reason}`)
+    if (reason) throw new InvalidArgumentError(`HLC.restore: ${reason}`)
     if (ts.wall > this.wall || (ts.wall === this.wall && ts.counter > this.counter)) {
       this.wall = ts.wall
       this.counter = ts.counter
@@ -122,7 +122,7 @@ export class HLC {
 
   private readPhysical(): number {
     const t = this.physical()
-    if (typeof t !== 'number' || Number.isNaN(t)) throw new TypeError('HLC: the physical clock returned a non-number')
+    if (typeof t !== 'number' || Number.isNaN(t)) throw new InvalidArgumentError('HLC: the physical clock returned a non-number')
     return Math.min(Math.max(Math.floor(t), 0), MAX_WALL)
   }
 }

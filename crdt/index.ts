@@ -2,7 +2,7 @@
  * `syncmesh/crdt` — the pure CRDT core: hybrid logical clocks, last-writer-wins registers and maps, version vectors,
  * the record store and its binary codec. No I/O, no timers, no dependencies; clocks are injected.
  */
-export { SyncmeshError, DecodeError, ClockDriftError, ClockOverflowError, InvalidValueError } from './errors.js'
+export { SyncmeshError, DecodeError, ClockDriftError, ClockOverflowError, InvalidValueError, InvalidArgumentError } from './errors.js'
 export {
   type Timestamp,
   MAX_WALL,

@@ -1,6 +1,6 @@
 import { Writer } from './bytes.js'
 import { type Delta, type FieldDelta, type RecordDelta, type RecordRef, decodeDelta, encodeDelta } from './delta.js'
-import { InvalidValueError } from './errors.js'
+import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { murmur3x128 } from './hash.js'
 import { LWWMap } from './lww-map.js'
 import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
@@ -380,7 +380,7 @@ function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */
 function checkTimestamp(ts: Timestamp): void {
   const reason = invalidTimestampReason(ts)
-  if (reason) throw new TypeError(`invalid write timestamp: ${reason}`)
+  if (reason) throw new InvalidArgumentError(`invalid write timestamp: ${reason}`)
 }
 
 function checkRef(collection: string, id: string): void {

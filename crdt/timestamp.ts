@@ -1,4 +1,4 @@
-import { DecodeError } from './errors.js'
+import { DecodeError, InvalidArgumentError } from './errors.js'
 
 /** A hybrid logical clock timestamp: physical wall time in ms, a logical counter, and the issuing peer's id. */
 export interface Timestamp {
@@ -52,7 +52,7 @@ export function invalidTimestampReason(ts: unknown): string | undefined {
  */
 export function encodeTimestamp(ts: Timestamp): string {
   const reason = invalidTimestampReason(ts)
-  if (reason) throw new TypeError(`encodeTimestamp: ${reason}`)
+  if (reason) throw new InvalidArgumentError(`encodeTimestamp: ${reason}`)
   return ts.wall.toString(16).padStart(12, '0') + ts.counter.toString(16).padStart(8, '0') + ts.peer
 }
 

@@ -15,6 +15,7 @@ import {
   RECEIVE_HEADROOM,
   type Timestamp,
   compareTimestamps,
+  InvalidArgumentError,
 } from '../crdt/index.js'
 import { anyPeerArb, peerArb } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
@@ -239,7 +240,7 @@ describe('HLC', () => {
         } catch (e) {
           threw = e
         }
-        check(threw instanceof TypeError, () => `receive(${JSON.stringify(remote)}) threw ${String(threw)}`)
+        check(threw instanceof InvalidArgumentError, () => `receive(${JSON.stringify(remote)}) threw ${String(threw)}`)
         check(compareTimestamps(clock.peek(), before) === 0, () => 'an invalid remote changed the clock')
       },
     ),

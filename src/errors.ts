@@ -56,6 +56,25 @@ export class StorageCorruptError extends SyncmeshError {
   }
 }
 
+/**
+ * A store could not be opened. `code` says why: `'STORAGE_LOCKED'` (it is already open, in this or another
+ * process), `'STORAGE_NOT_FOUND'` (nothing there and creating was not allowed) or `'STORAGE_OPEN_FAILED'`.
+ */
+export class StorageOpenError extends SyncmeshError {
+  constructor(
+    message: string,
+    override readonly code: 'STORAGE_LOCKED' | 'STORAGE_NOT_FOUND' | 'STORAGE_OPEN_FAILED',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
+/** A storage backend answered in a way syncmesh does not expect (a reply of the wrong type or shape). */
+export class StorageProtocolError extends SyncmeshError {
+  override readonly code = 'STORAGE_PROTOCOL'
+}
+
 /** A storage adapter was used after `close()`. */
 export class StorageClosedError extends SyncmeshError {
   override readonly code = 'STORAGE_CLOSED'

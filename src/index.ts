@@ -4,7 +4,7 @@
  * and the CRDT primitives most apps use (the rest, with the record store and codecs, is in `syncmesh/crdt`).
  */
 // The primitives people use beside the replica; the record store and the codecs stay in `syncmesh/crdt`.
-export { SyncmeshError, DecodeError, ClockDriftError, ClockOverflowError, InvalidValueError } from '../crdt/errors.js'
+export { SyncmeshError, DecodeError, ClockDriftError, ClockOverflowError, InvalidValueError, InvalidArgumentError } from '../crdt/errors.js'
 export { type Timestamp, compareTimestamps } from '../crdt/timestamp.js'
 export { HLC, type HLCInit } from '../crdt/hlc.js'
 export { type Value } from '../crdt/value.js'
@@ -34,6 +34,8 @@ export {
   SyncTimeoutError,
   StorageCorruptError,
   StorageClosedError,
+  StorageOpenError,
+  StorageProtocolError,
   AuthError,
   SharingUnavailableError,
   LeaseLostError,

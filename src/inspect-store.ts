@@ -7,6 +7,7 @@
 import { cp, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { asError } from '../crdt/errors.js'
 import type { Timestamp } from '../crdt/timestamp.js'
 import { StorageCorruptError } from './errors.js'
 import { vectorSnapshot, type VectorSnapshot } from './inspect.js'
@@ -89,7 +90,7 @@ export async function runInspect(argv: readonly string[], io: { out(s: string): 
     io.out(json ? JSON.stringify(report, null, 2) : formatStoreReport(report))
     return 0
   } catch (err) {
-    const e = err instanceof Error ? err : new Error(String(err))
+    const e = asError(err)
     io.err(`syncmesh inspect: ${e.name}: ${e.message}`)
     return 1
   }

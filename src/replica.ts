@@ -1,6 +1,6 @@
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
-import { InvalidValueError } from '../crdt/errors.js'
+import { InvalidArgumentError, InvalidValueError, asError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
 import type { RecordRef } from '../crdt/delta.js'
 import type { StoredRecord } from '../crdt/record-store.js'
@@ -369,7 +369,7 @@ export class ReplicaImpl implements Replica {
 
   on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void {
     const set = this.listeners[event] as Set<ReplicaEvents[E]> | undefined
-    if (!set) throw new TypeError(`unknown replica event ${JSON.stringify(event)}`)
+    if (!set) throw new InvalidArgumentError(`unknown replica event ${JSON.stringify(event)}`)
     set.add(fn)
     return () => set.delete(fn)
   }
@@ -640,6 +640,3 @@ class CollectionImpl<T extends RecordShape> implements Collection<T> {
   }
 }
 
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}

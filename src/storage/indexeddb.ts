@@ -32,8 +32,8 @@
  * The same happens when the browser closes the connection itself (site data cleared). Opening never upgrades past
  * version 1, so this storage never blocks other tabs nor is blocked by tabs running the same build.
  */
-import { SyncmeshError } from '../../crdt/errors.js'
-import { SharingUnavailableError, StorageClosedError, StorageCorruptError } from '../errors.js'
+import { InvalidArgumentError, SyncmeshError } from '../../crdt/errors.js'
+import { SharingUnavailableError, StorageClosedError, StorageCorruptError, StorageProtocolError } from '../errors.js'
 import { realmLocks, webLockManager, webLocks } from '../tabs/locks.js'
 import type { Locks, Storage, StorageOp, StorageSharing } from './types.js'
 
@@ -100,7 +100,7 @@ export class IndexedDBStorage implements Storage {
   private readonly inflight = new Set<Promise<unknown>>()
 
   constructor(name: string, options: IndexedDBStorageInit = {}) {
-    if (typeof name !== 'string' || name === '') throw new TypeError('indexedDBStorage: name must be a non-empty string')
+    if (typeof name !== 'string' || name === '') throw new InvalidArgumentError('indexedDBStorage: name must be a non-empty string')
     const g = globalThis as { indexedDB?: IDBFactory; IDBKeyRange?: typeof IDBKeyRange }
     const factory = options.indexedDB ?? g.indexedDB
     if (!factory) {
@@ -132,7 +132,7 @@ export class IndexedDBStorage implements Storage {
     // Copied now: the caller may reuse its buffer before the transaction starts. A compact copy also keeps a view's
     // whole underlying buffer out of the database (structured clone copies the buffer, not just the view).
     const copy = data instanceof Uint8Array ? data.slice() : undefined
-    const k = copy ? copyKey(key, 'save') : new TypeError('save: data must be a Uint8Array')
+    const k = copy ? copyKey(key, 'save') : new InvalidArgumentError('save: data must be a Uint8Array')
     return this.op('readwrite', k, (store, k) => {
       store.put(copy, k)
       return () => undefined
@@ -156,7 +156,7 @@ export class IndexedDBStorage implements Storage {
       const key = copyKey(op.key, 'batch')
       if (key instanceof Error) problem ??= key
       else if (op.type === 'del') prepared.push({ key, data: undefined })
-      else if (!(op.data instanceof Uint8Array)) problem ??= new TypeError('batch: data must be a Uint8Array')
+      else if (!(op.data instanceof Uint8Array)) problem ??= new InvalidArgumentError('batch: data must be a Uint8Array')
       else prepared.push({ key, data: op.data.slice() })
     }
     return this.op('readwrite', problem ?? prepared, (store, list) => {
@@ -179,7 +179,7 @@ export class IndexedDBStorage implements Storage {
       return () => {
         const ks = keys.result
         const vs: unknown[] = values.result
-        if (ks.length !== vs.length) throw new Error(`IndexedDB returned ${ks.length} keys but ${vs.length} values`)
+        if (ks.length !== vs.length) throw new StorageProtocolError(`IndexedDB returned ${ks.length} keys but ${vs.length} values`)
         const out: Entry[] = new Array(ks.length)
         for (let i = 0; i < ks.length; i++) {
           const key = ks[i]
@@ -275,7 +275,7 @@ export class IndexedDBStorage implements Storage {
         const db = req.result
         if (!db.objectStoreNames.contains(STORE)) {
           db.close()
-          fail(new Error(`database "${this.name}" (version ${db.version}) has no object store "${STORE}": it was not created by syncmesh`))
+          fail(new StorageCorruptError(`database "${this.name}" (version ${db.version}) has no object store "${STORE}": it was not created by syncmesh`, []))
           return
         }
         db.onversionchange = (event) => {
@@ -331,9 +331,9 @@ function isStringArray(key: unknown): key is string[] {
   return Array.isArray(key) && key.every((e) => typeof e === 'string')
 }
 
-/** A private copy of a key, or the TypeError to reject with (the caller's array may change before we use it). */
+/** A private copy of a key, or the InvalidArgumentError to reject with (the caller's array may change before we use it). */
 function copyKey(key: string[], method: string): string[] | Error {
-  if (!isStringArray(key)) return new TypeError(`${method}: key must be an array of strings`)
+  if (!isStringArray(key)) return new InvalidArgumentError(`${method}: key must be an array of strings`)
   return [...key]
 }
 

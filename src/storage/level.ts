@@ -50,7 +50,7 @@
  *   garbage or missing, a write-ahead log with a damaged record (checked before LevelDB's lenient recovery would drop
  *   it, see "Write-ahead log check" below), a LevelDB that is not a syncmesh store, and a corrupt block or key found while reading:
  *   {@link StorageCorruptError} (message names the path; `key` is the storage key being read, or `[]` for the store);
- * - a store already open (in this process or another): an `Error` with `code: 'STORAGE_LOCKED'`;
+ * - a store already open (in this process or another): a `StorageOpenError` with `code: 'STORAGE_LOCKED'`;
  * - any call after `close()`: {@link StorageClosedError}.
  * Opening is lazy (the first call waits for it, and every call rejects with the open error when it fails); use
  * {@link LevelStorage.open} to open eagerly.
@@ -58,7 +58,8 @@
 import { readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ClassicLevel } from 'classic-level'
-import { StorageClosedError, StorageCorruptError } from '../errors.js'
+import { InvalidArgumentError } from '../../crdt/errors.js'
+import { StorageClosedError, StorageCorruptError, StorageOpenError } from '../errors.js'
 import type { Storage, StorageOp } from './types.js'
 
 /** Options of {@link levelStorage}. */
@@ -107,10 +108,10 @@ const RANGE_CHUNK = 1024
 
 /** Encodes a storage key into LevelDB key bytes (see the file header); throws TypeError when it is not a string array. */
 export function encodeLevelKey(key: readonly string[]): Uint8Array {
-  if (!Array.isArray(key)) throw new TypeError(`a storage key must be an array of strings, got ${typeof key}`)
+  if (!Array.isArray(key)) throw new InvalidArgumentError(`a storage key must be an array of strings, got ${typeof key}`)
   let max = 1
   for (const e of key) {
-    if (typeof e !== 'string') throw new TypeError(`a storage key must be an array of strings, got an element of type ${typeof e}`)
+    if (typeof e !== 'string') throw new InvalidArgumentError(`a storage key must be an array of strings, got an element of type ${typeof e}`)
     max += 3 * e.length + 1
   }
   const out = new Uint8Array(max)
@@ -198,10 +199,6 @@ function levelMessage(err: unknown): string {
   return cause ?? (err instanceof Error ? err.message : String(err))
 }
 
-function codedError(message: string, code: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, cause === undefined ? undefined : { cause }), { code })
-}
-
 /**
  * Whether a LevelDB error means damaged files rather than a failing system: corruption, or an I/O error about a file
  * of the store that is missing or cut short (LevelDB reports a truncated table as EINVAL, a vanished one as ENOENT).
@@ -235,7 +232,7 @@ async function checkLocation(location: string, createIfMissing: boolean): Promis
   } catch (err) {
     if (hasCode(err, 'ENOENT')) {
       if (createIfMissing) return
-      throw codedError(`no LevelDB store at ${location} (and createIfMissing is false)`, 'STORAGE_NOT_FOUND', err)
+      throw new StorageOpenError(`no LevelDB store at ${location} (and createIfMissing is false)`, 'STORAGE_NOT_FOUND', { cause: err })
     }
     throw err
   }
@@ -253,7 +250,7 @@ async function checkLocation(location: string, createIfMissing: boolean): Promis
       [],
     )
   }
-  if (names.length > 0 && !createIfMissing) throw codedError(`no LevelDB store at ${location} (and createIfMissing is false)`, 'STORAGE_NOT_FOUND')
+  if (names.length > 0 && !createIfMissing) throw new StorageOpenError(`no LevelDB store at ${location} (and createIfMissing is false)`, 'STORAGE_NOT_FOUND')
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -347,11 +344,11 @@ function openError(location: string, err: unknown): unknown {
   const code = levelCode(err)
   const message = levelMessage(err)
   if (code === 'LEVEL_LOCKED') {
-    return codedError(`LevelDB store at ${location} is locked: it is already open (in this or another process): ${message}`, 'STORAGE_LOCKED', err)
+    return new StorageOpenError(`LevelDB store at ${location} is locked: it is already open (in this or another process): ${message}`, 'STORAGE_LOCKED', { cause: err })
   }
   // Includes CURRENT naming a MANIFEST that does not exist, and a truncated table file (both I/O errors to LevelDB).
   if (isDamage(err)) return new StorageCorruptError(`LevelDB store at ${location} is corrupt: ${message}`, [], { cause: err })
-  return codedError(`could not open LevelDB store at ${location}: ${message}`, 'STORAGE_OPEN_FAILED', err)
+  return new StorageOpenError(`could not open LevelDB store at ${location}: ${message}`, 'STORAGE_OPEN_FAILED', { cause: err })
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -399,7 +396,7 @@ export class LevelStorage implements Storage {
   private compacting: Promise<void> | undefined
 
   constructor(location: string, init: LevelStorageInit = {}) {
-    if (typeof location !== 'string' || location.length === 0) throw new TypeError('levelStorage: location must be a non-empty path')
+    if (typeof location !== 'string' || location.length === 0) throw new InvalidArgumentError('levelStorage: location must be a non-empty path')
     this.location = location
     this.init = init
     this.compactAfterBytes = init.compactAfterBytes ?? DEFAULT_COMPACT_AFTER_BYTES
@@ -471,7 +468,7 @@ export class LevelStorage implements Storage {
           encoded.push({ type: 'del', key })
           continue
         }
-        if (!(op.data instanceof Uint8Array)) throw new TypeError('save: data must be a Uint8Array')
+        if (!(op.data instanceof Uint8Array)) throw new InvalidArgumentError('save: data must be a Uint8Array')
         // Copied now: the caller may reuse its buffer as soon as the call returns.
         encoded.push({ type: 'put', key, value: op.data.slice() })
         bytes += op.data.byteLength

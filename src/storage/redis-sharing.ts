@@ -47,6 +47,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { deserialize, serialize } from 'node:v8'
+import { InvalidArgumentError } from '../../crdt/errors.js'
 import { abortError } from '../tabs/locks.js'
 import type { Lease, Locks, SharedChannel, StorageSharing } from './types.js'
 
@@ -91,7 +92,7 @@ const POLL_MAX_MS = 250
 
 /** The sharing of a Redis namespace, and `close()` for the storage to call when it closes. */
 export function redisSharing(init: RedisSharingInit): { sharing: StorageSharing; close(): void } {
-  if (!(Number.isFinite(init.ttlMs) && init.ttlMs >= 30)) throw new TypeError('redisStorage: `lockTtlMs` must be a number ≥ 30')
+  if (!(Number.isFinite(init.ttlMs) && init.ttlMs >= 30)) throw new InvalidArgumentError('redisStorage: `lockTtlMs` must be a number ≥ 30')
   const key = `syncmesh/redis/${init.db}/${init.namespace}`
   const rest = (name: string): string => (name.startsWith(`${key}/`) ? name.slice(key.length + 1) : name)
   const conns = new Connections(init.client, init.onError)

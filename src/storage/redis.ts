@@ -77,7 +77,8 @@
  * (a per-command RESP type mapping), whatever the client's own type mapping or RESP version.
  */
 import { type RedisClientType, type RedisFunctions, type RedisModules, type RedisScripts, type RespVersions, type TypeMapping, RESP_TYPES, createClient } from 'redis'
-import { StorageClosedError, StorageCorruptError } from '../errors.js'
+import { InvalidArgumentError } from '../../crdt/errors.js'
+import { StorageClosedError, StorageCorruptError, StorageProtocolError } from '../errors.js'
 import { type DuplicableClient, redisSharing } from './redis-sharing.js'
 import type { Storage, StorageOp, StorageSharing } from './types.js'
 
@@ -148,9 +149,9 @@ export class RedisStorage implements Storage {
   readonly sharing: StorageSharing
 
   constructor(init: RedisStorageInit = {}) {
-    if (init.client !== undefined && init.url !== undefined) throw new TypeError('redisStorage: give either `client` or `url`, not both')
+    if (init.client !== undefined && init.url !== undefined) throw new InvalidArgumentError('redisStorage: give either `client` or `url`, not both')
     const namespace = init.namespace ?? 'syncmesh'
-    if (typeof namespace !== 'string' || namespace === '') throw new TypeError('redisStorage: `namespace` must be a non-empty string')
+    if (typeof namespace !== 'string' || namespace === '') throw new InvalidArgumentError('redisStorage: `namespace` must be a non-empty string')
     this.valuesKey = `${namespace}:values`
     this.indexKey = `${namespace}:index`
     if (init.client !== undefined) {
@@ -184,7 +185,7 @@ export class RedisStorage implements Storage {
   /** {@inheritDoc Storage.save} */
   save(key: string[], data: Uint8Array): Promise<void> {
     return this.run(async () => {
-      if (!(data instanceof Uint8Array)) throw new TypeError('RedisStorage.save: data must be a Uint8Array')
+      if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('RedisStorage.save: data must be a Uint8Array')
       const k = encodeKey(checkKey(key))
       // Buffer.from(bytes) copies, so a caller that reuses its array after save() returns cannot change what is sent.
       await transaction(this.client.multi().addCommand(['HSET', this.valuesKey, k, Buffer.from(data)]).addCommand(['ZADD', this.indexKey, '0', k]))
@@ -210,7 +211,7 @@ export class RedisStorage implements Storage {
           multi.addCommand(['HDEL', this.valuesKey, k]).addCommand(['ZREM', this.indexKey, k])
           continue
         }
-        if (!(op.data instanceof Uint8Array)) throw new TypeError('RedisStorage.batch: data must be a Uint8Array')
+        if (!(op.data instanceof Uint8Array)) throw new InvalidArgumentError('RedisStorage.batch: data must be a Uint8Array')
         multi.addCommand(['HSET', this.valuesKey, k, Buffer.from(op.data)]).addCommand(['ZADD', this.indexKey, '0', k])
       }
       if (ops.length > 0) await transaction(multi)
@@ -308,18 +309,18 @@ const LEX_EXCLUSIVE = Buffer.from('(')
 const ONE = Buffer.from([1])
 
 function copyBytes(reply: unknown): Uint8Array {
-  if (!(reply instanceof Uint8Array)) throw new TypeError(`unexpected Redis reply: ${typeof reply}`)
+  if (!(reply instanceof Uint8Array)) throw new StorageProtocolError(`unexpected Redis reply: ${typeof reply}`)
   return new Uint8Array(reply) // a fresh copy: the reply may be a view into a larger socket chunk
 }
 
 function asArray(reply: unknown, command: string): unknown[] {
-  if (!Array.isArray(reply)) throw new TypeError(`unexpected Redis reply to ${command}: ${typeof reply}`)
+  if (!Array.isArray(reply)) throw new StorageProtocolError(`unexpected Redis reply to ${command}: ${typeof reply}`)
   return reply
 }
 
 function asBufferArray(reply: unknown, command: string): Buffer[] {
   const arr = asArray(reply, command)
-  for (const m of arr) if (!Buffer.isBuffer(m)) throw new TypeError(`unexpected Redis reply to ${command}: ${typeof m}`)
+  for (const m of arr) if (!Buffer.isBuffer(m)) throw new StorageProtocolError(`unexpected Redis reply to ${command}: ${typeof m}`)
   return arr as Buffer[]
 }
 
@@ -327,7 +328,7 @@ function asBufferArray(reply: unknown, command: string): Buffer[] {
 // Key encoding (see the module comment)
 
 function checkKey(key: string[]): string[] {
-  if (!Array.isArray(key) || !key.every((e) => typeof e === 'string')) throw new TypeError('a storage key must be an array of strings')
+  if (!Array.isArray(key) || !key.every((e) => typeof e === 'string')) throw new InvalidArgumentError('a storage key must be an array of strings')
   return key
 }
 

@@ -4,7 +4,7 @@
  * that reports it (transports are listed in order of preference).
  */
 import type { Delta } from '../../crdt/delta.js'
-import { ClockDriftError, ClockOverflowError, SyncmeshError } from '../../crdt/errors.js'
+import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../../crdt/errors.js'
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
@@ -492,7 +492,4 @@ function countRegisters(delta: Delta): number {
   return n
 }
 
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}
 

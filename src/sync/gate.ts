@@ -5,6 +5,7 @@
  * opens; listeners subscribed through the gate stay subscribed across both. Closing reports `peer:down` for every
  * peer the inner transport had reported up (a stopped transport need not say so itself).
  */
+import { asError } from '../../crdt/errors.js'
 import { TransportListeners } from '../../transports/listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from '../../transports/types.js'
 
@@ -37,7 +38,7 @@ export class GatedTransport implements Transport {
     private readonly onError: (error: Error) => void,
   ) {
     this.open = open
-    const report = (err: unknown): void => this.onError(err instanceof Error ? err : new Error(String(err)))
+    const report = (err: unknown): void => this.onError(asError(err))
     inner.on('peer:up', (peer) => {
       if (!this.open || this.up.has(peer)) return
       this.up.add(peer)
@@ -114,7 +115,7 @@ export class GatedTransport implements Transport {
     try {
       await this.inner.stop()
     } finally {
-      const report = (err: unknown): void => this.onError(err instanceof Error ? err : new Error(String(err)))
+      const report = (err: unknown): void => this.onError(asError(err))
       for (const peer of [...this.up]) {
         this.up.delete(peer)
         this.listeners.emitPeer('peer:down', peer, report)
@@ -126,7 +127,7 @@ export class GatedTransport implements Transport {
   private enqueue(task: () => Promise<void>, rethrow: boolean): Promise<void> {
     const run = this.change.then(task)
     this.change = run.catch((err: unknown) => {
-      if (!rethrow) this.onError(err instanceof Error ? err : new Error(String(err)))
+      if (!rethrow) this.onError(asError(err))
     })
     return rethrow ? run : this.change
   }

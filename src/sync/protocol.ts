@@ -61,7 +61,7 @@
  */
 import { Reader, Writer } from '../../crdt/bytes.js'
 import { type Delta, type FieldDelta, type RecordDelta, decodeDelta, encodeDelta, readVersionVector, writeVersionVector } from '../../crdt/delta.js'
-import { DecodeError } from '../../crdt/errors.js'
+import { DecodeError, InvalidArgumentError } from '../../crdt/errors.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import type { VersionVector } from '../../crdt/version-vector.js'
 import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
@@ -218,7 +218,7 @@ function checkVersion(version: number): void {
 export function toFrames(message: Uint8Array, maxFrameSize: number, id: number): Uint8Array[] {
   if (message.length <= maxFrameSize) return [message]
   const room = maxFrameSize - CHUNK_HEADER_BYTES
-  if (room < 16) throw new RangeError(`maxFrameSize ${maxFrameSize} is too small to carry chunks`)
+  if (room < 16) throw new InvalidArgumentError(`maxFrameSize ${maxFrameSize} is too small to carry chunks`)
   const count = Math.ceil(message.length / room)
   const frames: Uint8Array[] = []
   for (let index = 0; index < count; index++) {

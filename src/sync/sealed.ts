@@ -33,6 +33,7 @@
  * - `maxFrameSize` is the inner transport's less {@link SEALED_FRAME_OVERHEAD}; a per-peer message-size hint of the
  *   inner transport (`maxMessageSize`, for links cut after so many bytes) is passed on less the overhead too.
  */
+import { asError } from '../../crdt/errors.js'
 import { AuthError, FrameTooLargeError, TransportArgumentError, TransportStateError } from '../../transports/errors.js'
 import { TransportListeners } from '../../transports/listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from '../../transports/types.js'
@@ -399,6 +400,3 @@ class SealedTransportImpl implements SealedTransport {
   }
 }
 
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
-}

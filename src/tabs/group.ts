@@ -29,6 +29,7 @@
  *   to live (a long GC stall, SIGSTOP, a suspended VM) may still write once after another replica took its slot
  *   over, before it notices. Keep such pauses well below the TTL.
  */
+import { asError } from '../../crdt/errors.js'
 import { broadcastTransport } from '../../transports/broadcast.js'
 import type { Transport } from '../../transports/types.js'
 import { LeaseLostError, SharingUnavailableError, SyncTimeoutError } from '../errors.js'
@@ -172,7 +173,7 @@ export class TabGroup {
     this.ctx.locks.acquire(`${this.ctx.key}/leader`, this.abort.signal).then(
       (lease) => this.lead(lease),
       (err: unknown) => {
-        if (!this.closed) host.error(err instanceof Error ? err : new Error(String(err)))
+        if (!this.closed) host.error(asError(err))
       },
     )
   }
@@ -243,7 +244,7 @@ export class TabGroup {
     try {
       await host.storeAll()
     } catch (err) {
-      host.error(err instanceof Error ? err : new Error(String(err)))
+      host.error(asError(err))
     }
     if (this.leaderLease !== lease) return // closed, or the lease was lost meanwhile
     if (this.leaderStatus) this.online = this.leaderStatus.online
@@ -276,7 +277,7 @@ export class TabGroup {
     try {
       this.control.postMessage(message)
     } catch (err) {
-      this.host?.error(err instanceof Error ? err : new Error(String(err)))
+      this.host?.error(asError(err))
     }
   }
 

@@ -9,6 +9,7 @@ import {
   compareTimestamps,
   decodeTimestamp,
   encodeTimestamp,
+  InvalidArgumentError,
 } from '../../crdt/index.js'
 
 const ts = (wall: number, counter: number, peer: string) => ({ wall, counter, peer })
@@ -36,10 +37,10 @@ describe('timestamps', () => {
   })
 
   it('refuse to encode out-of-range fields', () => {
-    expect(() => encodeTimestamp(ts(-1, 0, 'a'))).toThrow(TypeError)
-    expect(() => encodeTimestamp(ts(1.5, 0, 'a'))).toThrow(TypeError)
-    expect(() => encodeTimestamp(ts(1, MAX_COUNTER + 1, 'a'))).toThrow(TypeError)
-    expect(() => encodeTimestamp(ts(1, 0, ''))).toThrow(TypeError)
+    expect(() => encodeTimestamp(ts(-1, 0, 'a'))).toThrow(InvalidArgumentError)
+    expect(() => encodeTimestamp(ts(1.5, 0, 'a'))).toThrow(InvalidArgumentError)
+    expect(() => encodeTimestamp(ts(1, MAX_COUNTER + 1, 'a'))).toThrow(InvalidArgumentError)
+    expect(() => encodeTimestamp(ts(1, 0, ''))).toThrow(InvalidArgumentError)
   })
 })
 
@@ -114,9 +115,9 @@ describe('HLC', () => {
   })
 
   it('validates its inputs', () => {
-    expect(() => new HLC('')).toThrow(TypeError)
-    expect(() => new HLC('p', { maxDriftMs: -1 })).toThrow(TypeError)
-    expect(() => new HLC('p', { now: () => NaN }).now()).toThrow(TypeError)
-    expect(() => new HLC('p').receive(ts(1, -1, 'q'))).toThrow(TypeError)
+    expect(() => new HLC('')).toThrow(InvalidArgumentError)
+    expect(() => new HLC('p', { maxDriftMs: -1 })).toThrow(InvalidArgumentError)
+    expect(() => new HLC('p', { now: () => NaN }).now()).toThrow(InvalidArgumentError)
+    expect(() => new HLC('p').receive(ts(1, -1, 'q'))).toThrow(InvalidArgumentError)
   })
 })

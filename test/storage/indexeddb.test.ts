@@ -1,6 +1,6 @@
 import { IDBDatabase as FakeIDBDatabase, IDBFactory, IDBKeyRange, forceCloseDatabase } from 'fake-indexeddb'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { StorageClosedError, StorageCorruptError, createReplica, type Replica } from '../../src/index.js'
+import { InvalidArgumentError, StorageClosedError, StorageCorruptError, createReplica, type Replica } from '../../src/index.js'
 import { IndexedDBStorage, IndexedDBUnavailableError, INDEXEDDB_VERSION, indexedDBStorage } from '../../src/storage/indexeddb.js'
 import { compareKeys, type Storage } from '../../src/storage/types.js'
 import { storageConformanceCases, type StorageHarness } from '../../src/testkit/storage-suite.js'
@@ -160,15 +160,15 @@ describe('IndexedDB storage: key order and ranges', () => {
     for (const c of writes) expect(c[2]).toEqual({ durability: 'strict' })
   })
 
-  it('reads back values stored as ArrayBuffer, and rejects non-string-array keys or data with TypeError', async () => {
+  it('reads back values stored as ArrayBuffer, and rejects non-string-array keys or data with InvalidArgumentError', async () => {
     const factory = new IDBFactory()
     const s = fresh(factory, 'ab')
     await s.save(['x'], new Uint8Array([0]))
     await rawPut(factory, 'ab', ['x'], new Uint8Array([4, 5]).buffer)
     expect([...(await s.load(['x']))!]).toEqual([4, 5])
-    await expect(s.save([1] as unknown as string[], new Uint8Array())).rejects.toThrow(TypeError)
-    await expect(s.save(['x'], [1, 2] as unknown as Uint8Array)).rejects.toThrow(TypeError)
-    await expect(s.loadRange('x' as unknown as string[])).rejects.toThrow(TypeError)
+    await expect(s.save([1] as unknown as string[], new Uint8Array())).rejects.toThrow(InvalidArgumentError)
+    await expect(s.save(['x'], [1, 2] as unknown as Uint8Array)).rejects.toThrow(InvalidArgumentError)
+    await expect(s.loadRange('x' as unknown as string[])).rejects.toThrow(InvalidArgumentError)
   })
 })
 

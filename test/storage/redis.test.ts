@@ -6,7 +6,7 @@
 import fc from 'fast-check'
 import { createClient, RESP_TYPES } from 'redis'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { StorageClosedError, StorageCorruptError, createReplica } from '../../src/index.js'
+import { InvalidArgumentError, StorageClosedError, StorageCorruptError, createReplica } from '../../src/index.js'
 import { type AnyRedisClient, type RedisStorage, decodeKey, encodeKey, redisStorage } from '../../src/storage/redis.js'
 import { MemoryStorage } from '../../src/storage/memory.js'
 import { type Storage, compareKeys } from '../../src/storage/types.js'
@@ -229,7 +229,7 @@ describe.skipIf(!available)('redis storage (real redis-server on 127.0.0.1)', ()
     })
 
     it('refuses `client` and `url` together; a namespace key of another type surfaces the Redis error', async () => {
-      expect(() => redisStorage({ client: admin, url: server.url })).toThrow(TypeError)
+      expect(() => redisStorage({ client: admin, url: server.url })).toThrow(InvalidArgumentError)
       const ns = freshNamespace('wrongtype')
       await admin.set(`${ns}:values`, 'not a hash')
       const s = redisStorage({ client: admin, namespace: ns })
