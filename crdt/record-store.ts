@@ -130,6 +130,12 @@ class RecordEntry extends LWWMap<Value> {
 export class RecordStore {
   private readonly data = new Map<string, Map<string, RecordEntry>>()
   private readonly vv: VersionVector = new Map()
+  /**
+   * Per origin, ranges `(from, to]` of its writes that a delta brought but the vector could not count yet, because
+   * the delta arrived ahead of an earlier one (the vector lacked writes up to `from`). Once the vector reaches `from`,
+   * it advances to `to` at once, so deltas reordered on the way still count as received when the gap closes.
+   */
+  private readonly ahead = new Map<string, { from: Timestamp; to: Timestamp }[]>()
 
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
@@ -139,7 +145,7 @@ export class RecordStore {
     entry.raiseFloor(ts, false)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
     entry.trim()
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
@@ -148,7 +154,7 @@ export class RecordStore {
     const clean = normalizeFields(collection, id, patch, true)
     const entry = this.entry(collection, id)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** Deletes a record at `ts`: fields written at or before `ts` are erased, later ones survive. */
@@ -156,7 +162,7 @@ export class RecordStore {
     checkTimestamp(ts)
     checkRef(collection, id)
     this.entry(collection, id).raiseFloor(ts, true)
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** The visible record, or undefined. A fresh object each call; nested values are frozen. */
@@ -313,10 +319,42 @@ export class RecordStore {
     for (const [peer, to] of delta.to) {
       const from = delta.from.get(peer)
       const held = this.vv.get(peer)
-      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) continue
-      if (advance(this.vv, to)) advanced = true
+      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) {
+        this.keepAhead(peer, from, to)
+        continue
+      }
+      if (this.advanceTo(to)) advanced = true
     }
     return { changed, advanced }
+  }
+
+  /** Raises the vector's entry for `ts.peer` to `ts`, then over every range held ahead that now joins it. */
+  private advanceTo(ts: Timestamp): boolean {
+    if (!advance(this.vv, ts)) return false
+    const ranges = this.ahead.get(ts.peer)
+    if (!ranges) return true
+    for (let joined = true; joined; ) {
+      joined = false
+      const held = this.vv.get(ts.peer)!
+      for (let i = ranges.length - 1; i >= 0; i--) {
+        const r = ranges[i]!
+        if (compareTimestamps(r.from, held) > 0) continue
+        ranges.splice(i, 1)
+        if (advance(this.vv, r.to)) joined = true
+      }
+    }
+    if (ranges.length === 0) this.ahead.delete(ts.peer)
+    return true
+  }
+
+  /** Remembers a range `(from, to]` of `peer`'s writes held ahead of the vector (at most {@link MAX_AHEAD} per origin). */
+  private keepAhead(peer: string, from: Timestamp, to: Timestamp): void {
+    if (compareTimestamps(to, from) <= 0) return
+    let ranges = this.ahead.get(peer)
+    if (!ranges) this.ahead.set(peer, (ranges = []))
+    // Dropping a range only costs a later re-send (anti-entropy), never correctness.
+    if (ranges.length >= MAX_AHEAD) ranges.shift()
+    ranges.push({ from, to })
   }
 
   /** The whole state (every register, floor and the version vector) in the binary delta format. */
@@ -361,6 +399,9 @@ export class RecordStore {
     return entry
   }
 }
+
+/** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
+const MAX_AHEAD = 32
 
 /** True when two visible field sets are equal (same keys, same values by canonical bytes). */
 function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean {

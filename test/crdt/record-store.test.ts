@@ -215,6 +215,26 @@ describe('RecordStore sync and codec', () => {
     expect(b.get('c', 'r2')).toBeUndefined()
   })
 
+  it('live deltas that arrive out of order still count as received once the gap closes', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.put('c', 'r1', { n: 1 }, ts(1))
+    const first = a.changesOf('a', undefined, [{ collection: 'c', id: 'r1' }])
+    a.put('c', 'r2', { n: 2 }, ts(2))
+    const second = a.changesOf('a', ts(1), [{ collection: 'c', id: 'r2' }])
+    a.put('c', 'r3', { n: 3 }, ts(3))
+    const third = a.changesOf('a', ts(2), [{ collection: 'c', id: 'r3' }])
+    // The third and second arrive first: applied, but not counted (b lacks a's write at 1).
+    expect(b.apply(third).advanced).toBe(false)
+    expect(b.apply(second).advanced).toBe(false)
+    expect(b.versionVector().get('a')).toBeUndefined()
+    expect(b.get('c', 'r3')).toEqual({ id: 'r3', n: 3 })
+    // The first closes the gap: the vector moves over all three at once.
+    expect(b.apply(first).advanced).toBe(true)
+    expect(b.versionVector().get('a')).toEqual(ts(3))
+    expect(a.changesSince(b.versionVector()).records).toHaveLength(0)
+  })
+
   it('a corrupt or truncated state is a DecodeError, never a partial store', () => {
     const a = new RecordStore()
     for (let i = 0; i < 50; i++) a.put('c', `r${i}`, { n: i, s: `s${i}` }, ts(i + 1))
