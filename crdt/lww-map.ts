@@ -153,13 +153,20 @@ export class LWWMap<V = unknown> {
    * went away. Used by record deletes and replacements, whose floor then stands for the dropped registers.
    */
   protected dropBelow(floor: Timestamp, inclusive: boolean): boolean {
+    return this.dropSlots((s) => {
+      const c = compareTimestamps(this.stampAt(s), floor)
+      return c < 0 || (c === 0 && inclusive)
+    })
+  }
+
+  /** Drops every register whose slot `drop` selects; returns true when a visible value went away. */
+  protected dropSlots(drop: (slot: number) => boolean): boolean {
     const cells = this.cells
     const clock = this.clock
     let out = 0
     let lostVisible = false
     for (let s = 0; s < cells.length / 3; s++) {
-      const c = compareTimestamps(this.stampAt(s), floor)
-      if (c < 0 || (c === 0 && inclusive)) {
+      if (drop(s)) {
         if (cells[3 * s + 1] !== undefined) lostVisible = true
         continue
       }

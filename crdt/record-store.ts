@@ -19,6 +19,14 @@ export interface Overwrite extends RecordRef {
   readonly incomingLost: boolean
 }
 
+/** What {@link RecordStore.collect} dropped. */
+export interface CollectResult {
+  /** Delete floors and field removals dropped. */
+  readonly tombstones: number
+  /** Records dropped whole (they held nothing else). */
+  readonly records: number
+}
+
 /** A record whose visible content changed. */
 export interface RecordChange extends RecordRef {
   /** Whether the record was visible before the change (with `has()` now: added, updated or deleted). */
@@ -102,6 +110,28 @@ class RecordEntry extends LWWMap<Value> {
     return held
   }
 
+  /**
+   * Drops what `drop` selects among the registers and the floor (`undefined` stands for the floor); returns how many
+   * it dropped. Visible fields may go (rebase); callers that must keep them select only tombstones.
+   */
+  dropWhere(drop: (ts: Timestamp, value: Value | undefined, floor: boolean) => boolean): number {
+    let n = 0
+    if (this.floor !== undefined && drop(this.floor, undefined, true)) {
+      this.floor = undefined
+      this.deleted = false
+      n++
+    }
+    const before = this.registerCount
+    this.dropSlots((s) => drop(this.stampAt(s), this.cells[3 * s + 1] as Value | undefined, false))
+    return n + before - this.registerCount
+  }
+
+  /** Calls `fn` with the timestamp of the floor and of every register. */
+  forEachStamp(fn: (ts: Timestamp) => void): void {
+    if (this.floor !== undefined) fn(this.floor)
+    for (let s = 0; s < this.registerCount; s++) fn(this.stampAt(s))
+  }
+
   /** The slot of a field, or -1. */
   slotOf(name: string): number {
     return this.slot(name)
@@ -130,6 +160,16 @@ class RecordEntry extends LWWMap<Value> {
 export class RecordStore {
   private readonly data = new Map<string, Map<string, RecordEntry>>()
   private readonly vv: VersionVector = new Map()
+  /**
+   * Per origin, ranges `(from, to]` of its writes that a delta brought but the vector could not count yet, because
+   * the delta arrived ahead of an earlier one (the vector lacked writes up to `from`). Once the vector reaches `from`,
+   * it advances to `to` at once, so deltas reordered on the way still count as received when the gap closes.
+   */
+  private readonly ahead = new Map<string, { from: Timestamp; to: Timestamp }[]>()
+  /** Covers every tombstone this store has collected (see {@link RecordStore.collect}). */
+  private readonly frontierVv: VersionVector = new Map()
+  /** The newest tombstone this store has collected. */
+  private collectedNewest: Timestamp | undefined = undefined
 
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
@@ -139,7 +179,7 @@ export class RecordStore {
     entry.raiseFloor(ts, false)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
     entry.trim()
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
@@ -148,7 +188,7 @@ export class RecordStore {
     const clean = normalizeFields(collection, id, patch, true)
     const entry = this.entry(collection, id)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** Deletes a record at `ts`: fields written at or before `ts` are erased, later ones survive. */
@@ -156,7 +196,7 @@ export class RecordStore {
     checkTimestamp(ts)
     checkRef(collection, id)
     this.entry(collection, id).raiseFloor(ts, true)
-    advance(this.vv, ts)
+    this.advanceTo(ts)
   }
 
   /** The visible record, or undefined. A fresh object each call; nested values are frozen. */
@@ -287,10 +327,14 @@ export class RecordStore {
       const wasVisible = entry.visible()
       // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
       // record's visible fields are compared as a whole instead of inferred from the register writes.
-      const before = rd.floor !== undefined && wasVisible ? entry.toObject() : undefined
-      let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
+      // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
+      // held or superseded here, perhaps by that tombstone (see collect()): it must not come back as if new.
+      const floor = rd.floor !== undefined && (entry.floor !== undefined || !this.stale(rd.floor)) ? rd.floor : undefined
+      const before = floor !== undefined && wasVisible ? entry.toObject() : undefined
+      let touched = floor !== undefined && entry.raiseFloor(floor, rd.deleted === true)
       for (const f of rd.fields) {
         const slot = entry.slotOf(f.name)
+        if (slot < 0 && this.stale(f.ts)) continue
         const old = slot < 0 ? undefined : entry.valueAt(slot)
         const differs = slot >= 0 && !valuesEqual(old, f.value)
         const oldTs = differs && onOverwrite ? entry.stampOf(slot) : undefined
@@ -321,10 +365,124 @@ export class RecordStore {
     for (const [peer, to] of delta.to) {
       const from = delta.from.get(peer)
       const held = this.vv.get(peer)
-      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) continue
-      if (advance(this.vv, to)) advanced = true
+      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) {
+        this.keepAhead(peer, from, to)
+        continue
+      }
+      if (this.advanceTo(to)) advanced = true
     }
     return { changed, advanced }
+  }
+
+  /** Raises the vector's entry for `ts.peer` to `ts`, then over every range held ahead that now joins it. */
+  private advanceTo(ts: Timestamp): boolean {
+    if (!advance(this.vv, ts)) return false
+    const ranges = this.ahead.get(ts.peer)
+    if (!ranges) return true
+    for (let joined = true; joined; ) {
+      joined = false
+      const held = this.vv.get(ts.peer)!
+      for (let i = ranges.length - 1; i >= 0; i--) {
+        const r = ranges[i]!
+        if (compareTimestamps(r.from, held) > 0) continue
+        ranges.splice(i, 1)
+        if (advance(this.vv, r.to)) joined = true
+      }
+    }
+    if (ranges.length === 0) this.ahead.delete(ts.peer)
+    return true
+  }
+
+  /** Remembers a range `(from, to]` of `peer`'s writes held ahead of the vector (at most {@link MAX_AHEAD} per origin). */
+  private keepAhead(peer: string, from: Timestamp, to: Timestamp): void {
+    if (compareTimestamps(to, from) <= 0) return
+    let ranges = this.ahead.get(peer)
+    if (!ranges) this.ahead.set(peer, (ranges = []))
+    // Dropping a range only costs a later re-send (anti-entropy), never correctness.
+    if (ranges.length >= MAX_AHEAD) ranges.shift()
+    ranges.push({ from, to })
+  }
+
+  /**
+   * Tombstone garbage collection: drops every delete floor and every field removal whose timestamp `stable` covers,
+   * and every record left holding nothing. `stable` must be causally stable: every replica that may still send us
+   * writes holds everything it covers, and our own vector covers each of their vectors (see the sync engine). Writes
+   * older than a dropped tombstone that arrive later (duplicates, frames in flight) stay out: {@link apply} ignores a
+   * register or floor it holds nothing for when our vector already covers it. Visible state does not change.
+   */
+  collect(stable: ReadonlyMap<string, Timestamp>): CollectResult {
+    let tombstones = 0
+    let records = 0
+    const covered = (ts: Timestamp): boolean => !isNewer(stable, ts) && !isNewer(this.vv, ts)
+    for (const [collection, recs] of this.data) {
+      for (const [id, entry] of recs) {
+        tombstones += entry.dropWhere((ts, value, floor) => (floor ? entry.deleted : value === undefined) && covered(ts) && this.noteCollected(ts))
+        if (entry.isEmpty()) {
+          recs.delete(id)
+          records++
+        }
+      }
+      if (recs.size === 0) this.data.delete(collection)
+    }
+    // The frontier covers what was collected; it moves only when something was.
+    if (tombstones > 0) for (const ts of stable.values()) if (!isNewer(this.vv, ts)) advance(this.frontierVv, ts)
+    return { tombstones, records }
+  }
+
+  /**
+   * Whether a write we hold nothing for is one a collected tombstone may have erased: our vector covers it (so we held
+   * or superseded it) and it is no newer than the newest tombstone collected. Never true before a collection, so
+   * stores that never collect merge exactly as before (duplicate writer ids included).
+   */
+  private stale(ts: Timestamp): boolean {
+    return this.collectedNewest !== undefined && compareTimestamps(ts, this.collectedNewest) <= 0 && !isNewer(this.vv, ts)
+  }
+
+  /** Records a collected tombstone's timestamp in the frontier; returns true. */
+  private noteCollected(ts: Timestamp): boolean {
+    if (this.collectedNewest === undefined || compareTimestamps(ts, this.collectedNewest) > 0) this.collectedNewest = ts
+    return true
+  }
+
+  /**
+   * What this store has collected: `vector` covers every tombstone it dropped, `newest` is the newest of them
+   * (undefined when it never collected anything). A peer whose vector does not cover `vector` may hold writes those
+   * tombstones erased, and must {@link rebase} before its writes are accepted.
+   */
+  gcFrontier(): { readonly vector: VersionVector; readonly newest: Timestamp | undefined } {
+    return { vector: new Map(this.frontierVv), newest: this.collectedNewest }
+  }
+
+  /** Restores a frontier saved with the state (see {@link gcFrontier}); it only moves forward. */
+  restoreFrontier(vector: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined): void {
+    for (const ts of vector.values()) advance(this.frontierVv, ts)
+    if (newest) this.noteCollected(newest)
+  }
+
+  /**
+   * Rebases a store that missed tombstones a peer collected (its vector does not cover the peer's
+   * {@link gcFrontier}): `theirs` is the peer's version vector, `newest` its newest collected tombstone. Keeps only
+   * writes of origin `own`, and of those only the ones newer than `newest` or on a record of which it holds nothing
+   * that `theirs` covers (a record the peer never knew, so no tombstone it collected can concern it). Drops every
+   * other register and floor, and the whole version vector, so that a sync from the peer brings back everything that
+   * survived there. Returns how many registers and floors it dropped.
+   */
+  rebase(theirs: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined, own: string): number {
+    let dropped = 0
+    for (const [collection, recs] of this.data) {
+      for (const [id, entry] of recs) {
+        let shared = false
+        entry.forEachStamp((ts) => {
+          if (!isNewer(theirs, ts)) shared = true
+        })
+        dropped += entry.dropWhere((ts) => ts.peer !== own || (shared && newest !== undefined && compareTimestamps(ts, newest) <= 0))
+        if (entry.isEmpty()) recs.delete(id)
+      }
+      if (recs.size === 0) this.data.delete(collection)
+    }
+    this.vv.clear()
+    this.ahead.clear()
+    return dropped
   }
 
   /** The whole state (every register, floor and the version vector) in the binary delta format. */
@@ -369,6 +527,9 @@ export class RecordStore {
     return entry
   }
 }
+
+/** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
+const MAX_AHEAD = 32
 
 /** True when two visible field sets are equal (same keys, same values by canonical bytes). */
 function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean {

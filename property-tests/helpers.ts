@@ -53,14 +53,11 @@ export function effectiveRuns(options: RunOptions): number {
   return Math.min(envInt('NUM_RUNS') ?? options.numRuns, options.maxRuns ?? Infinity)
 }
 
-/**
- * Runs `property` with fast-check's `assert`, seeded and replayable (see the module comment). Throws an error whose
- * message starts with the replay command and continues with fast-check's report.
- */
-export function assertProperty<Ts>(property: fc.IProperty<Ts>, options: RunOptions): void {
+/** fast-check parameters for a seeded, replayable run (see the module comment); the reporter throws the replay line. */
+function runParameters<Ts>(options: RunOptions): fc.Parameters<Ts> {
   const seed = envInt('SEED') ?? freshSeed()
   const replayPath = process.env.PROP_PATH?.trim() || undefined
-  const params: fc.Parameters<Ts> = {
+  return {
     seed,
     numRuns: effectiveRuns(options),
     ...(replayPath !== undefined ? { path: replayPath } : {}),
@@ -72,7 +69,19 @@ export function assertProperty<Ts>(property: fc.IProperty<Ts>, options: RunOptio
       throw new Error(`${line}\n${report}`, { cause: details.errorInstance })
     },
   }
-  fc.assert(property, params)
+}
+
+/**
+ * Runs `property` with fast-check's `assert`, seeded and replayable (see the module comment). Throws an error whose
+ * message starts with the replay command and continues with fast-check's report.
+ */
+export function assertProperty<Ts>(property: fc.IProperty<Ts>, options: RunOptions): void {
+  fc.assert(property, runParameters(options))
+}
+
+/** {@link assertProperty} for an asynchronous property (`fc.asyncProperty`). */
+export async function assertAsyncProperty<Ts>(property: fc.IAsyncProperty<Ts>, options: RunOptions): Promise<void> {
+  await fc.assert(property, runParameters(options))
 }
 
 /** A vitest test running one property (see {@link assertProperty}); `runs` is a default count or full options. */
@@ -87,6 +96,12 @@ export function propTest<Ts>(name: string, runs: number | RunOptions, makeProper
     },
     timeoutMs,
   )
+}
+
+/** A vitest test running one asynchronous property (see {@link assertAsyncProperty}). */
+export function asyncPropTest<Ts>(name: string, runs: number | RunOptions, makeProperty: () => fc.IAsyncProperty<Ts>, timeoutMs?: number): void {
+  const options = typeof runs === 'number' ? { numRuns: runs } : runs
+  it(name, () => assertAsyncProperty(makeProperty(), options), timeoutMs)
 }
 
 /** Throws (with `message`) unless `cond` holds; a tiny assertion that keeps hot property bodies cheap. */

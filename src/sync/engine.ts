@@ -8,7 +8,7 @@ import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
-import { type VersionVector, covers, isNewer } from '../../crdt/version-vector.js'
+import { type VersionVector, covers, isNewer, mergeVersionVectors } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import {
@@ -74,8 +74,17 @@ interface PeerState {
   /** Transports on which the peer is up, in preference order. */
   links: Transport[]
   readonly reassembler: Reassembler
-  /** The peer's version vector, as last reported by a SYNC_REQUEST or ACK. */
+  /**
+   * What the peer holds at least: the entry-wise maximum of every vector it reported (SYNC_REQUEST, ACK) since it
+   * connected. It only moves forward: a store's vector never shrinks while its peer is connected, so an older
+   * report that arrives late (reordered) says nothing new and must not lower it.
+   */
   theirs: VersionVector | undefined
+  /**
+   * The `to` vector of the catch-up delta we last sent the peer (see {@link SyncEngine.catchUp}) until it reports a
+   * vector that covers it; no other is sent meanwhile.
+   */
+  catchingUp: ReadonlyMap<string, Timestamp> | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -167,7 +176,10 @@ export class SyncEngine {
     this.antiEntropy()
     return new Promise<void>((resolve, reject) => {
       const check = (): void => {
-        if (!this.allSynced()) return
+        if (!this.allSynced()) {
+          this.catchUp()
+          return
+        }
         cleanup()
         resolve()
       }
@@ -182,6 +194,11 @@ export class SyncEngine {
       }
       this.waiters.add(check)
     })
+  }
+
+  /** The newest own write we may hand out (see {@link RecordStore.changesSince}'s `ceiling`). */
+  private ceiling(): Timestamp {
+    return this.init.durable() ?? { wall: -1, counter: 0, peer: this.init.writerId }
   }
 
   /** Whether `p` is another replica of our shared store, reached over the tab link. */
@@ -211,6 +228,34 @@ export class SyncEngine {
     for (const w of [...this.waiters]) w()
   }
 
+  /**
+   * While a sync() waits: sends every peer whose reported vector lacks writes of others that we hold what it lacks,
+   * as a DELTA (which it ACKs). A peer that answered our SYNC_REQUEST before a third peer's change reached it (or
+   * before it reached us) would otherwise never tell us that it has it now, and the sync() would wait for the next
+   * anti-entropy round. The delta starts from the peer's reported vector, which is at most what it holds, so it
+   * always lets the peer advance: one catch-up per peer is in flight at a time, until the peer reports a vector that
+   * covers it. Lagging only on our own writes does not count: their live batches follow durability, and are ACKed.
+   */
+  private catchUp(): void {
+    const ours = this.init.store.versionVector()
+    for (const p of this.peers.values()) {
+      const theirs = p.theirs
+      if (p.dropped || theirs === undefined) continue
+      if (p.catchingUp) {
+        if (!covers(theirs, p.catchingUp)) continue
+        p.catchingUp = undefined
+      }
+      let lacks = false
+      for (const ts of ours.values()) if (ts.peer !== this.init.writerId && isNewer(theirs, ts)) lacks = true
+      if (!lacks) continue
+      const delta = this.init.store.changesSince(theirs, this.ceiling())
+      // A delta that claims nothing held back a write of ours that is not durable yet: wait for its live batch.
+      if (delta.to.size === 0) continue
+      p.catchingUp = delta.to
+      for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
+    }
+  }
+
   private allSynced(): boolean {
     const ours = this.init.store.versionVector()
     for (const p of this.peers.values()) if (!p.dropped && !this.inAgreement(p, ours)) return false
@@ -225,7 +270,7 @@ export class SyncEngine {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
+      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, catchingUp: undefined, dropped: false, synced: false }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -342,19 +387,18 @@ export class SyncEngine {
   }
 
   private onVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
-    p.theirs = vv
+    p.theirs = p.theirs ? mergeVersionVectors(p.theirs, vv) : vv
     const { store, hlc, writerId } = this.init
     // A peer may hold writes of ours that we do not (yet) hold: never reissue their timestamps.
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)
     if (isRequest) {
-      const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
-      const delta = store.changesSince(vv, durable)
+      const delta = store.changesSince(vv, this.ceiling())
       if (delta.records.length > 0 || delta.to.size > 0) {
         for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
-      } else {
-        this.send(p, encodeVectorMessage('ack', store.versionVector()))
       }
+      // Always followed by our vector: the requester learns what we hold (and lack) even when we had things to send.
+      this.send(p, encodeVectorMessage('ack', store.versionVector()))
     }
     this.checkSynced(p)
     this.notify()

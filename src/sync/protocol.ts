@@ -9,8 +9,8 @@
  * `delta` is the delta format of crdt/delta.ts, which carries its own format version):
  *
  *   1 SYNC_REQUEST  vv                 "this is what I hold; send me what I lack". The receiver answers with DELTA
- *                                      parts for everything newer than vv (or an ACK when there is nothing), and
- *                                      sends its own SYNC_REQUEST when vv shows the requester holds something it lacks.
+ *                                      parts for everything newer than vv (none when there is nothing), then always
+ *                                      an ACK of its own vector, so the requester learns what it holds and lacks.
  *   2 DELTA         u8 flags  delta    changes, idempotent. flags bit 0: a live change (forward it as a LIVE to
  *                                      your other peers if it changed your state, as if it came with reached =
  *                                      {sender}). After applying, the receiver ACKs. Sync answers use flags = 0.
@@ -53,7 +53,16 @@
  * Version vectors make deltas proportional to what changed, never to history: a delta holds each register newer
  * than the receiver's vector entry for its origin. A delta larger than the message limit is cut into parts ordered
  * by (origin, timestamp), never inside one timestamp; each part's `from`/`to` vectors let the receiver advance only
- * over contiguous ranges, so a lost part is re-sent by the next anti-entropy round and never skipped.
+ * over contiguous ranges, so a lost part is re-sent by the next anti-entropy round and never skipped. A part or live
+ * change that arrives ahead of an earlier one (reordered) is applied at once and counted as soon as the gap closes.
+ *
+ * Vectors we hold about a peer only move forward. Every vector a peer sends (SYNC_REQUEST, ACK) is a lower bound of
+ * what it holds, because a store's vector never shrinks; so a receiver keeps, per peer, the entry-wise maximum of
+ * the vectors that peer reported since it connected, and an older one delivered after a newer one changes nothing.
+ * (A peer that reconnects starts from nothing again: it may have lost its storage.) While a sync() waits, a replica
+ * sends each peer whose known vector lacks writes of other origins that it holds a catch-up DELTA (flags 0) from
+ * that vector, one at a time per peer until the peer's vector covers it; the peer ACKs it like any DELTA. Together
+ * these make sync() on a network that reorders but never loses frames resolve without waiting for anti-entropy.
  *
  * Limits: a reassembled message is at most `maxMessageBytes` (default 1 MiB); a peer may have at most
  * {@link MAX_PENDING_MESSAGES} partial messages in flight. A frame with another version byte is refused with

@@ -11,6 +11,7 @@ import {
   encodeDelta,
   encodeVersionVector,
 } from '../../crdt/index.js'
+import { covers } from '../../crdt/version-vector.js'
 
 const ts = (wall: number, peer = 'a', counter = 0): Timestamp => ({ wall, counter, peer })
 
@@ -215,6 +216,26 @@ describe('RecordStore sync and codec', () => {
     expect(b.get('c', 'r2')).toBeUndefined()
   })
 
+  it('live deltas that arrive out of order still count as received once the gap closes', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.put('c', 'r1', { n: 1 }, ts(1))
+    const first = a.changesOf('a', undefined, [{ collection: 'c', id: 'r1' }])
+    a.put('c', 'r2', { n: 2 }, ts(2))
+    const second = a.changesOf('a', ts(1), [{ collection: 'c', id: 'r2' }])
+    a.put('c', 'r3', { n: 3 }, ts(3))
+    const third = a.changesOf('a', ts(2), [{ collection: 'c', id: 'r3' }])
+    // The third and second arrive first: applied, but not counted (b lacks a's write at 1).
+    expect(b.apply(third).advanced).toBe(false)
+    expect(b.apply(second).advanced).toBe(false)
+    expect(b.versionVector().get('a')).toBeUndefined()
+    expect(b.get('c', 'r3')).toEqual({ id: 'r3', n: 3 })
+    // The first closes the gap: the vector moves over all three at once.
+    expect(b.apply(first).advanced).toBe(true)
+    expect(b.versionVector().get('a')).toEqual(ts(3))
+    expect(a.changesSince(b.versionVector()).records).toHaveLength(0)
+  })
+
   it('a corrupt or truncated state is a DecodeError, never a partial store', () => {
     const a = new RecordStore()
     for (let i = 0; i < 50; i++) a.put('c', `r${i}`, { n: i, s: `s${i}` }, ts(i + 1))
@@ -222,5 +243,68 @@ describe('RecordStore sync and codec', () => {
     expect(() => RecordStore.decodeState(bytes.subarray(0, bytes.length - 3))).toThrow(DecodeError)
     expect(() => RecordStore.decodeState(new Uint8Array([2, ...bytes.subarray(1)]))).toThrow(/version 2/)
     expect(() => RecordStore.decodeState(new Uint8Array([...bytes, 0]))).toThrow(/trailing/)
+  })
+})
+
+describe('RecordStore tombstone collection', () => {
+  it('drops stable delete floors and removals, keeps visible state, and refuses the older writes they erased', () => {
+    const a = new RecordStore()
+    const b = new RecordStore()
+    a.put('c', 'gone', { n: 1, s: 'x' }, ts(1))
+    a.put('c', 'kept', { n: 2, s: 'y' }, ts(2))
+    pull(a, b) // b holds both records, as a peer in flight might still send them
+    const old = b.changesSince(new Map())
+    a.delete('c', 'gone', ts(3))
+    a.update('c', 'kept', { s: undefined }, ts(4))
+    pull(a, b)
+    const digest = a.digest()
+    expect(a.collect(b.versionVector())).toEqual({ tombstones: 2, records: 1 })
+    expect(a.digest()).toBe(digest)
+    expect(a.encodeState().length).toBeLessThan(b.encodeState().length)
+    // The writes the tombstones erased arrive again (a duplicate in flight): they stay out.
+    a.apply(old)
+    expect(a.get('c', 'gone')).toBeUndefined()
+    expect(a.get('c', 'kept')).toEqual({ id: 'kept', n: 2 })
+    expect(a.digest()).toBe(digest)
+    // A later write still revives the record, with only its own fields.
+    b.update('c', 'gone', { late: true }, ts(5, 'b'))
+    pull(b, a)
+    expect(a.get('c', 'gone')).toEqual({ id: 'gone', late: true })
+    expect(a.gcFrontier().newest).toEqual(ts(4))
+  })
+
+  it('collects nothing the stable vector or its own vector does not cover', () => {
+    const a = new RecordStore()
+    a.delete('c', 'r', ts(5))
+    expect(a.collect(new Map([['a', ts(4)]]))).toEqual({ tombstones: 0, records: 0 })
+    expect(a.collect(new Map([['a', ts(9)]]))).toEqual({ tombstones: 1, records: 1 })
+    const b = new RecordStore()
+    b.delete('c', 'r', ts(5))
+    expect(b.collect(new Map([['z', ts(9)]]))).toEqual({ tombstones: 0, records: 0 })
+  })
+
+  it('rebase keeps only its own writes newer than the frontier, or on records the frontier never saw', () => {
+    const room = new RecordStore()
+    const p = new RecordStore()
+    room.put('c', 'deleted', { n: 1 }, ts(1))
+    room.put('c', 'alive', { n: 1 }, ts(2))
+    pull(room, p)
+    // p goes away; meanwhile the room deletes a record and collects the tombstone.
+    room.delete('c', 'deleted', ts(10))
+    room.collect(room.versionVector())
+    // p, offline: an edit older than the collected delete, one newer, and a record of its own.
+    p.update('c', 'deleted', { early: true }, ts(5, 'p'))
+    p.update('c', 'alive', { late: true }, ts(11, 'p'))
+    p.put('c', 'mine', { n: 3 }, ts(6, 'p'))
+    const { vector, newest } = room.gcFrontier()
+    expect(covers(p.versionVector(), vector)).toBe(false) // p missed a collected tombstone
+    p.rebase(room.versionVector(), newest, 'p')
+    expect(p.versionVector().size).toBe(0)
+    pull(room, p)
+    pull(p, room)
+    expect(p.digest()).toBe(room.digest())
+    expect(room.get('c', 'deleted')).toBeUndefined() // not resurrected by the early offline edit (lost)
+    expect(room.get('c', 'alive')).toEqual({ id: 'alive', n: 1, late: true }) // the later edit is kept
+    expect(room.get('c', 'mine')).toEqual({ id: 'mine', n: 3 }) // a record the frontier never saw is kept
   })
 })
