@@ -464,8 +464,9 @@ export class RecordStore {
    * {@link gcFrontier}): `theirs` is the peer's version vector, `newest` its newest collected tombstone. Keeps only
    * writes of origin `own`, and of those only the ones newer than `newest` or on a record of which it holds nothing
    * that `theirs` covers (a record the peer never knew, so no tombstone it collected can concern it). Drops every
-   * other register and floor, and the whole version vector, so that a sync from the peer brings back everything that
-   * survived there. Returns how many registers and floors it dropped.
+   * other register and floor, the whole version vector and this store's own frontier, so that a sync from the peer
+   * brings back everything that survived there (take the peer's frontier with {@link restoreFrontier}). Returns how
+   * many registers and floors it dropped.
    */
   rebase(theirs: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined, own: string): number {
     let dropped = 0
@@ -482,6 +483,10 @@ export class RecordStore {
     }
     this.vv.clear()
     this.ahead.clear()
+    // What this store collected described state it no longer holds: the caller takes the peer's frontier instead
+    // (restoreFrontier). Keeping our own would ask every peer to cover tombstones of writes nobody may hold now.
+    this.frontierVv.clear()
+    this.collectedNewest = undefined
     return dropped
   }
 

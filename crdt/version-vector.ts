@@ -31,3 +31,13 @@ export function covers(a: ReadonlyMap<string, Timestamp>, b: ReadonlyMap<string,
   for (const ts of b.values()) if (isNewer(a, ts)) return false
   return true
 }
+
+/** The entry-wise minimum of two vectors: an origin missing from either is missing from the result. */
+export function minVersionVector(a: ReadonlyMap<string, Timestamp>, b: ReadonlyMap<string, Timestamp>): VersionVector {
+  const out: VersionVector = new Map()
+  for (const [origin, ts] of a) {
+    const other = b.get(origin)
+    if (other) out.set(origin, compareTimestamps(ts, other) <= 0 ? ts : other)
+  }
+  return out
+}

@@ -15,9 +15,9 @@ export type VectorSnapshot = Record<string, Timestamp>
 export interface InspectEvent {
   /** When it happened, ms since the epoch. */
   readonly at: number
-  readonly type: 'peer:join' | 'peer:leave' | 'sync' | 'conflict' | 'error' | 'online' | 'offline'
+  readonly type: 'peer:join' | 'peer:leave' | 'sync' | 'conflict' | 'error' | 'online' | 'offline' | 'collect' | 'rebase'
   readonly peer?: string
-  /** For errors, `Name: message`; for conflicts, `collection/id.field`. */
+  /** For errors, `Name: message`; for conflicts, `collection/id.field`; for collect and rebase, how many tombstones or writes were dropped. */
   readonly detail?: string
 }
 

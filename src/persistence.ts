@@ -3,6 +3,7 @@
  *
  *   ['meta', 'peer']                  the replica's peer id (how transports know it)
  *   ['meta', 'writer']                the origin id its timestamps carry: one per storage history (see replica.ts)
+ *   ['meta', 'gc']                    tombstone collection: the frontier and the known peers (JSON, see replica.ts)
  *   ['snapshot', S]                   slot 0: the whole state, covering slot 0's log entries ≤ S (16-digit sequence)
  *   ['log', N]                        slot 0: one delta (a batch of local writes, or one received from a peer), N > S
  *   ['tabs', k, 'snapshot', S]        slot k ≥ 1 (k in decimal): the same, for the replica holding slot k
@@ -29,6 +30,7 @@ import type { Storage } from './storage/types.js'
 const ENTRY_VERSION = 1
 const PEER_KEY = ['meta', 'peer']
 const WRITER_KEY = ['meta', 'writer']
+const GC_KEY = ['meta', 'gc']
 
 /** Options of the persistence layer. */
 export interface PersistenceInit {
@@ -127,12 +129,13 @@ export class Persistence {
   static async open(
     storage: Storage,
     init: PersistenceInit & { slot?: number } = {},
-  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined; others: Map<number, string[][]> }> {
+  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined; gc: string | undefined; others: Map<number, string[][]> }> {
     const mine = init.slot ?? 0
     // One range read: on IndexedDB that is one transaction, a consistent view even while other tabs compact.
     const all = await storage.loadRange([])
     let peerId: string | undefined
     let writerId: string | undefined
+    let gc: string | undefined
     const slots = new Map<number, SlotEntries>()
     for (const { key, data } of all) {
       const c = classify(key)
@@ -140,6 +143,7 @@ export class Persistence {
       if (c === undefined) {
         if (key.length === 2 && key[1] === 'peer') peerId = new TextDecoder().decode(unwrap(key, data))
         else if (key.length === 2 && key[1] === 'writer') writerId = new TextDecoder().decode(unwrap(key, data))
+        else if (key.length === 2 && key[1] === 'gc') gc = new TextDecoder().decode(unwrap(key, data))
         continue
       }
       let entries = slots.get(c.slot)
@@ -176,7 +180,7 @@ export class Persistence {
       else others.set(slot, [...snapshots.map((e) => e.key), ...logs.map((e) => e.key)])
     }
     const persistence = new Persistence(storage, mine, state, init)
-    return { persistence, store, peerId, writerId, others }
+    return { persistence, store, peerId, writerId, gc, others }
   }
 
   /**
@@ -195,6 +199,11 @@ export class Persistence {
       await this.storage.save(PEER_KEY, text(peerId))
       await this.storage.save(WRITER_KEY, text(writerId))
     })
+  }
+
+  /** Records the tombstone-collection state (see replica.ts). */
+  saveGc(text: string): Promise<void> {
+    return this.enqueue(() => this.storage.save(GC_KEY, wrap(new TextEncoder().encode(text))))
   }
 
   /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */

@@ -17,6 +17,7 @@ import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
 import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
 import { GatedTransport } from './sync/gate.js'
+import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './sync/sealed.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
@@ -73,6 +74,14 @@ export interface ReplicaInit {
    * @default 10_000
    */
   compactAfterEntries?: number
+  /**
+   * Tombstone collection: a delete or field removal is dropped once every peer this replica knows has acknowledged
+   * it. A known peer silent for longer than this (ms) no longer holds collection back; if it returns, it rebases
+   * (see "Tombstones" in the README for what it then loses). `Infinity` waits for every known peer forever.
+   * Replicas on a shared store (tabs on one IndexedDB database) do not collect yet.
+   * @default 2_592_000_000 (30 days)
+   */
+  tombstoneHorizonMs?: number
   /** How much {@link Replica.inspect} and {@link Replica.conflicts} remember. */
   inspect?: {
     /**
@@ -187,7 +196,7 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
     cipher = init.secret === undefined ? undefined : roomCipher(init.app ?? 'syncmesh', init.room ?? 'default', init.secret)
     cipher?.catch(() => {}) // awaited below; this only keeps an early storage failure from leaving it unhandled
     const opened = await openState(storage, init)
-    replica = new ReplicaImpl(opened.peerId, opened.writerId, opened.store, opened.persistence, storage, init, await cipher, opened.tabs)
+    replica = new ReplicaImpl(opened.peerId, opened.writerId, opened.store, opened.persistence, storage, init, await cipher, opened.tabs, opened.gc)
   } catch (err) {
     await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
     throw err
@@ -205,7 +214,7 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
  * Loads the state and identity from storage, creating the identity on first use. On a shared store (see
  * tabs/group.ts) this takes a slot first, and writes under the slot's own origin id.
  */
-async function openState(storage: Storage, init: ReplicaInit): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; tabs?: TabGroup }> {
+async function openState(storage: Storage, init: ReplicaInit): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; gc: string | undefined; tabs?: TabGroup }> {
   const load = async (slot?: number) => {
     const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot })
     const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
@@ -269,6 +278,8 @@ export class ReplicaImpl implements Replica {
   /** Recent events and lost values, for inspect() and conflicts(). */
   private readonly journal: Ring<InspectEvent>
   private readonly lost: Ring<ConflictRecord>
+  /** The tombstone-collection state last stored. */
+  private savedGc: string | undefined
   /** Changes received over the tab link since the last compaction: the store may not hold them (see tabs/group.ts). */
   private unstored = false
 
@@ -285,6 +296,8 @@ export class ReplicaImpl implements Replica {
     cipher?: RoomCipher,
     /** The group of replicas sharing the store, when it is shared. */
     private readonly tabs?: TabGroup,
+    /** The stored tombstone-collection state (see sync/gc-state.ts). */
+    gcText?: string,
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
     this.journal = new Ring(init.inspect?.events ?? 100)
@@ -296,6 +309,9 @@ export class ReplicaImpl implements Replica {
     this.durable = own
     const report = (err: Error): void => this.emit('error', err, {})
     this.gates = (init.transports ?? []).map((t) => new GatedTransport(cipher ? sealedTransport(t) : t, !tabs, report))
+    const gc = gcText === undefined ? undefined : decodeGcState(gcText)
+    if (gc) store.restoreFrontier(gc.frontier, gc.newest)
+    const now = init.clock?.now ?? Date.now
     this.engine = new SyncEngine({
       store,
       hlc: this.hlc,
@@ -306,6 +322,7 @@ export class ReplicaImpl implements Replica {
       durable: () => this.durable,
       maxMessageBytes: this.maxMessageBytes,
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
+      gc: tabs ? undefined : { horizonMs: init.tombstoneHorizonMs ?? 30 * 24 * 3_600_000, now, known: gc?.known ?? new Map() },
       hooks: {
         applied: (result, bytes, fromTab) => {
           if (fromTab) this.unstored = true
@@ -322,6 +339,23 @@ export class ReplicaImpl implements Replica {
         peerLeave: (peer) => {
           this.tabs?.postStatus()
           this.emit('peer:leave', peer)
+          this.saveGc()
+        },
+        gc: ({ collected, rebased, visibleBefore }) => {
+          if (collected > 0 || rebased > 0) {
+            // The store dropped what storage still holds: the next snapshot replaces it.
+            this.persistence.compact(this.store).catch((err) => this.emit('error', asError(err), {}))
+            this.journal.push({ at: Date.now(), type: collected > 0 ? 'collect' : 'rebase', detail: String(collected || rebased) })
+          }
+          this.saveGc()
+          if (visibleBefore && this.listeners.change.size > 0) {
+            const gone: RecordChangeEvent[] = []
+            for (const key of visibleBefore) {
+              const [collection, id] = key.split('\u0000') as [string, string]
+              if (!this.store.has(collection, id)) gone.push({ type: 'deleted', collection, id, record: undefined, origin: 'remote' })
+            }
+            this.emitChanges(gone)
+          }
         },
         peerSynced: (peer) => {
           this.tabs?.postStatus()
@@ -420,6 +454,7 @@ export class ReplicaImpl implements Replica {
     this.flush()
     this.closed = true
     await this.settled.catch(() => {}) // the last writes reach connected peers before we leave
+    this.saveGc()
     await this.engine.stop()
     try {
       await (this.unstored ? this.persistence.compact(this.store) : this.persistence.compactIfLogged(this.store))
@@ -573,6 +608,17 @@ export class ReplicaImpl implements Replica {
         if (event !== 'error') this.emit('error', asError(err), {})
       }
     }
+  }
+
+  /** Stores the tombstone-collection state when it changed (the frontier, the known peers); errors go to 'error'. */
+  private saveGc(): void {
+    const { vector, newest } = this.store.gcFrontier()
+    const known = this.engine.knownPeers()
+    if (vector.size === 0 && known.size === 0 && this.savedGc === undefined) return
+    const text = encodeGcState(vector, newest, known)
+    if (text === this.savedGc) return
+    this.savedGc = text
+    this.persistence.saveGc(text).catch((err) => this.emit('error', asError(err), {}))
   }
 
   /** Keeps an event for inspect() (and a conflict for conflicts()). */

@@ -8,7 +8,7 @@ import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
-import { type VersionVector, covers, isNewer, mergeVersionVectors } from '../../crdt/version-vector.js'
+import { type VersionVector, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import {
@@ -17,6 +17,7 @@ import {
   decodeMessage,
   encodeDeltaMessage,
   encodeDeltaParts,
+  encodeFrontierMessage,
   encodeLiveMessage,
   encodeNeighboursMessage,
   encodeVectorMessage,
@@ -42,6 +43,28 @@ export interface EngineHooks {
   peerSynced(peer: PeerId): void
   /** Bad input from a peer, or a transport failure. The engine has already dropped the offending peer if needed. */
   error(err: Error, peer?: PeerId): void
+  /**
+   * The collection state changed: tombstones were collected (`collected` > 0: the store no longer holds them), the
+   * known peers or the frontier changed, or the store was rebased (`rebased`: it missed tombstones a peer collected
+   * and dropped what they may have erased, see crdt/record-store.ts). Persist it.
+   */
+  gc(change: { collected: number; rebased: number; visibleBefore?: ReadonlySet<string> }): void
+}
+
+/** A peer remembered for tombstone collection: when we last heard it, and the vector it last reported. */
+export interface KnownPeer {
+  readonly lastSeen: number
+  readonly vector: VersionVector
+}
+
+/** Tombstone collection (see {@link SyncEngine.collect}). */
+export interface GcInit {
+  /** A known peer silent for longer than this (ms) no longer holds collection back; if it returns, it rebases. */
+  readonly horizonMs: number
+  /** The wall clock (ms) for `lastSeen`. */
+  readonly now: () => number
+  /** Peers remembered from earlier sessions. */
+  readonly known: ReadonlyMap<PeerId, KnownPeer>
 }
 
 /** Options of the engine. */
@@ -63,6 +86,8 @@ export interface EngineInit {
   /** Interval of anti-entropy rounds in ms; 0 disables the timer (tests drive rounds by hand). */
   readonly antiEntropyMs: number
   readonly hooks: EngineHooks
+  /** Tombstone collection; absent, the engine never collects (it still honours peers' frontiers). */
+  readonly gc?: GcInit
 }
 
 interface PeerState {
@@ -85,6 +110,8 @@ interface PeerState {
    * vector that covers it; no other is sent meanwhile.
    */
   catchingUp: ReadonlyMap<string, Timestamp> | undefined
+  /** The collection frontier the peer announced (FRONTIER), undefined until it does. */
+  frontier: VersionVector | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -112,9 +139,12 @@ export class SyncEngine {
   private readonly selfHash: number
   /** Our set of peers changed since every peer last heard it (see {@link flushNeighbours}). */
   private neighboursDirty = false
+  /** Peers remembered for tombstone collection (network peers only: tabs of our store are this replica). */
+  private readonly known: Map<PeerId, KnownPeer>
 
   constructor(private readonly init: EngineInit) {
     this.selfHash = peerHash(init.room.peerId)
+    this.known = new Map(init.gc?.known)
   }
 
   /** Starts every transport and begins listening. */
@@ -129,7 +159,10 @@ export class SyncEngine {
     }
     await Promise.all(transports.map((t) => t.start(room)))
     if (antiEntropyMs > 0) {
-      this.timer = setInterval(() => this.antiEntropy(), antiEntropyMs)
+      this.timer = setInterval(() => {
+        this.antiEntropy()
+        this.collect()
+      }, antiEntropyMs)
       ;(this.timer as { unref?: () => void }).unref?.()
     }
   }
@@ -150,7 +183,7 @@ export class SyncEngine {
    * names us and all of them: in a full mesh nobody forwards, in a sparser topology receivers forward to the rest.
    */
   broadcastLive(parts: readonly Uint8Array[]): void {
-    const targets = [...this.peers.values()].filter((p) => !p.dropped)
+    const targets = [...this.peers.values()].filter((p) => !p.dropped && !this.gated(p))
     if (targets.length === 0) return
     this.flushNeighbours()
     const reached = [this.selfHash, ...targets.map((p) => p.hash)]
@@ -165,7 +198,96 @@ export class SyncEngine {
   antiEntropy(): void {
     this.flushNeighbours()
     const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
-    for (const p of this.peers.values()) this.send(p, req)
+    for (const p of this.peers.values()) {
+      if (this.gated(p)) this.sendFrontier(p)
+      else this.send(p, req)
+    }
+  }
+
+  /**
+   * Tombstone collection: drops the delete floors and field removals that every known peer (heard from within the
+   * horizon) has acknowledged holding, when we hold everything each of them acknowledged (causal stability). A peer
+   * silent for longer than the horizon no longer holds it back; if it comes back, our FRONTIER makes it rebase.
+   * Runs after every anti-entropy round; returns how many tombstones it dropped.
+   */
+  collect(): number {
+    const gc = this.init.gc
+    if (!gc) return 0
+    // A connected peer that has not told us what it holds yet could hold anything: wait for it.
+    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && p.theirs === undefined) return 0
+    const { store } = this.init
+    const now = gc.now()
+    this.touchKnown(now)
+    const ours = store.versionVector()
+    let stable: VersionVector | undefined
+    for (const k of this.known.values()) {
+      if (now - k.lastSeen > gc.horizonMs) continue
+      if (!covers(ours, k.vector)) return 0 // we lack something a peer holds: not stable yet
+      stable = stable ? minVersionVector(stable, k.vector) : new Map(k.vector)
+    }
+    const { tombstones } = store.collect(stable ?? ours)
+    if (tombstones > 0) {
+      this.init.hooks.gc({ collected: tombstones, rebased: 0 })
+      for (const p of this.peers.values()) this.sendFrontier(p)
+    }
+    return tombstones
+  }
+
+  /** The peers remembered for collection (to persist). */
+  knownPeers(): ReadonlyMap<PeerId, KnownPeer> {
+    this.touchKnown(this.init.gc?.now() ?? 0)
+    return this.known
+  }
+
+  /** Refreshes what we remember of every connected network peer. */
+  private touchKnown(now: number): void {
+    if (!this.init.gc) return
+    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && p.theirs) this.known.set(p.id, { lastSeen: now, vector: p.theirs })
+  }
+
+  /** Whether we may not exchange changes with `p` yet: our frontier is not empty and `p` has not shown it covers it. */
+  private gated(p: PeerState): boolean {
+    const ours = this.init.store.gcFrontier().vector
+    return ours.size > 0 && (p.frontier === undefined || !covers(p.frontier, ours))
+  }
+
+  private sendFrontier(p: PeerState): void {
+    const { vector, newest } = this.init.store.gcFrontier()
+    if (vector.size > 0) this.send(p, encodeFrontierMessage(vector, newest, this.init.store.versionVector()))
+  }
+
+  /** A peer's FRONTIER: rebase if we missed tombstones it knows were collected, take its frontier, open the gate. */
+  private onFrontier(p: PeerState, frontier: VersionVector, newest: Timestamp | undefined, held: VersionVector): void {
+    const { store, writerId, hooks } = this.init
+    const wasGated = this.gated(p)
+    p.frontier = p.frontier ? mergeVersionVectors(p.frontier, frontier) : frontier
+    if (frontier.size === 0) return
+    const before = store.gcFrontier()
+    if (!covers(store.versionVector(), frontier)) {
+      const visibleBefore = new Set<string>()
+      for (const c of store.collections()) for (const id of store.ids(c)) visibleBefore.add(`${c}\u0000${id}`)
+      const dropped = store.rebase(held, newest, writerId)
+      store.restoreFrontier(frontier, newest)
+      hooks.gc({ collected: 0, rebased: dropped, visibleBefore })
+      // Our vector went back: what every peer believes we hold is wrong now. Start over with each of them.
+      for (const o of this.peers.values()) {
+        o.theirs = undefined
+        o.synced = false
+        this.sendFrontier(o)
+        this.send(o, encodeVectorMessage('sync-request', store.versionVector()))
+      }
+      this.notify()
+      return
+    }
+    store.restoreFrontier(frontier, newest)
+    const after = store.gcFrontier()
+    if (!covers(before.vector, after.vector)) {
+      hooks.gc({ collected: 0, rebased: 0 })
+      for (const o of this.peers.values()) this.sendFrontier(o) // ours grew: every peer must show it covers it
+    } else if (p.frontier && !covers(p.frontier, after.vector)) {
+      this.sendFrontier(p)
+    }
+    if (wasGated && !this.gated(p)) this.send(p, encodeVectorMessage('sync-request', store.versionVector()))
   }
 
   /**
@@ -240,7 +362,7 @@ export class SyncEngine {
     const ours = this.init.store.versionVector()
     for (const p of this.peers.values()) {
       const theirs = p.theirs
-      if (p.dropped || theirs === undefined) continue
+      if (p.dropped || theirs === undefined || this.gated(p)) continue
       if (p.catchingUp) {
         if (!covers(theirs, p.catchingUp)) continue
         p.catchingUp = undefined
@@ -270,7 +392,7 @@ export class SyncEngine {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, catchingUp: undefined, dropped: false, synced: false }
+      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, catchingUp: undefined, frontier: undefined, dropped: false, synced: false }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -279,6 +401,7 @@ export class SyncEngine {
     if (p.links.length === 1) {
       p.dropped = false
       if (t !== this.init.tabLink) this.init.hooks.peerJoin(peer)
+      this.sendFrontier(p)
       this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
@@ -292,6 +415,7 @@ export class SyncEngine {
     if (!p || !p.links.includes(t)) return
     p.links = p.links.filter((l) => l !== t)
     if (p.links.length > 0) return
+    this.touchKnown(this.init.gc?.now() ?? 0)
     this.peers.delete(peer)
     // A list that names a peer we lost could make a forwarder leave someone to us in vain: correct it at once.
     this.neighboursDirty = true
@@ -371,8 +495,11 @@ export class SyncEngine {
       if (!whole) return
       const msg = decodeMessage(whole)
       if (!msg) return
-      if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
+      if (msg.type === 'delta') {
+        if (!this.gated(p)) this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
+      }
       else if (msg.type === 'neighbours') p.neighbours = new Set(msg.peers)
+      else if (msg.type === 'frontier') this.onFrontier(p, msg.frontier, msg.newest, msg.held)
       else this.onVector(p, msg.vv, msg.type === 'sync-request')
     } catch (err) {
       const e = asError(err)
@@ -392,7 +519,8 @@ export class SyncEngine {
     // A peer may hold writes of ours that we do not (yet) hold: never reissue their timestamps.
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)
-    if (isRequest) {
+    if (isRequest && this.gated(p)) this.sendFrontier(p)
+    else if (isRequest) {
       const delta = store.changesSince(vv, this.ceiling())
       if (delta.records.length > 0 || delta.to.size > 0) {
         for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
@@ -432,7 +560,7 @@ export class SyncEngine {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
-    for (const o of this.peers.values()) if (o !== from && !o.dropped && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
+    for (const o of this.peers.values()) if (o !== from && !o.dropped && !this.gated(o) && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
     if (targets.length === 0) return
     this.flushNeighbours()
     seen.add(this.selfHash)

@@ -41,6 +41,19 @@
  *                                      lists some reached neighbour of T always sends; a list made stale by a link
  *                                      change can leave T to anti-entropy. A peer that never sent NEIGHBOURS
  *                                      (an older build) is always sent to.
+ *   7 FRONTIER      vv frontier  vv newest  vv held
+ *                                      what the sender knows of tombstone collection: `frontier` covers every
+ *                                      tombstone that it or a peer it heard from dropped, `newest` (0 or 1 entries)
+ *                                      is the newest of them, `held` the sender's own vector. Sent when a peer
+ *                                      connects (if the frontier is not empty), to every peer when the sender's
+ *                                      frontier grows, and each anti-entropy round to a peer that has not shown it
+ *                                      covers it. A receiver whose vector does not cover `frontier` missed
+ *                                      tombstones: it rebases (crdt/record-store.ts: keeps only its own writes
+ *                                      newer than `newest` or on records `held` never knew), then takes the
+ *                                      frontier as its own. A replica whose frontier is not empty exchanges
+ *                                      changes with a peer only once that peer's FRONTIER covers it: until then it
+ *                                      neither applies the peer's deltas nor sends it any, so a peer returning
+ *                                      after its writes' tombstones were dropped cannot bring deleted data back.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
@@ -96,6 +109,7 @@ const enum Type {
   Chunk = 4,
   Live = 5,
   Neighbours = 6,
+  Frontier = 7,
 }
 
 /** A decoded protocol message. */
@@ -112,6 +126,7 @@ export type Message =
     }
   | { readonly type: 'ack'; readonly vv: VersionVector }
   | { readonly type: 'neighbours'; readonly peers: readonly number[] }
+  | { readonly type: 'frontier'; readonly frontier: VersionVector; readonly newest: Timestamp | undefined; readonly held: VersionVector }
 
 /** The 32-bit hash that stands for a peer id in a LIVE message's `reached` set: FNV-1a over its UTF-8 bytes. */
 export function peerHash(peer: string): number {
@@ -127,6 +142,17 @@ export function encodeVectorMessage(type: 'sync-request' | 'ack', vv: ReadonlyMa
   w.u8(PROTOCOL_VERSION)
   w.u8(type === 'ack' ? Type.Ack : Type.SyncRequest)
   writeVersionVector(w, vv)
+  return w.finish()
+}
+
+/** Encodes a FRONTIER: what the sender knows of tombstone collection, and its own vector. */
+export function encodeFrontierMessage(frontier: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined, held: ReadonlyMap<string, Timestamp>): Uint8Array {
+  const w = new Writer(32 + 24 * (frontier.size + held.size))
+  w.u8(PROTOCOL_VERSION)
+  w.u8(Type.Frontier)
+  writeVersionVector(w, frontier)
+  writeVersionVector(w, newest ? new Map([[newest.peer, newest]]) : new Map())
+  writeVersionVector(w, held)
   return w.finish()
 }
 
@@ -209,6 +235,14 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
       const peers = readHashes(r, MAX_NEIGHBOURS)
       if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a NEIGHBOURS`)
       return { type: 'neighbours', peers }
+    }
+    case Type.Frontier: {
+      const frontier = readVersionVector(r)
+      const newestVv = readVersionVector(r)
+      const held = readVersionVector(r)
+      if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a FRONTIER`)
+      if (newestVv.size > 1) throw new DecodeError('a FRONTIER names at most one newest tombstone')
+      return { type: 'frontier', frontier, newest: newestVv.values().next().value, held }
     }
     case Type.Chunk:
       throw new DecodeError('a CHUNK frame cannot be nested inside a message')

@@ -1,4 +1,4 @@
-import { createReplica, type Replica, type ReplicaInit } from '../../src/index.js'
+import { createReplica, type MemoryStorage, type Replica, type ReplicaInit } from '../../src/index.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 
 /** Todo records used across the replica tests. */
@@ -30,4 +30,10 @@ export async function until(cond: () => boolean, ms = 5000, what = 'condition'):
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 2))
   }
+}
+
+/** The same MemoryStorage, usable again after a replica closed it (a restart on the same data). */
+export function reopen(s: MemoryStorage): MemoryStorage {
+  Object.assign(s, { closed: false })
+  return s
 }

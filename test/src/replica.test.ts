@@ -19,7 +19,7 @@ import { MemoryNetwork } from '../../transports/memory.js'
 import { encodeDeltaMessage, encodeVectorMessage } from '../../src/sync/protocol.js'
 import { peerOfWriter, writerIdFor } from '../../src/sync/engine.js'
 import { RecordStore, encodeDelta } from '../../crdt/index.js'
-import { type Todo, record, replicas, until } from './helpers.js'
+import { type Todo, record, reopen, replicas, until } from './helpers.js'
 
 const open: Replica[] = []
 afterEach(async () => {
@@ -374,11 +374,6 @@ describe('storage', () => {
 })
 
 /** A MemoryStorage that can be reopened after close (a stand-in for a restart on the same files). */
-function reopen(s: MemoryStorage): MemoryStorage {
-  Object.assign(s, { closed: false })
-  return s
-}
-
 function digest(r: Replica): string {
   return (r as unknown as { store: RecordStore }).store.digest()
 }
