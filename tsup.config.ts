@@ -38,5 +38,5 @@ export default defineConfig([
     },
   },
   // libp2p v3 is ESM-only: this entry point has no CommonJS build.
-  { ...common, format: ['esm'], entry: { 'transports/libp2p': 'transports/libp2p.ts' } },
+  { ...common, format: ['esm'], entry: { 'transports/libp2p/index': 'transports/libp2p/index.ts' } },
 ])

@@ -35,7 +35,7 @@
  * - An attempt that is not open after `connectTimeoutMs` (ICE failed, peer gone, offer lost) is closed and the peer
  *   is retried later with jittered exponential backoff (`reconnect`); meanwhile the overlay routes around it.
  * - At most `maxPeers` connections (pending ones included). With more members than that, each peer keeps a bounded
- *   overlay (see webrtc-overlay.ts: a ring lattice over the sorted ids, connected, degree ≤ maxPeers) and the sync
+ *   overlay (see overlay.ts: a ring lattice over the sorted ids, connected, degree ≤ maxPeers) and the sync
  *   engine's forwarding and anti-entropy carry writes across hops. An offer beyond capacity is rejected unless it
  *   comes from a wanted neighbour and an unwanted connection can make room.
  * - Signaling sockets reconnect on their own (jittered exponential backoff) and re-announce; open data channels do
@@ -50,7 +50,7 @@
  *   and counted (`status().dropped`) — the sync layer repairs losses.
  */
 import { AuthError, FrameTooLargeError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
-import { compareIds, overlayNeighbours } from './webrtc-overlay.js'
+import { compareIds, overlayNeighbours } from './overlay.js'
 import { type BackoffInit, SignalingClient, type WebSocketConstructor, backoffDelay, isObject } from './webrtc-signaling.js'
 import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from './types.js'

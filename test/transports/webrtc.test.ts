@@ -21,7 +21,7 @@ import {
   type WebRTCTransport,
   type WebRTCTransportInit,
 } from '../../transports/webrtc.js'
-import { overlayNeighbours } from '../../transports/webrtc-overlay.js'
+import { overlayNeighbours } from '../../transports/overlay.js'
 import { backoffDelay } from '../../transports/webrtc-signaling.js'
 import { type SignalingServer, rawSignalingClient, startYWebrtcServer, waitFor } from './webrtc-helpers.js'
 
