@@ -27,7 +27,7 @@ export default defineConfig([
       'crdt/index': 'crdt/index.ts',
       'transports/memory': 'transports/memory.ts',
       'transports/broadcast': 'transports/broadcast.ts',
-      'transports/webrtc': 'transports/webrtc.ts',
+      'transports/webrtc/index': 'transports/webrtc/index.ts',
       'transports/relay': 'transports/relay.ts',
       'src/server/index': 'src/server/index.ts',
       'src/cli': 'src/cli.ts',

@@ -21,7 +21,7 @@ import { transportConformanceCases, type TransportHarness } from '../../src/test
 import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
 import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
-import { webrtcTransport } from '../../transports/webrtc.js'
+import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { RawClient, RecordingProxy } from '../server/helpers.js'
 import { until } from './helpers.js'
 
