@@ -27,7 +27,7 @@ export default defineConfig([
       'crdt/index': 'crdt/index.ts',
       'transports/memory': 'transports/memory.ts',
       'transports/broadcast': 'transports/broadcast.ts',
-      'transports/webrtc': 'transports/webrtc.ts',
+      'transports/webrtc/index': 'transports/webrtc/index.ts',
       'transports/relay': 'transports/relay.ts',
       'src/server/index': 'src/server/index.ts',
       'src/cli': 'src/cli.ts',
@@ -38,5 +38,5 @@ export default defineConfig([
     },
   },
   // libp2p v3 is ESM-only: this entry point has no CommonJS build.
-  { ...common, format: ['esm'], entry: { 'transports/libp2p': 'transports/libp2p.ts' } },
+  { ...common, format: ['esm'], entry: { 'transports/libp2p/index': 'transports/libp2p/index.ts' } },
 ])

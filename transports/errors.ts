@@ -2,7 +2,7 @@
 import { SyncmeshError } from '../crdt/errors.js'
 
 
-/** Base class of the errors the in-memory transport throws. */
+/** Base class of the errors the transports throw. */
 export class TransportError extends SyncmeshError {
   override readonly code: string = 'TRANSPORT'
 }
@@ -33,6 +33,11 @@ export class PeerIdInUseError extends TransportError {
 /** An invalid option or argument (a rate outside [0, 1], an empty room or peer id, an unknown event name, ...). */
 export class TransportArgumentError extends TransportError {
   override readonly code: string = 'TRANSPORT_ARGUMENT'
+}
+
+/** `err` itself when it is an `Error`; otherwise a {@link TransportError} carrying its text (something thrown a non-Error). */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new TransportError(String(err))
 }
 
 /**

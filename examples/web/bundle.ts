@@ -15,7 +15,7 @@ export const SOURCE_ALIASES: Record<string, string> = {
   'syncmesh/crdt': root('crdt/index.ts'),
   'syncmesh/testkit': root('src/testkit/index.ts'),
   'syncmesh/storage/indexeddb': root('src/storage/indexeddb.ts'),
-  'syncmesh/transports/webrtc': root('transports/webrtc.ts'),
+  'syncmesh/transports/webrtc': root('transports/webrtc/index.ts'),
   'syncmesh/transports/relay': root('transports/relay.ts'),
   'syncmesh/transports/broadcast': root('transports/broadcast.ts'),
   'syncmesh/transports/memory': root('transports/memory.ts'),

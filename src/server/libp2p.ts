@@ -16,7 +16,7 @@
  * and its CommonJS build never touch libp2p (which is ESM-only).
  */
 import { SyncmeshError } from '../../crdt/errors.js'
-import { installPromiseWithResolvers } from '../../transports/libp2p-wire.js'
+import { installPromiseWithResolvers } from '../../transports/libp2p/node.js'
 
 /** The packages the libp2p relay loads; all are optional peer dependencies of syncmesh. */
 export const LIBP2P_PACKAGES: readonly string[] = [
@@ -30,7 +30,7 @@ export const LIBP2P_PACKAGES: readonly string[] = [
   '@libp2p/gossipsub',
 ]
 
-/** Prefix of the gossipsub topics syncmesh rooms meet under (see `roomTopicOf` in transports/libp2p.ts). */
+/** Prefix of the gossipsub topics syncmesh rooms meet under (see `roomTopicOf` in transports/libp2p/wire.ts). */
 export const ROOM_TOPIC_PREFIX = '/syncmesh/room/'
 
 /** libp2p packages are not installed (they are optional peer dependencies). */

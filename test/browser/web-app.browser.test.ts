@@ -14,7 +14,7 @@ import type { Todo } from '../../examples/web/app.js'
 import { createReplica } from '../../src/index.js'
 import type { ReplicaStatus } from '../../src/replica.js'
 import { relayTransport } from '../../transports/relay.js'
-import { webrtcTransport } from '../../transports/webrtc.js'
+import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { haveChromium, launchBrowser, warnIfNoChromium, type TestBrowser } from './chromium.js'
 
 warnIfNoChromium('the web example end-to-end tests')

@@ -21,7 +21,7 @@ import { transportConformanceCases, type TransportHarness } from '../../src/test
 import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
 import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
-import { webrtcTransport } from '../../transports/webrtc.js'
+import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { RawClient, RecordingProxy } from '../server/helpers.js'
 import { until } from './helpers.js'
 
@@ -510,7 +510,7 @@ describe('encrypted room through a real server (what the server receives is capt
 
 describe('encrypted room over libp2p (gossipsub discovery is sealed too)', () => {
   it('members found only through sealed announcements connect and converge; a wrong-secret node gets AuthError', async () => {
-    const { libp2pTransport } = await import('../../transports/libp2p.js')
+    const { libp2pTransport } = await import('../../transports/libp2p/index.js')
     const ts: { stop(): Promise<void> }[] = []
     const node = (bootstrap: string[] = []) => {
       const t = libp2pTransport({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap, announceIntervalMs: 300 })

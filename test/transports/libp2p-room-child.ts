@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { createReplica, type Replica } from '../../src/index.js'
-import { type Libp2pTransport, libp2pTransport } from '../../transports/libp2p.js'
+import { type Libp2pTransport, libp2pTransport } from '../../transports/libp2p/index.js'
 
 /** What the parent passes in argv[2]. */
 export interface ChildInit {

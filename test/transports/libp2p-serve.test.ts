@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { createReplica, type Replica } from '../../src/index.js'
 import { HELP, parseCli } from '../../src/server/cli.js'
 import { LIBP2P_PACKAGES, Libp2pMissingError } from '../../src/server/libp2p.js'
-import { type Libp2pTransport, libp2pTransport } from '../../transports/libp2p.js'
+import { type Libp2pTransport, libp2pTransport } from '../../transports/libp2p/index.js'
 import { until } from './libp2p-room.js'
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url))

@@ -14,8 +14,9 @@ import {
   type Libp2pTransportInit,
   libp2pTransport,
   roomTopicOf,
-} from '../../transports/libp2p.js'
-import { encodeFrame, encodeHello } from '../../transports/libp2p-wire.js'
+} from '../../transports/libp2p/index.js'
+import { installPromiseWithResolvers } from '../../transports/libp2p/node.js'
+import { encodeFrame, encodeHello } from '../../transports/libp2p/wire.js'
 import { freePorts, until } from './libp2p-room.js'
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -25,6 +26,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** A plain libp2p node (no syncmesh), as a user would run it: TCP, noise, yamux, identify, and gossipsub or a relay. */
 async function userNode(opts: { relayDataLimit?: bigint; relayDurationMs?: number } = {}): Promise<Libp2p> {
+  installPromiseWithResolvers() // Node 20: a user's node needs the polyfill before it accepts connections
   const [{ createLibp2p }, { tcp }, { noise }, { yamux }, { identify }, { gossipsub }, { circuitRelayServer }] = await Promise.all([
     import('libp2p'),
     import('@libp2p/tcp'),

@@ -5,7 +5,7 @@
  *
  * Prints `STARTED`, then `UP <peer>` / `DOWN <peer>` / `FRAME <peer> <bytes>` lines; echoes every frame back.
  */
-import { webrtcTransport } from '../../transports/webrtc.js'
+import { webrtcTransport } from '../../transports/webrtc/index.js'
 
 const [url, room, peerId] = process.argv.slice(2)
 if (!url || !room || !peerId) throw new Error('usage: webrtc-child.ts <url> <room> <peer id>')

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { track } from '../server/helpers.js'
-import type { RTCImplementation } from '../../transports/webrtc.js'
+import type { RTCImplementation } from '../../transports/webrtc/index.js'
 
 /** y-webrtc's own signaling server script. */
 export const Y_WEBRTC_SERVER = fileURLToPath(new URL('../../node_modules/y-webrtc/bin/server.js', import.meta.url))

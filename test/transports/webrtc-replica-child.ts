@@ -19,7 +19,7 @@ import { createReplica } from '../../src/index.js'
 import { levelStorage } from '../../src/storage/level.js'
 import { relayTransport } from '../../transports/relay.js'
 import type { Transport } from '../../transports/types.js'
-import { webrtcTransport } from '../../transports/webrtc.js'
+import { webrtcTransport } from '../../transports/webrtc/index.js'
 
 const [peerId, dir, room, signaling, relay] = process.argv.slice(2)
 if (!peerId || !dir || !room || !signaling) throw new Error('usage: webrtc-replica-child.ts <peer id> <level dir> <room> <signaling url | -> [relay url]')

@@ -20,9 +20,9 @@ import {
   type RTCImplementation,
   type WebRTCTransport,
   type WebRTCTransportInit,
-} from '../../transports/webrtc.js'
-import { overlayNeighbours } from '../../transports/webrtc-overlay.js'
-import { backoffDelay } from '../../transports/webrtc-signaling.js'
+} from '../../transports/webrtc/index.js'
+import { overlayNeighbours } from '../../transports/overlay.js'
+import { backoffDelay } from '../../transports/webrtc/signaling.js'
 import { type SignalingServer, rawSignalingClient, startYWebrtcServer, waitFor } from './webrtc-helpers.js'
 
 let server: SignalingServer

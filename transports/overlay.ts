@@ -1,5 +1,6 @@
 /**
- * Which peers a WebRTC transport tries to keep a data channel with, when a room has more members than `maxPeers`.
+ * The bounded overlay of a large room: which members a transport keeps a link with when the room has more members
+ * than its `maxPeers` (the WebRTC transport over replica peer ids, the libp2p transport over libp2p PeerIds).
  *
  * Every member sorts the ids it knows (its own included) into a ring and wants its `⌊maxPeers / 2⌋` nearest
  * neighbours on each side: a ring lattice (Harary graph). Each member's wanted degree is at most `maxPeers`, the

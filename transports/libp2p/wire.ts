@@ -10,8 +10,8 @@
  *
  * - The opener sends its HELLO at once; the acceptor reads it, finds the transport started in that `topic` (several
  *   rooms may share one libp2p node) and answers with its own HELLO, or resets the stream when it has no such room.
- *   `topic` is derived from the room hash the replica passes (see `roomTopic` in libp2p.ts); `peerId` is the REPLICA
- *   peer id (frames are attributed to it, never to the libp2p PeerId).
+ *   `topic` is derived from the room hash the replica passes ({@link roomTopicOf}); `peerId` is the REPLICA peer id
+ *   (frames are attributed to it, never to the libp2p PeerId).
  * - Both sides must use the same `maxFrameSize`; a HELLO announcing another value is refused (configuration error
  *   caught at the handshake rather than as random resets later).
  * - Limits: a HELLO is at most {@link MAX_HELLO_BYTES}; a data frame at most `maxFrameSize`. A length prefix above the
@@ -25,8 +25,11 @@
  *
  * The sender's libp2p PeerId is the (signed) gossipsub message's `from`; unsigned announcements are ignored.
  */
-import { Reader as BytesReader, Writer } from '../crdt/bytes.js'
-import { FrameTooLargeError, TransportError } from './errors.js'
+import { Reader as BytesReader, Writer } from '../../crdt/bytes.js'
+import { FrameTooLargeError, TransportError } from '../errors.js'
+
+/** The stream protocol id. */
+export const SYNC_PROTOCOL = '/syncmesh/sync/1.0.0'
 
 /** Version byte of HELLO and ANNOUNCE. */
 export const WIRE_VERSION = 1
@@ -49,28 +52,11 @@ export class QueueFullError extends TransportError {
   override readonly code: string = 'TRANSPORT_QUEUE_FULL'
 }
 
-/**
- * Installs `Promise.withResolvers` when the runtime lacks it (Node 20): libp2p v3, noise 17 and yamux 8 call it, and
- * without it every inbound connection upgrade fails. Guarded: a native implementation is never replaced.
- */
-export function installPromiseWithResolvers(): void {
-  const P = Promise as unknown as { withResolvers?: unknown }
-  if (typeof P.withResolvers === 'function') return
-  Object.defineProperty(Promise, 'withResolvers', {
-    configurable: true,
-    writable: true,
-    enumerable: false,
-    value: function withResolvers<T>(this: PromiseConstructor) {
-      let resolve!: (value: T | PromiseLike<T>) => void
-      let reject!: (reason?: unknown) => void
-      const C = typeof this === 'function' ? this : Promise
-      const promise = new C<T>((res, rej) => {
-        resolve = res
-        reject = rej
-      })
-      return { promise, resolve, reject }
-    },
-  })
+/** The topic peers of a room meet under, on gossipsub and in HELLO: a hash of the room string the replica passes. */
+export async function roomTopicOf(room: string): Promise<string> {
+  const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(`syncmesh/libp2p/v1\u0000${room}`))
+  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
+  return `/syncmesh/room/1/${hex}`
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
