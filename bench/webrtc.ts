@@ -43,7 +43,7 @@ let wrtc: RTCImplementation
 let roomSeq = 0
 const freshRoom = (what: string): string => `bench-${what}-${process.pid}-${++roomSeq}`
 
-/** Counts the frames and bytes a transport sends (patched `send`: the engine's every frame goes through it). */
+/** Counts the frames and bytes a transport sends (patched `send` and `broadcast`: every frame of the engine goes through them). */
 interface Counter {
   frames: number
   bytes: number
@@ -54,6 +54,15 @@ function counted<T extends Transport>(t: T, c: Counter): T {
     c.frames++
     c.bytes += frame.byteLength
     send(peer, frame)
+  }
+  const broadcast = t.broadcast?.bind(t)
+  if (broadcast) {
+    // One frame from this peer (the relay server fans it out).
+    t.broadcast = (frame) => {
+      c.frames++
+      c.bytes += frame.byteLength
+      broadcast(frame)
+    }
   }
   return t
 }

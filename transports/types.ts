@@ -50,7 +50,11 @@ export interface Transport {
   stop(): Promise<void>
   /** Sends one frame (at most {@link Transport.maxFrameSize} bytes) to a peer; unknown or gone peers are ignored. */
   send(peer: PeerId, frame: Uint8Array): void
-  /** Sends one frame to every connected peer, when the transport can do that more cheaply than a loop of `send`. */
+  /**
+   * Sends one frame to every connected peer, when the transport can do that more cheaply than a loop of `send` (the
+   * engine uses it for a live change that goes to every peer of the transport: a relay carries it once to its server,
+   * an encrypted room seals it once).
+   */
   broadcast?(frame: Uint8Array): void
   /** Largest frame `send` accepts; the engine chunks larger messages. */
   readonly maxFrameSize: number

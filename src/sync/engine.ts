@@ -187,11 +187,28 @@ export class SyncEngine {
     if (targets.length === 0) return
     this.flushNeighbours()
     const reached = [this.selfHash, ...targets.map((p) => p.hash)]
-    for (const part of parts) {
-      const message = encodeLiveMessage(part, reached, this.init.maxMessageBytes)
-      for (const p of targets) this.send(p, message)
-    }
+    for (const part of parts) this.sendAll(targets, encodeLiveMessage(part, reached, this.init.maxMessageBytes))
     this.notify()
+  }
+
+  /**
+   * Sends one message to `targets`: with one `broadcast` per transport whose every peer is a target reached over it
+   * (an encrypted room then seals it once, a relay carries it once to the server), else peer by peer.
+   */
+  private sendAll(targets: readonly PeerState[], message: Uint8Array): void {
+    const rest = new Set(targets)
+    for (const link of this.init.transports) {
+      if (!link.broadcast) continue
+      const on = [...this.peers.values()].filter((p) => p.links.includes(link))
+      if (on.length < 2 || !on.every((p) => rest.has(p) && p.links[0] === link && message.length <= this.messageLimit(p))) continue
+      try {
+        for (const frame of toFrames(message, link.maxFrameSize, this.nextMessageId++)) link.broadcast(frame)
+      } catch (err) {
+        this.init.hooks.error(asError(err))
+      }
+      for (const p of on) rest.delete(p)
+    }
+    for (const p of rest) this.send(p, message)
   }
 
   /** One anti-entropy round: ask every connected peer for what we lack (and tell them what we hold). */
@@ -565,8 +582,7 @@ export class SyncEngine {
     this.flushNeighbours()
     seen.add(this.selfHash)
     for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
-    const message = encodeLiveMessage(payload, seen, this.init.maxMessageBytes)
-    for (const t of targets) this.send(t, message)
+    this.sendAll(targets, encodeLiveMessage(payload, seen, this.init.maxMessageBytes))
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */

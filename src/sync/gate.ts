@@ -95,6 +95,18 @@ export class GatedTransport implements Transport {
     this.inner.send(peer, frame)
   }
 
+  /** Sends one frame to every peer up on the inner transport (its own broadcast when it has one). */
+  broadcast(frame: Uint8Array): void {
+    if (!this.open || this.up.size === 0) return
+    for (const peer of this.up) {
+      const t = this.trafficOf(peer)
+      t.framesOut++
+      t.bytesOut += frame.byteLength
+    }
+    if (this.inner.broadcast) this.inner.broadcast(frame)
+    else for (const peer of this.up) this.inner.send(peer, frame)
+  }
+
   private trafficOf(peer: PeerId): Traffic {
     let t = this.traffic.get(peer)
     if (!t) this.traffic.set(peer, (t = { framesIn: 0, bytesIn: 0, framesOut: 0, bytesOut: 0, lastHeard: 0 }))

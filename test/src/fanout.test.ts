@@ -33,6 +33,15 @@ async function room(n: number, cut: (i: number, j: number) => boolean = () => fa
       sent.set(frame[1]!, (sent.get(frame[1]!) ?? 0) + 1)
       send(peer, frame)
     }
+    // A broadcast is one frame per peer on the wire: counted as such.
+    const up = new Set<string>()
+    t.on('peer:up', (peer) => up.add(peer))
+    t.on('peer:down', (peer) => up.delete(peer))
+    const broadcast = t.broadcast.bind(t)
+    t.broadcast = (frame) => {
+      sent.set(frame[1]!, (sent.get(frame[1]!) ?? 0) + up.size)
+      broadcast(frame)
+    }
     replicas.push(await createReplica({ peerId: id, room: 'fanout', transports: [t], antiEntropyMs: 0 }))
   }
   net.deliverAll()
