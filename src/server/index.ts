@@ -70,6 +70,7 @@ import {
   relayMessageVersion,
 } from '../../transports/relay.js'
 import { SEAL_OVERHEAD } from '../crypto.js'
+import { type Cluster, startCluster } from './cluster.js'
 import { type BlobStore, type StoreLimits, StoreLimitError, openBlobStore } from './store.js'
 
 export { type BlobStore, type BlobPage, type StoreLimits, StoreLimitError, memoryBlobStore, levelBlobStore, redisBlobStore, openBlobStore } from './store.js'
@@ -194,6 +195,19 @@ export interface ServerInit {
    * @default none
    */
   tokens?: readonly string[]
+  /**
+   * Scale-out: share relay rooms with every other server started with the same Redis URL (pub/sub; see
+   * src/server/cluster.ts), so peers of one room may connect to different processes. Clients list several servers
+   * in `relayTransport({ url: [...] })` and fail over.
+   * @default none (rooms are local to this process)
+   */
+  redis?: string
+  /**
+   * With `redis`: how long a server process may go without renewing its liveness key before the others report its
+   * peers down (a process killed without a word is noticed within about this plus one second).
+   * @default 3000
+   */
+  clusterNodeTtlMs?: number
 }
 
 /** Counters of a running server. */
@@ -375,6 +389,20 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   const checksAccess = authenticate !== undefined || tokens.length > 0
   const ownsStore = typeof init.store === 'string'
   const store: BlobStore | undefined = typeof init.store === 'string' ? await openBlobStore(init.store) : init.store
+  /** Per relay room with local members: its members on other server processes (peer → node). */
+  const remotes = new Map<string, Map<string, string>>()
+  const cluster: Cluster | undefined =
+    init.redis === undefined
+      ? undefined
+      : await startCluster(
+          { url: init.redis, nodeTtlMs: init.clusterNodeTtlMs },
+          {
+            up: (topic, peer, node) => remoteUp(topic, peer, node),
+            down: (topic, peer, node) => remoteDown(topic, peer, node),
+            frame: (topic, from, to, payload) => remoteFrame(topic, from, to, payload),
+            error: (message) => log(`cluster error ${message}`),
+          },
+        )
   const log = (line: string): void => {
     if (sink === false) return
     try {
@@ -739,12 +767,12 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
             problem = 'JOIN while in a room'
             break
           }
-          if (checksAccess) {
+          if (checksAccess || cluster !== undefined) {
             flush(out)
-            checkAccess(c, op, ops, i + 1)
+            beginJoin(c, op, ops, i + 1)
             return
           }
-          join(c, op, out)
+          join(c, op, out, undefined)
           break
         }
         case 'leave':
@@ -757,7 +785,11 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
             break
           }
           const to = r.members.get(op.to)
-          if (to === undefined || to === c) break
+          if (to === undefined) {
+            if (cluster !== undefined && remotes.get(r.topic)?.has(op.to)) cluster.send(r.topic, r.peer, op.to, op.payload)
+            break
+          }
+          if (to === c) break
           push(out, to, encodeServerOp({ op: 'from', from: r.peer, payload: op.payload }), true)
           break
         }
@@ -767,6 +799,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
             problem = 'BROADCAST outside a room'
             break
           }
+          if (cluster !== undefined && (remotes.get(r.topic)?.size ?? 0) > 0) cluster.broadcast(r.topic, r.peer, op.payload)
           if (r.members.size < 2) break
           const frame = encodeServerOp({ op: 'from', from: r.peer, payload: op.payload })
           for (const m of r.members.values()) if (m !== c) push(out, m, frame, true)
@@ -787,27 +820,36 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     if (problem !== undefined) violation(c, ServerCloseCode.POLICY_VIOLATION, `relay protocol violation: ${problem}`)
   }
 
-  function join(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, out: Outbox): void {
+  /** Enters a room; `remote`: its members on other server processes, from the cluster claim. */
+  function join(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, out: Outbox, remote: Map<string, string> | undefined): void {
     let members = rooms.get(op.topic)
     if (members?.has(op.peer)) {
       push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' }))
       log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use`)
       return
     }
-    if (members !== undefined && members.size >= maxPeersPerRoom) {
+    if (members !== undefined && members.size + (remotes.get(op.topic)?.size ?? 0) >= maxPeersPerRoom) {
+      if (cluster !== undefined && remote !== undefined) cluster.leave(op.topic, op.peer, false)
       push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.ROOM_FULL, message: 'room full' }))
       log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: room full`)
       return
     }
     if (members === undefined) rooms.set(op.topic, (members = new Map()))
+    let others = remotes.get(op.topic)
+    others?.delete(op.peer) // a peer back from a dead server: it is ours now (its old entry must not DOWN it later)
+    if (remote !== undefined && remote.size > 0) {
+      if (others === undefined) remotes.set(op.topic, (others = new Map()))
+      for (const [p, n] of remote) if (!members.has(p) && p !== op.peer) others.set(p, n)
+    }
     push(out, c, welcome)
-    const present = [...members.keys()]
+    const present = [...members.keys(), ...(others?.keys() ?? [])]
     for (let i = 0; i < present.length; i += 256) push(out, c, encodeServerOp({ op: 'peers', peers: present.slice(i, i + 256) }))
     const up = encodeServerOp({ op: 'up', peer: op.peer })
     for (const m of members.values()) push(out, m, up)
     members.set(op.peer, c)
     const membership = (c.relay = { topic: op.topic, peer: op.peer, members })
-    log(`conn=${c.id} join room=${topicLabel(op.topic)} peers=${members.size}`)
+    cluster?.announce(op.topic, op.peer)
+    log(`conn=${c.id} join room=${topicLabel(op.topic)} peers=${members.size}${others ? `+${others.size}` : ''}`)
     if (store !== undefined && c.version >= 2) {
       store.info(op.topic).then(
         (info) => c.relay === membership && reply(c, { op: 'store', storeId: store.id, head: info.head, bytes: info.bytes }),
@@ -816,8 +858,11 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     }
   }
 
-  /** Runs the access check of a JOIN; the connection's other messages wait for it. */
-  function checkAccess(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, ops: readonly RelayClientOp[], next: number): void {
+  /**
+   * A JOIN that needs asynchronous work — the access check, the peer id's claim across the cluster — while the
+   * connection's other messages wait.
+   */
+  function beginJoin(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, ops: readonly RelayClientOp[], next: number): void {
     c.held = []
     const token = Buffer.from(op.token ?? new Uint8Array(0))
     const request: JoinRequest = { token, tokenText: token.toString('utf8'), topic: op.topic, peer: op.peer, remote: c.remote }
@@ -828,7 +873,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         log(`conn=${c.id} authenticate threw: ${(err as Error)?.message ?? String(err)}`)
         return false
       })
-      .then((admitted) => {
+      .then(async (admitted) => {
         if (c.closed) return
         if (admitted !== true) {
           counters.denied++
@@ -837,10 +882,21 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
           drop(c, ServerCloseCode.POLICY_VIOLATION, 'access denied')
           return
         }
+        let remote: Map<string, string> | undefined
+        if (cluster !== undefined && !rooms.get(op.topic)?.has(op.peer)) {
+          remote = await cluster.join(op.topic, op.peer)
+          if (remote === undefined) {
+            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use on another server`)
+            reply(c, { op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' })
+          } else if (c.closed) {
+            cluster.leave(op.topic, op.peer, !rooms.has(op.topic))
+            return
+          }
+        }
         const held = c.held ?? []
         c.held = undefined
         const out: Outbox = new Map()
-        join(c, op, out)
+        if (cluster === undefined || remote !== undefined || rooms.get(op.topic)?.has(op.peer)) join(c, op, out, remote)
         flush(out)
         handleOps(c, ops, next)
         while (held.length > 0 && !c.closed) {
@@ -944,9 +1000,12 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     const r = c.relay
     if (r === undefined) return
     c.relay = undefined
-    if (r.members.get(r.peer) === c) r.members.delete(r.peer)
+    if (r.members.get(r.peer) !== c) return
+    r.members.delete(r.peer)
+    cluster?.leave(r.topic, r.peer, r.members.size === 0)
     if (r.members.size === 0) {
       if (rooms.get(r.topic) === r.members) rooms.delete(r.topic)
+      remotes.delete(r.topic)
       return
     }
     const down = encodeServerOp({ op: 'down', peer: r.peer })
@@ -993,6 +1052,68 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       emit()
     }
   }
+
+  // -- cluster (scale-out over Redis) -------------------------------------------------------------------------------
+
+  function remoteUp(topic: string, peer: string, node: string): void {
+    const members = rooms.get(topic)
+    if (members === undefined || members.has(peer)) return
+    let others = remotes.get(topic)
+    if (others === undefined) remotes.set(topic, (others = new Map()))
+    const known = others.has(peer)
+    others.set(peer, node)
+    if (known) return
+    const out: Outbox = new Map()
+    const up = encodeServerOp({ op: 'up', peer })
+    for (const m of members.values()) push(out, m, up)
+    flush(out)
+  }
+
+  function remoteDown(topic: string, peer: string, node: string): void {
+    const others = remotes.get(topic)
+    if (others?.get(peer) !== node) return
+    others.delete(peer)
+    const members = rooms.get(topic)
+    if (members === undefined || members.has(peer)) return
+    const out: Outbox = new Map()
+    const down = encodeServerOp({ op: 'down', peer })
+    for (const m of members.values()) push(out, m, down)
+    flush(out)
+  }
+
+  function remoteFrame(topic: string, from: string, to: string | undefined, payload: Uint8Array): void {
+    const members = rooms.get(topic)
+    if (members === undefined || !remotes.get(topic)?.has(from)) return // never a FROM before its sender's UP
+    const out: Outbox = new Map()
+    const frame = encodeServerOp({ op: 'from', from, payload })
+    if (to !== undefined) {
+      const m = members.get(to)
+      if (m !== undefined) push(out, m, frame, true)
+    } else {
+      for (const m of members.values()) push(out, m, frame, true)
+    }
+    flush(out)
+  }
+
+  /** Peers of server processes that died without a word (their liveness key expired) are reported down. */
+  const reaper =
+    cluster &&
+    setInterval(() => {
+      const nodes = new Set<string>()
+      for (const others of remotes.values()) for (const n of others.values()) nodes.add(n)
+      if (nodes.size === 0) return
+      cluster.dead(nodes).then((dead) => {
+        for (const [topic, others] of remotes) {
+          for (const [peer, node] of others) {
+            if (!dead.has(node)) continue
+            log(`cluster node ${node} is gone: its peer leaves room=${topicLabel(topic)}`)
+            remoteDown(topic, peer, node)
+            cluster.forget(topic, peer, node)
+          }
+        }
+      }, (err: unknown) => log(`cluster error ${(err as Error)?.message}`))
+    }, 1000)
+  if (reaper) reaper.unref()
 
   // -- liveness -----------------------------------------------------------------------------------------------------
 
@@ -1075,6 +1196,8 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         http.closeAllConnections()
         await closed
         wss.close()
+        if (reaper) clearInterval(reaper)
+        await cluster?.close().catch((err: unknown) => log(`cluster close failed: ${(err as Error)?.message}`))
         if (ownsStore) await store?.close().catch((err: unknown) => log(`store close failed: ${(err as Error)?.message}`))
         log('closed')
       })()

@@ -184,6 +184,14 @@ export class StoreSync {
     await this.chain
   }
 
+  /** Whether the store has acknowledged every own write that is durable here (and nothing is in flight). */
+  get uploadedAll(): boolean {
+    const durable = this.host.durable()
+    const uploaded = this.state?.uploaded
+    if (this.link.info === undefined || this.state === undefined || this.pending > 0) return false
+    return durable === undefined || (uploaded !== undefined && compareTimestamps(uploaded, durable) >= 0)
+  }
+
   /** Uploads queued, being sealed or waiting for their acknowledgement. */
   get pending(): number {
     return this.inflight.size + this.queued.length + (this.draining ? 1 : 0)

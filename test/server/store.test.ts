@@ -86,6 +86,7 @@ async function writeNotes(r: Replica, n: number, rnd: () => number, prefix = 'a'
  */
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
 
+/** Uploads not yet acknowledged (0 also before the first join: pair it with `uploadedAll` where that matters). */
 function uploadsPending(r: Replica): number {
   return (r as ReplicaImpl).storeSyncs.reduce((n, s) => n + s.pending, 0)
 }
@@ -103,7 +104,9 @@ async function offlineHandOver(url: string, secret?: string, room = 'notes'): Pr
   await a.collection<Note>('notes').update('a8', { text: 'edited' })
   const want = a.collection('notes').all()
   const wantDigest = digest(a)
-  await a.close() // waits for the store to acknowledge its uploads
+  // close() waits for the store's acknowledgements for 2 s at most: on a loaded machine, wait for them here.
+  await until(() => (a as ReplicaImpl).storeSyncs[0]!.uploadedAll, 10_000, 'every write acknowledged by the store')
+  await a.close()
   replicas.splice(replicas.indexOf(a), 1)
 
   const b = await replica(url, { peerId: 'laptop', secret, room })
@@ -348,5 +351,14 @@ describe('a replica on LevelDB keeps its cursor across restarts', () => {
     const b2 = await replica(s.url, { peerId: 'b', storage: levelStorage(dir) })
     await until(() => b2.collection('notes').get('later') !== undefined, 5000, 'second catch-up')
     expect((b2 as ReplicaImpl).storeSyncs[0]!.stats.fetched).toBe(1)
+  })
+})
+
+describe('syncmesh serve options', () => {
+  it('parses --store, --token (repeatable), --redis, --max-room-bytes and --max-store-bytes', async () => {
+    const { parseCli } = await import('../../src/server/cli.js')
+    const cmd = parseCli(['serve', '--store', '/tmp/x', '--token', 'a', '--token=b', '--redis', 'redis://127.0.0.1:1', '--max-room-bytes', '2048', '--max-store-bytes', '4096'])
+    expect(cmd).toEqual({ kind: 'serve', quiet: false, options: { store: '/tmp/x', tokens: ['a', 'b'], redis: 'redis://127.0.0.1:1', maxRoomBytes: 2048, maxStoreBytes: 4096 } })
+    expect(parseCli(['serve', '--store']).kind).toBe('error')
   })
 })
