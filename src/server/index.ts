@@ -18,7 +18,10 @@
  *   Valid JSON without a known `type` is ignored (as y-webrtc does). Invalid JSON, `topics` that is not an array, a
  *   topic longer than `maxTopicLength` or more than `maxTopicsPerConnection` topics close the connection with 1008.
  * - **Binary** WebSocket messages speak the relay protocol specified (and encoded/decoded) in
- *   `transports/relay.ts`: JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/FROM/PONG/ERROR back.
+ *   `transports/relay.ts` (versions 1 and 2): JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/
+ *   FROM/PONG/ERROR back; with a `store`, PUT/FETCH/COMPACT answered by STORE/STORED/BLOB/FETCHED/COMPACTED
+ *   (store-and-forward: the server keeps per room the opaque blobs members upload, see ./store.ts). `authenticate` /
+ *   `tokens` gate every JOIN; `redis` shares rooms with other server processes (see ./cluster.ts).
  *   Topics are opaque: syncmesh replicas hash (app, room) before a transport sees it, so room names never reach the
  *   server. y-webrtc signaling topics *are* room names, so the log shows topics only as a short hash of the topic.
  *

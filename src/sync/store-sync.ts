@@ -372,11 +372,19 @@ export class StoreSync {
     )
   }
 
+  /** Compacts the room now, whatever its size (benchmarks, tests, an app that knows better); resolves when done. */
+  async compact(): Promise<void> {
+    await this.idle()
+    if (!this.state) return
+    this.maybeCompact(this.session, true)
+    await this.idle()
+  }
+
   /** Compacts the room when its stored bytes have grown past twice the last snapshot (see the module comment). */
-  private maybeCompact(s: number): void {
+  private maybeCompact(s: number, force = false): void {
     const st = this.state
     if (!st || this.compacting || s !== this.session) return
-    if (this.stats.roomBytes < Math.max(this.compactMinBytes, 2 * st.snapshotBytes)) return
+    if (!force && this.stats.roomBytes < Math.max(this.compactMinBytes, 2 * st.snapshotBytes)) return
     this.compacting = true
     this.step(s, async () => {
       try {
@@ -387,7 +395,7 @@ export class StoreSync {
         const blobs = await Promise.all(parts.map((p) => sealBlob(p, this.host.topic, this.host.cipher)))
         const size = blobs.reduce((n, b) => n + b.byteLength, 0)
         st.snapshotBytes = size
-        if (this.stats.roomBytes <= 1.25 * size) return // not worth it yet: wait for twice this
+        if (!force && this.stats.roomBytes <= 1.25 * size) return // not worth it yet: wait for twice this
         const res = await this.link.compact(st.cursor, blobs)
         if (res.applied) this.stats.compactions++
         this.stats.roomBytes = res.bytes

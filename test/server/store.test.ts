@@ -217,10 +217,8 @@ describe('compaction keeps the store bounded by the state, not the history', () 
     expect(sync.stats.uploadedBytes / state).toBeGreaterThan(10)
     expect(maxRatio).toBeLessThan(2.5)
     // Force a compaction now and check the bound right after it.
-    const st = sync as unknown as { state: { snapshotBytes: number }; stats: { roomBytes: number }; maybeCompact(s: number): void; session: number }
-    st.state.snapshotBytes = 0
-    st.maybeCompact(st.session)
-    await until(() => sync.stats.roomBytes <= 1.5 * state, 5000, `room bytes ${sync.stats.roomBytes} ≤ 1.5 × state ${state}`)
+    await sync.compact()
+    expect(sync.stats.roomBytes).toBeLessThanOrEqual(1.5 * state)
     await a.close()
     // A newcomer still gets everything from the compacted store.
     const b = await replica(s.url, { peerId: 'b', secret })
