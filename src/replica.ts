@@ -15,7 +15,9 @@ import { Persistence } from './persistence.js'
 import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, sumTraffic, vectorSnapshot } from './inspect.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
-import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
+import { type PeerStatus, SyncEngine, newestTimestamp, slotWriterId, writerIdFor } from './sync/engine.js'
+import { StoreSync, type StoreSyncInit } from './sync/store-sync.js'
+import type { Delta } from '../crdt/delta.js'
 import { GatedTransport } from './sync/gate.js'
 import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './sync/sealed.js'
@@ -82,6 +84,12 @@ export interface ReplicaInit {
    * @default 2_592_000_000 (30 days)
    */
   tombstoneHorizonMs?: number
+  /**
+   * Store-and-forward with a server's store (a transport with `store`, e.g. `relayTransport({ url, store: true })`):
+   * when to compact the room's stored history into one snapshot. See src/sync/store-sync.ts.
+   * @default { compactMinBytes: 65536 }
+   */
+  storeSync?: StoreSyncInit
   /** How much {@link Replica.inspect} and {@link Replica.conflicts} remember. */
   inspect?: {
     /**
@@ -282,6 +290,8 @@ export class ReplicaImpl implements Replica {
   private savedGc: string | undefined
   /** Changes received over the tab link since the last compaction: the store may not hold them (see tabs/group.ts). */
   private unstored = false
+  /** One per transport that reaches a server-side store (store-and-forward). */
+  readonly storeSyncs: StoreSync[] = []
 
   constructor(
     readonly peerId: string,
@@ -364,6 +374,45 @@ export class ReplicaImpl implements Replica {
         error: (err, peer) => this.emit('error', err, { peer }),
       },
     })
+    // Store-and-forward: each transport that reaches a server's store. Not on a shared store (tabs): only its
+    // leader runs transports, and the others' writes would have to be uploaded by it (not done yet).
+    const topic = roomTopic(init.app ?? 'syncmesh', init.room ?? 'default')
+    for (const t of tabs ? [] : (init.transports ?? [])) {
+      if (t.store === undefined) continue
+      this.storeSyncs.push(
+        new StoreSync(
+          t.store,
+          {
+            topic,
+            writerId,
+            cipher,
+            store,
+            durable: () => this.durable,
+            apply: (delta, bytes) => this.applyStored(delta, bytes),
+            changed: () => this.engine.antiEntropy(),
+            load: (key) => storage.load(key),
+            save: (key, data) => storage.save(key, data),
+            error: report,
+          },
+          init.storeSync,
+        ),
+      )
+    }
+  }
+
+  /** Applies a delta fetched from a server's store; resolves once it is durable here. */
+  private applyStored(delta: Delta, bytes: Uint8Array): Promise<void> {
+    const newest = newestTimestamp(delta)
+    if (newest) this.hlc.receive(newest) // throws ClockDriftError for a far-future writer: nothing is applied
+    const result = this.store.apply(delta)
+    if (result.changed.length === 0 && !result.advanced) return Promise.resolve()
+    const stored = this.persistence.append(bytes, this.store)
+    if (this.listeners.change.size > 0) {
+      const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
+      this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
+    }
+    this.engine.notify()
+    return stored
   }
 
   /** What the transports are told: the topic, our id, and for an encrypted room the cipher and an error sink. */
@@ -379,6 +428,7 @@ export class ReplicaImpl implements Replica {
 
   /** Joins the room (on a shared store, the transports open once this replica leads). */
   async start(): Promise<void> {
+    for (const s of this.storeSyncs) s.start()
     await this.engine.start()
     this.tabs?.start({
       gates: this.gates,
@@ -455,6 +505,7 @@ export class ReplicaImpl implements Replica {
     this.closed = true
     await this.settled.catch(() => {}) // the last writes reach connected peers before we leave
     this.saveGc()
+    await Promise.all(this.storeSyncs.map((s) => s.stop())) // and the store acknowledges its uploads (2 s at most)
     await this.engine.stop()
     try {
       await (this.unstored ? this.persistence.compact(this.store) : this.persistence.compactIfLogged(this.store))
@@ -567,6 +618,7 @@ export class ReplicaImpl implements Replica {
           this.durable = flushed
           this.pendingWrites -= batch.writes
           this.engine.broadcastLive(parts)
+          for (const s of this.storeSyncs) s.pushLocal(parts, flushed)
           batch.resolve()
         },
         (err: unknown) => {

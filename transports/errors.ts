@@ -56,3 +56,25 @@ export class AuthError extends SyncmeshError {
     super(message, options)
   }
 }
+
+/**
+ * The relay server's access check refused to let this client join the topic (a missing, wrong or expired token).
+ * Reported through `onError`; the transport keeps retrying with backoff (a token function may return a fresh token).
+ */
+export class AccessDeniedError extends TransportError {
+  override readonly code: string = 'ACCESS_DENIED'
+}
+
+/**
+ * The relay server refused a store upload and closed the connection: `code` says why — `STORE_FULL` (the store's
+ * total limit), `QUOTA_EXCEEDED` (the room's limit), `MALFORMED_UPLOAD` or `STORE_FAILED` (the server's store failed).
+ */
+export class StoreRefusedError extends TransportError {
+  constructor(
+    message: string,
+    /** Why the upload was refused. */
+    override readonly code: 'STORE_FULL' | 'QUOTA_EXCEEDED' | 'MALFORMED_UPLOAD' | 'STORE_FAILED',
+  ) {
+    super(message)
+  }
+}

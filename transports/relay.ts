@@ -13,7 +13,11 @@
  * the server. Text WebSocket messages on the same server are the y-webrtc signaling protocol (see `src/server`);
  * binary messages are this protocol.
  *
- * ## Relay protocol, version 1
+ * ## Relay protocol, version 2
+ *
+ * Version 2 adds store-and-forward (`PUT`/`FETCH`/`COMPACT` and their answers) and an access token in `JOIN`.
+ * A server speaks both versions: it answers each connection in the version of its first message, and a version-1
+ * connection is never sent a version-2 op (version-1 JOIN has no token field; the store ops do not exist in it).
  *
  * Wire shape (every integer big-endian):
  *
@@ -21,25 +25,36 @@
  * message = version:u8 op{1..1024}        one or more ops; an op never straddles two messages
  * str     = len:u8 (1..255) utf8[len]     well-formed UTF-8, never empty (topics, peer ids)
  * text    = len:u8 (0..255) utf8[len]     may be empty (error messages)
- * bytes   = len:u32 raw[len]              opaque payload (a transport frame)
+ * bytes   = len:u32 raw[len]              opaque payload (a transport frame, a stored blob)
+ * token   = len:u16 (0..4096) raw[len]    v2 only; empty when the client has none
+ * u64     = hi:u32 lo:u32                 at most 2^53 − 1
  *
  * client → server                             server → client
  * 0x01 JOIN      topic:str peer:str           0x81 WELCOME  maxMessageBytes:u32 opsPerSecond:u32 opsBurst:u32
- * 0x02 LEAVE                                                bytesPerSecond:u32 bytesBurst:u32 maxOps:u16
- * 0x03 SEND      to:str payload:bytes         0x82 PEERS    count:u16 peer:str{count}
- * 0x04 BROADCAST payload:bytes                0x83 UP       peer:str
- * 0x05 PING      nonce:u32                    0x84 DOWN     peer:str
- *                                             0x85 FROM     from:str payload:bytes
+ *                [v2: token]                                bytesPerSecond:u32 bytesBurst:u32 maxOps:u16
+ * 0x02 LEAVE                                  0x82 PEERS    count:u16 peer:str{count}
+ * 0x03 SEND      to:str payload:bytes         0x83 UP       peer:str
+ * 0x04 BROADCAST payload:bytes                0x84 DOWN     peer:str
+ * 0x05 PING      nonce:u32                    0x85 FROM     from:str payload:bytes
  *                                             0x86 PONG     nonce:u32
  *                                             0x87 ERROR    code:u16 message:text
+ * v2 store ops:
+ * 0x06 PUT       id:u32 blob:bytes            0x88 STORE     storeId:str head:u64 bytes:u64
+ * 0x07 FETCH     id:u32 after:u64             0x89 STORED    id:u32 seq:u64 bytes:u64
+ * 0x08 COMPACT   id:u32 upto:u64 part:u16     0x8A BLOB      id:u32 seq:u64 blob:bytes
+ *                count:u16 blob:bytes         0x8B FETCHED   id:u32 upto:u64 more:u8 bytes:u64
+ *                                             0x8C COMPACTED id:u32 applied:u8 bytes:u64
  * ```
  *
  * Flow
- * - A connection is in at most one room at a time. `JOIN(topic, peer)` enters room `topic` (opaque to the server) as
- *   `peer`. On success the server answers `WELCOME(limits)` followed by zero or more `PEERS` ops listing the peers
- *   already there (their union is the list), and sends `UP(peer)` to each of them. When the peer id is already
- *   taken in that room, or the room is full, the server answers `ERROR` (1 = PEER_ID_IN_USE, 2 = ROOM_FULL), the
- *   connection stays open and not joined, and the client may retry later.
+ * - A connection is in at most one room at a time. `JOIN(topic, peer[, token])` enters room `topic` (opaque to the
+ *   server) as `peer`. On success the server answers `WELCOME(limits)`, then — on a v2 connection to a server that
+ *   keeps a store — `STORE(storeId, head, bytes)` (the store's id, the room's newest sequence number and stored
+ *   bytes), then zero or more `PEERS` ops listing the peers already there (their union is the list), and sends
+ *   `UP(peer)` to each of them. When the peer id is already taken in that room, or the room is full, the server
+ *   answers `ERROR` (1 = PEER_ID_IN_USE, 2 = ROOM_FULL), the connection stays open and not joined, and the client
+ *   may retry later. A server with an access check answers a refused JOIN with `ERROR(3 = ACCESS_DENIED)` and closes
+ *   the connection (1008).
  * - `SEND(to, payload)` is delivered as `FROM(sender, payload)` to `to` when it is in the same room; otherwise it is
  *   silently dropped. `BROADCAST(payload)` is delivered as `FROM` to every other peer of the room. Never to the sender.
  * - `LEAVE` (or closing the socket) removes the peer: every remaining peer gets `DOWN(peer)`.
@@ -50,27 +65,54 @@
  * - `PING(nonce)` is answered by `PONG(nonce)`; clients without WebSocket-level pings (browsers) use it to detect a
  *   dead server. The server pings every connection at WebSocket level and drops those silent for two intervals.
  *
+ * Store (v2, only inside a room, only on a server started with a store; the room is the joined topic)
+ * - The server keeps, per room, an append-only sequence of opaque blobs numbered 1, 2, 3… (`seq`); it never reads
+ *   them. A blob starts with 0xB0 (plain) or 0xB1 (sealed with the room key); anything else is a malformed upload.
+ * - `PUT(id, blob)` appends a blob; `STORED(id, seq, bytes)` answers it **once the blob is durable** (LevelDB: an
+ *   fsynced write; Redis: the server's reply). That is an *acknowledged upload*: it survives a crash of the server
+ *   process. PUTs of one connection are stored and answered in order.
+ * - `FETCH(id, after)` streams the blobs with `seq > after`, oldest first, as `BLOB(id, seq, blob)` ops, then
+ *   `FETCHED(id, upto, more, bytes)`: everything up to `upto` was sent; with `more = 1` the client asks again from
+ *   `upto` (one answer holds about `maxMessageBytes` of blobs). A client keeps `upto` as its cursor for this store.
+ * - `COMPACT(id, upto, part, count, blob)` — parts 0..count−1 sent in order — replaces every blob with `seq ≤ upto`
+ *   by the `count` blobs, which take sequence number `upto` (a member's snapshot of everything up to there).
+ *   `COMPACTED(id, applied, bytes)` answers once durable; `applied = 0` when a compaction up to `upto` or later was
+ *   already done (nothing changed). A client whose cursor is ≥ `upto` never receives the snapshot again.
+ * - Refusals close the connection after `ERROR`: 4 = STORE_FULL (the store's total limit), 5 = QUOTA_EXCEEDED (the
+ *   room's limit; a compaction that shrinks the room is always allowed), 6 = MALFORMED_UPLOAD, 7 = STORE_FAILED (the
+ *   server's store failed; retry later). A store op on a server without a store, or outside a room, is a protocol
+ *   violation (1008).
+ *
  * Limits (hard; `WELCOME` tells the client the values in force, so a well-behaved client paces itself within them)
  * - A client message is at most `maxMessageBytes` (else the server closes with 1009) and at most 1024 ops.
  * - Per connection, two token buckets: ops (`opsPerSecond`, capacity `opsBurst`; a text message counts as one op)
  *   and bytes (`bytesPerSecond`, capacity `bytesBurst`). Exceeding either closes the connection with 1008.
- * - A message the server cannot decode — wrong version byte, unknown op, truncated field, empty or invalid UTF-8
- *   string, trailing bytes, zero ops, SEND/BROADCAST outside a room, JOIN inside one — closes that connection with
- *   1008. It never affects other connections. Server → client messages may exceed `maxMessageBytes` by the length of
- *   one peer id (a FROM op carries the sender's id where SEND carried the receiver's).
+ * - A message the server cannot decode — unknown version byte, unknown op, truncated field, empty or invalid UTF-8
+ *   string, trailing bytes, zero ops, SEND/BROADCAST/store ops outside a room, JOIN inside one — closes that
+ *   connection with 1008. It never affects other connections. Server → client messages may exceed `maxMessageBytes`
+ *   by the length of one peer id (a FROM op carries the sender's id where SEND carried the receiver's), and a BLOB
+ *   holds one whole stored blob.
  * - A client that cannot decode a server message closes the connection and reconnects (with backoff).
  */
-import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
+import { AccessDeniedError, FrameTooLargeError, PeerIdInUseError, StoreRefusedError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
 import { TransportListeners } from './listeners.js'
-import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
+import type { FrameListener, PeerId, PeerListener, RoomContext, RoomStoreInfo, RoomStoreLink, RoomStorePage, Transport } from './types.js'
 
-export { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
+export { AccessDeniedError, FrameTooLargeError, PeerIdInUseError, StoreRefusedError, TransportArgumentError, TransportError, TransportStateError } from './errors.js'
 
 // =====================================================================================================================
 // Protocol: constants, types, codec
 
-/** The version byte that starts every relay message. */
-export const RELAY_PROTOCOL_VERSION = 1
+/** The version byte this build sends (servers also accept and answer version 1). */
+export const RELAY_PROTOCOL_VERSION = 2
+/** The oldest version byte a server of this build still speaks. */
+export const RELAY_MIN_PROTOCOL_VERSION = 1
+/** Longest access token in a JOIN, in bytes. */
+export const RELAY_MAX_TOKEN_BYTES = 4096
+/** First byte of a plain stored blob (see the Store section of the spec). */
+export const BLOB_PLAIN = 0xb0
+/** First byte of a stored blob sealed with the room key. */
+export const BLOB_SEALED = 0xb1
 /** Most ops in one message. */
 export const RELAY_MAX_OPS = 1024
 /** Longest topic or peer id, in UTF-8 bytes. */
@@ -83,6 +125,9 @@ export const RelayOp = {
   SEND: 0x03,
   BROADCAST: 0x04,
   PING: 0x05,
+  PUT: 0x06,
+  FETCH: 0x07,
+  COMPACT: 0x08,
   WELCOME: 0x81,
   PEERS: 0x82,
   UP: 0x83,
@@ -90,12 +135,27 @@ export const RelayOp = {
   FROM: 0x85,
   PONG: 0x86,
   ERROR: 0x87,
+  STORE: 0x88,
+  STORED: 0x89,
+  BLOB: 0x8a,
+  FETCHED: 0x8b,
+  COMPACTED: 0x8c,
 } as const
 
 /** Codes of the non-fatal `ERROR` op (fatal problems close the WebSocket with 1008 / 1009 instead). */
 export const RelayErrorCode = {
   PEER_ID_IN_USE: 1,
   ROOM_FULL: 2,
+  /** The server's access check refused the JOIN; the connection is closed. */
+  ACCESS_DENIED: 3,
+  /** The store is at its total limit; the connection is closed. */
+  STORE_FULL: 4,
+  /** The room is at its stored-bytes limit; the connection is closed. */
+  QUOTA_EXCEEDED: 5,
+  /** An upload that is not a blob (or a COMPACT out of order); the connection is closed. */
+  MALFORMED_UPLOAD: 6,
+  /** The server's store failed; the connection is closed (retry later). */
+  STORE_FAILED: 7,
 } as const
 
 /** The limits a server announces in `WELCOME`. */
@@ -110,11 +170,14 @@ export interface RelayLimits {
 
 /** An op a client sends. */
 export type RelayClientOp =
-  | { readonly op: 'join'; readonly topic: string; readonly peer: string }
+  | { readonly op: 'join'; readonly topic: string; readonly peer: string; readonly token?: Uint8Array }
   | { readonly op: 'leave' }
   | { readonly op: 'send'; readonly to: string; readonly payload: Uint8Array }
   | { readonly op: 'broadcast'; readonly payload: Uint8Array }
   | { readonly op: 'ping'; readonly nonce: number }
+  | { readonly op: 'put'; readonly id: number; readonly blob: Uint8Array }
+  | { readonly op: 'fetch'; readonly id: number; readonly after: number }
+  | { readonly op: 'compact'; readonly id: number; readonly upto: number; readonly part: number; readonly count: number; readonly blob: Uint8Array }
 
 /** An op a server sends. */
 export type RelayServerOp =
@@ -125,6 +188,11 @@ export type RelayServerOp =
   | { readonly op: 'from'; readonly from: string; readonly payload: Uint8Array }
   | { readonly op: 'pong'; readonly nonce: number }
   | { readonly op: 'error'; readonly code: number; readonly message: string }
+  | { readonly op: 'store'; readonly storeId: string; readonly head: number; readonly bytes: number }
+  | { readonly op: 'stored'; readonly id: number; readonly seq: number; readonly bytes: number }
+  | { readonly op: 'blob'; readonly id: number; readonly seq: number; readonly blob: Uint8Array }
+  | { readonly op: 'fetched'; readonly id: number; readonly upto: number; readonly more: boolean; readonly bytes: number }
+  | { readonly op: 'compacted'; readonly id: number; readonly applied: boolean; readonly bytes: number }
 
 /** Bytes that are not a valid relay message (or an argument that cannot be encoded as one). */
 export class RelayProtocolError extends TransportError {
@@ -183,6 +251,17 @@ class Writer {
     this.pos += 4
     return this
   }
+  u64(v: number): this {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RelayProtocolError(`a u64 field must be a safe non-negative integer, got ${v}`)
+    return this.u32(Math.floor(v / 2 ** 32)).u32(v % 2 ** 32)
+  }
+  /** A length-prefixed (u16) token. */
+  token(b: Uint8Array): this {
+    this.u16(b.byteLength)
+    this.bytes.set(b, this.pos)
+    this.pos += b.byteLength
+    return this
+  }
   /** A length-prefixed (u8) string given as bytes. */
   str(b: Uint8Array): this {
     this.u8(b.byteLength)
@@ -213,9 +292,12 @@ function u32Field(v: number, what: string): number {
 export function encodeClientOp(op: RelayClientOp): Uint8Array {
   switch (op.op) {
     case 'join': {
+      // Version 2 (what this build sends): the token field is always there, empty when there is none.
       const t = relayIdBytes(op.topic, 'topic')
       const p = relayIdBytes(op.peer, 'peer id')
-      return new Writer(3 + t.byteLength + p.byteLength).u8(RelayOp.JOIN).str(t).str(p).bytes
+      const token = op.token ?? EMPTY
+      if (token.byteLength > RELAY_MAX_TOKEN_BYTES) throw new RelayProtocolError(`a token is at most ${RELAY_MAX_TOKEN_BYTES} bytes`)
+      return new Writer(5 + t.byteLength + p.byteLength + token.byteLength).u8(RelayOp.JOIN).str(t).str(p).token(token).bytes
     }
     case 'leave':
       return Uint8Array.of(RelayOp.LEAVE)
@@ -227,6 +309,15 @@ export function encodeClientOp(op: RelayClientOp): Uint8Array {
       return new Writer(opLength(0, op.payload.byteLength)).u8(RelayOp.BROADCAST).payload(op.payload).bytes
     case 'ping':
       return new Writer(5).u8(RelayOp.PING).u32(u32Field(op.nonce, 'nonce')).bytes
+    case 'put':
+      return new Writer(9 + op.blob.byteLength).u8(RelayOp.PUT).u32(u32Field(op.id, 'id')).payload(op.blob).bytes
+    case 'fetch':
+      return new Writer(13).u8(RelayOp.FETCH).u32(u32Field(op.id, 'id')).u64(op.after).bytes
+    case 'compact': {
+      if (!(op.count >= 1 && op.count <= 0xffff && op.part >= 0 && op.part < op.count)) throw new RelayProtocolError('COMPACT needs 0 ≤ part < count ≤ 65535')
+      const w = new Writer(21 + op.blob.byteLength).u8(RelayOp.COMPACT).u32(u32Field(op.id, 'id')).u64(op.upto)
+      return w.u16(op.part).u16(op.count).payload(op.blob).bytes
+    }
   }
 }
 
@@ -265,15 +356,27 @@ export function encodeServerOp(op: RelayServerOp): Uint8Array {
       if (text.byteLength > 255) text = utf8Encoder.encode(op.message.slice(0, 60))
       return new Writer(4 + text.byteLength).u8(RelayOp.ERROR).u16(op.code).str(text).bytes
     }
+    case 'store': {
+      const id = relayIdBytes(op.storeId, 'store id')
+      return new Writer(18 + id.byteLength).u8(RelayOp.STORE).str(id).u64(op.head).u64(op.bytes).bytes
+    }
+    case 'stored':
+      return new Writer(21).u8(RelayOp.STORED).u32(u32Field(op.id, 'id')).u64(op.seq).u64(op.bytes).bytes
+    case 'blob':
+      return new Writer(17 + op.blob.byteLength).u8(RelayOp.BLOB).u32(u32Field(op.id, 'id')).u64(op.seq).payload(op.blob).bytes
+    case 'fetched':
+      return new Writer(22).u8(RelayOp.FETCHED).u32(u32Field(op.id, 'id')).u64(op.upto).u8(op.more ? 1 : 0).u64(op.bytes).bytes
+    case 'compacted':
+      return new Writer(14).u8(RelayOp.COMPACTED).u32(u32Field(op.id, 'id')).u8(op.applied ? 1 : 0).u64(op.bytes).bytes
   }
 }
 
-/** Concatenates encoded ops into one message behind the version byte. */
-export function encodeRelayMessage(ops: readonly Uint8Array[]): Uint8Array {
+/** Concatenates encoded ops into one message behind the version byte (a server answers v1 clients with 1). */
+export function encodeRelayMessage(ops: readonly Uint8Array[], version = RELAY_PROTOCOL_VERSION): Uint8Array {
   let n = 1
   for (const op of ops) n += op.byteLength
   const out = new Uint8Array(n)
-  out[0] = RELAY_PROTOCOL_VERSION
+  out[0] = version
   let pos = 1
   for (const op of ops) {
     out.set(op, pos)
@@ -311,6 +414,21 @@ class Reader {
     this.pos += 4
     return v
   }
+  u64(what: string): number {
+    const hi = this.u32(what)
+    const lo = this.u32(what)
+    const v = hi * 2 ** 32 + lo
+    if (!Number.isSafeInteger(v)) throw new RelayProtocolError(`${what} exceeds 2^53 − 1`)
+    return v
+  }
+  token(what: string): Uint8Array {
+    const len = this.u16(what)
+    if (len > RELAY_MAX_TOKEN_BYTES) throw new RelayProtocolError(`${what} longer than ${RELAY_MAX_TOKEN_BYTES} bytes`)
+    this.need(len, what)
+    const out = this.b.subarray(this.pos, this.pos + len)
+    this.pos += len
+    return out
+  }
   str(what: string, allowEmpty = false): string {
     const len = this.u8(what)
     if (len === 0 && !allowEmpty) throw new RelayProtocolError(`empty ${what} at byte ${this.pos - 1}`)
@@ -333,22 +451,27 @@ class Reader {
   }
 }
 
-function decodeOps<T>(message: Uint8Array, maxOps: number, readOp: (r: Reader, code: number) => T): T[] {
+function decodeOps<T>(message: Uint8Array, maxOps: number, readOp: (r: Reader, code: number, version: number) => T): T[] {
   if (!(message instanceof Uint8Array)) throw new RelayProtocolError('a relay message must be bytes')
   if (message.byteLength === 0) throw new RelayProtocolError('empty message')
   const version = message[0]!
-  if (version !== RELAY_PROTOCOL_VERSION) {
-    throw new RelayProtocolError(`unsupported relay protocol version ${version} (this build speaks ${RELAY_PROTOCOL_VERSION})`)
+  if (version < RELAY_MIN_PROTOCOL_VERSION || version > RELAY_PROTOCOL_VERSION) {
+    throw new RelayProtocolError(`unsupported relay protocol version ${version} (this build speaks ${RELAY_MIN_PROTOCOL_VERSION}..${RELAY_PROTOCOL_VERSION})`)
   }
   const r = new Reader(message)
   r.pos = 1
   const ops: T[] = []
   while (!r.done) {
     if (ops.length >= maxOps) throw new RelayProtocolError(`more than ${maxOps} ops in one message`)
-    ops.push(readOp(r, r.u8('op code')))
+    ops.push(readOp(r, r.u8('op code'), version))
   }
   if (ops.length === 0) throw new RelayProtocolError('a message needs at least one op')
   return ops
+}
+
+/** The version byte of a relay message (0 when empty); the server answers a connection in its first message's. */
+export function relayMessageVersion(message: Uint8Array): number {
+  return message.byteLength > 0 ? message[0]! : 0
 }
 
 /**
@@ -356,10 +479,11 @@ function decodeOps<T>(message: Uint8Array, maxOps: number, readOp: (r: Reader, c
  * into `message`. Work and allocation are bounded by the message length and `maxOps`.
  */
 export function decodeClientMessage(message: Uint8Array, maxOps = RELAY_MAX_OPS): RelayClientOp[] {
-  return decodeOps<RelayClientOp>(message, maxOps, (r, code) => {
+  return decodeOps<RelayClientOp>(message, maxOps, (r, code, version) => {
+    if (version < 2 && code >= RelayOp.PUT && code <= RelayOp.COMPACT) throw new RelayProtocolError(`op 0x0${code.toString(16)} needs relay protocol version 2`)
     switch (code) {
       case RelayOp.JOIN:
-        return { op: 'join', topic: r.str('topic'), peer: r.str('peer id') }
+        return version < 2 ? { op: 'join', topic: r.str('topic'), peer: r.str('peer id') } : { op: 'join', topic: r.str('topic'), peer: r.str('peer id'), token: r.token('token') }
       case RelayOp.LEAVE:
         return { op: 'leave' }
       case RelayOp.SEND:
@@ -368,6 +492,18 @@ export function decodeClientMessage(message: Uint8Array, maxOps = RELAY_MAX_OPS)
         return { op: 'broadcast', payload: r.payload('payload') }
       case RelayOp.PING:
         return { op: 'ping', nonce: r.u32('nonce') }
+      case RelayOp.PUT:
+        return { op: 'put', id: r.u32('id'), blob: r.payload('blob') }
+      case RelayOp.FETCH:
+        return { op: 'fetch', id: r.u32('id'), after: r.u64('after') }
+      case RelayOp.COMPACT: {
+        const id = r.u32('id')
+        const upto = r.u64('upto')
+        const part = r.u16('part')
+        const count = r.u16('count')
+        if (count === 0 || part >= count) throw new RelayProtocolError(`COMPACT part ${part} of ${count}`)
+        return { op: 'compact', id, upto, part, count, blob: r.payload('blob') }
+      }
       default:
         throw new RelayProtocolError(`unknown client op 0x${code.toString(16).padStart(2, '0')} at byte ${r.pos - 1}`)
     }
@@ -405,6 +541,16 @@ export function decodeServerMessage(message: Uint8Array, maxOps = Number.MAX_SAF
         return { op: 'pong', nonce: r.u32('nonce') }
       case RelayOp.ERROR:
         return { op: 'error', code: r.u16('error code'), message: r.str('error message', true) }
+      case RelayOp.STORE:
+        return { op: 'store', storeId: r.str('store id'), head: r.u64('head'), bytes: r.u64('bytes') }
+      case RelayOp.STORED:
+        return { op: 'stored', id: r.u32('id'), seq: r.u64('seq'), bytes: r.u64('bytes') }
+      case RelayOp.BLOB:
+        return { op: 'blob', id: r.u32('id'), seq: r.u64('seq'), blob: r.payload('blob') }
+      case RelayOp.FETCHED:
+        return { op: 'fetched', id: r.u32('id'), upto: r.u64('upto'), more: r.u8('more') !== 0, bytes: r.u64('bytes') }
+      case RelayOp.COMPACTED:
+        return { op: 'compacted', id: r.u32('id'), applied: r.u8('applied') !== 0, bytes: r.u64('bytes') }
       default:
         throw new RelayProtocolError(`unknown server op 0x${code.toString(16).padStart(2, '0')} at byte ${r.pos - 1}`)
     }
@@ -433,8 +579,24 @@ export type WebSocketConstructorLike = new (url: string) => WebSocketLike
 
 /** Options of {@link relayTransport}. */
 export interface RelayTransportInit {
-  /** The relay server, e.g. `ws://127.0.0.1:4444` (`wss://` in production). */
-  url: string
+  /**
+   * The relay server, e.g. `ws://127.0.0.1:4444` (`wss://` in production), or several servers that share rooms
+   * (`syncmesh serve --redis`): the transport uses one at a time and, whenever a connection is lost or cannot be
+   * made, tries the next one.
+   */
+  url: string | readonly string[]
+  /**
+   * Use the server's store (`syncmesh serve --store`): the replica uploads its writes to it and, when it joins,
+   * fetches what was stored while it was away. Without a store on the server this does nothing.
+   * @default false
+   */
+  store?: boolean
+  /**
+   * Access token sent with every JOIN (a server started with `authenticate` or `--token` checks it); a function is
+   * called before each connection attempt, so it can return a fresh one.
+   * @default none
+   */
+  token?: string | Uint8Array | (() => string | Uint8Array | Promise<string | Uint8Array>)
   /**
    * The WebSocket implementation.
    * @default `globalThis.WebSocket`, else the `ws` package (Node 20 has no global WebSocket)
@@ -504,6 +666,10 @@ export interface RelayTransportStats {
 /** A {@link Transport} through a relay server; `broadcast` is always present. */
 export interface RelayTransport extends Transport {
   broadcast(frame: Uint8Array): void
+  /** The server's store, with `store: true` (see {@link RoomStoreLink}). */
+  readonly store: RoomStoreLink | undefined
+  /** The server URL in use (or next to be tried). */
+  readonly url: string
   /** Whether the transport is joined to its room on the server right now. */
   readonly connected: boolean
   /** A snapshot of the counters. */
@@ -584,9 +750,20 @@ class Pacer {
   }
 }
 
+/** A store request waiting for its answer. */
+interface StoreRequest {
+  readonly resolve: (value: never) => void
+  readonly reject: (error: Error) => void
+  /** FETCH: the blobs received so far. */
+  readonly blobs?: { seq: number; blob: Uint8Array }[]
+}
+
 class RelayTransportImpl implements RelayTransport {
   readonly maxFrameSize: number
-  private readonly url: string
+  readonly store: RoomStoreLink | undefined
+  private readonly urls: readonly string[]
+  private urlIndex = 0
+  private readonly token: RelayTransportInit['token']
   private readonly minDelay: number
   private readonly maxDelay: number
   private readonly maxQueuedBytes: number
@@ -628,15 +805,27 @@ class RelayTransportImpl implements RelayTransport {
   private keepAliveTimer: ReturnType<typeof setInterval> | undefined
 
   private readonly listeners = new TransportListeners()
+  private storeInfo: RoomStoreInfo | undefined
+  private readonly storeReady = new Set<(info: RoomStoreInfo) => void>()
+  private readonly requests = new Map<number, StoreRequest>()
+  private nextRequest = 1
+  /** Why the server is about to close the connection (a refused upload), for the requests it fails. */
+  private refusal: Error | undefined
 
   private counters = { sentFrames: 0, receivedFrames: 0, dropped: 0, messagesOut: 0, joins: 0, connectAttempts: 0 }
 
   constructor(init: RelayTransportInit) {
     if (init === null || typeof init !== 'object') throw new TransportArgumentError('relayTransport() needs options')
-    if (typeof init.url !== 'string' || !/^wss?:\/\//i.test(init.url)) {
-      throw new TransportArgumentError(`url must be a ws:// or wss:// URL, got ${String(init.url)}`)
+    const urls = typeof init.url === 'string' ? [init.url] : Array.isArray(init.url) ? [...(init.url as string[])] : []
+    if (urls.length === 0 || urls.some((u) => typeof u !== 'string' || !/^wss?:\/\//i.test(u))) {
+      throw new TransportArgumentError(`url must be a ws:// or wss:// URL or a non-empty list of them, got ${String(init.url)}`)
     }
-    this.url = init.url
+    this.urls = urls
+    if (init.token !== undefined && typeof init.token !== 'string' && typeof init.token !== 'function' && !(init.token instanceof Uint8Array)) {
+      throw new TransportArgumentError('token must be a string, bytes or a function')
+    }
+    this.token = init.token
+    this.store = init.store === true ? this.storeLink() : undefined
     this.maxFrameSize = positiveInt('maxFrameSize', init.maxFrameSize, DEFAULT_RELAY_MAX_FRAME_SIZE)
     this.minDelay = positiveInt('minReconnectDelayMs', init.minReconnectDelayMs, 250)
     this.maxDelay = Math.max(this.minDelay, positiveInt('maxReconnectDelayMs', init.maxReconnectDelayMs, 5000))
@@ -655,8 +844,102 @@ class RelayTransportImpl implements RelayTransport {
     return this.state === 'started' && this.joined
   }
 
+  get url(): string {
+    return this.urls[this.urlIndex]!
+  }
+
   stats(): RelayTransportStats {
     return { ...this.counters }
+  }
+
+  // -- store ----------------------------------------------------------------------------------------------------------
+
+  private storeLink(): RoomStoreLink {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this
+    return {
+      get info() {
+        return self.joined ? self.storeInfo : undefined
+      },
+      get maxBlobBytes() {
+        // A COMPACT op around the blob, inside one message of the server's (or the default) size.
+        return Math.min(self.maxFrameSize, (self.limits?.maxMessageBytes ?? 128 * 1024) - 32)
+      },
+      onReady(fn) {
+        self.storeReady.add(fn)
+        return () => self.storeReady.delete(fn)
+      },
+      put: (blob) => this.request<{ seq: number; bytes: number }>((id) => ({ op: 'put', id, blob })),
+      fetch: (after) => this.request<RoomStorePage>((id) => ({ op: 'fetch', id, after }), true),
+      async compact(upto, blobs) {
+        if (blobs.length === 0 || blobs.length > 0xffff) throw new TransportArgumentError('compact() takes 1..65535 blobs')
+        const ids: number[] = []
+        const answer = self.request<{ applied: boolean; bytes: number }>((id) => {
+          ids.push(id)
+          return { op: 'compact', id, upto, part: 0, count: blobs.length, blob: blobs[0]! }
+        })
+        const id = ids[0]!
+        for (let part = 1; part < blobs.length; part++) {
+          if (!self.requests.has(id)) break
+          self.enqueue(encodeClientOp({ op: 'compact', id, upto, part, count: blobs.length, blob: blobs[part]! }))
+        }
+        return answer
+      },
+    }
+  }
+
+  /** Sends one store request; resolves with its answer, rejects when the connection is lost first. */
+  private request<T>(op: (id: number) => RelayClientOp, collect = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.state !== 'started' || !this.joined || this.storeInfo === undefined) {
+        reject(new TransportStateError(`relay ${this.url}: not joined to a server with a store`))
+        return
+      }
+      const id = this.nextRequest
+      this.nextRequest = (this.nextRequest % 0xffffffff) + 1
+      const encoded = encodeClientOp(op(id))
+      this.requests.set(id, { resolve: resolve as (v: never) => void, reject, blobs: collect ? [] : undefined })
+      if (!this.enqueue(encoded)) {
+        this.requests.delete(id)
+        reject(new TransportError(`relay ${this.url}: send queue full`))
+      }
+    })
+  }
+
+  /** Rejects every store request still waiting (the connection is gone, or the server refused an upload). */
+  private failRequests(error: Error): void {
+    const waiting = [...this.requests.values()]
+    this.requests.clear()
+    for (const r of waiting) r.reject(error)
+  }
+
+  /** Applies a store answer (STORE, STORED, BLOB, FETCHED, COMPACTED); returns a problem description, if any. */
+  private applyStoreOp(op: Extract<RelayServerOp, { op: 'store' | 'stored' | 'blob' | 'fetched' | 'compacted' }>): string | undefined {
+    if (!this.joined) return `${op.op.toUpperCase()} before WELCOME`
+    if (op.op === 'store') {
+      const info = { storeId: op.storeId, head: op.head, bytes: op.bytes }
+      this.storeInfo = info
+      for (const fn of [...this.storeReady]) {
+        try {
+          fn(info)
+        } catch (error) {
+          this.listenerError(error)
+        }
+      }
+      return undefined
+    }
+    const r = this.requests.get(op.id)
+    if (r === undefined) return undefined // answered after we gave up on it
+    if (op.op === 'blob') {
+      if (r.blobs === undefined) return 'BLOB for a request that is not a FETCH'
+      r.blobs.push({ seq: op.seq, blob: op.blob.slice() })
+      return undefined
+    }
+    this.requests.delete(op.id)
+    if (op.op === 'stored') r.resolve({ seq: op.seq, bytes: op.bytes } as never)
+    else if (op.op === 'fetched') r.resolve({ blobs: r.blobs ?? [], upto: op.upto, more: op.more, bytes: op.bytes } as never)
+    else r.resolve({ applied: op.applied, bytes: op.bytes } as never)
+    return undefined
   }
 
   // -- lifecycle ------------------------------------------------------------------------------------------------------
@@ -708,6 +991,8 @@ class RelayTransportImpl implements RelayTransport {
     this.clearQueue(false)
     this.peers.clear() // the stopped side hears nothing more, not even peer:down
     this.joined = false
+    this.storeInfo = undefined
+    this.failRequests(new TransportStateError('relay transport stopped'))
     const ws = this.ws
     this.ws = undefined
     this.stopping = ws === undefined ? Promise.resolve() : closeSocket(ws, 1000, 'stop')
@@ -737,14 +1022,15 @@ class RelayTransportImpl implements RelayTransport {
     if (frame.byteLength > this.maxFrameSize) throw new FrameTooLargeError(frame.byteLength, this.maxFrameSize)
   }
 
-  private enqueue(op: Uint8Array): void {
+  private enqueue(op: Uint8Array): boolean {
     if (this.queuedBytes + op.byteLength > this.maxQueuedBytes) {
       this.counters.dropped++
-      return
+      return false
     }
     this.queue.push(op)
     this.queuedBytes += op.byteLength
     this.scheduleFlush(0)
+    return true
   }
 
   private clearQueue(countDropped: boolean): void {
@@ -861,12 +1147,14 @@ class RelayTransportImpl implements RelayTransport {
     ws.onopen = () => {
       if (gen !== this.gen) return
       const { room, peerId } = this.ctx!
-      try {
-        ws.send(encodeRelayMessage([encodeClientOp({ op: 'join', topic: room, peer: peerId })]))
-        this.counters.messagesOut++
-      } catch (error) {
-        this.report(asError(error))
-      }
+      void this.tokenBytes().then(
+        (token) => {
+          if (gen !== this.gen) return
+          ws.send(encodeRelayMessage([encodeClientOp({ op: 'join', topic: room, peer: peerId, token })]))
+          this.counters.messagesOut++
+        },
+        (error: unknown) => this.report(asError(error)),
+      )
     }
     ws.onmessage = (event: { data: unknown }) => {
       if (gen !== this.gen) return
@@ -881,6 +1169,13 @@ class RelayTransportImpl implements RelayTransport {
       this.ws = undefined
       this.connectionLost()
     }
+  }
+
+  /** The access token for the next JOIN (empty without one). */
+  private async tokenBytes(): Promise<Uint8Array> {
+    const t = typeof this.token === 'function' ? await this.token() : this.token
+    if (t === undefined) return EMPTY
+    return typeof t === 'string' ? utf8Encoder.encode(t) : t
   }
 
   /** Closes the current socket on our side and proceeds as if it had closed. */
@@ -898,6 +1193,11 @@ class RelayTransportImpl implements RelayTransport {
     const wasJoined = this.joined
     const stable = wasJoined && Date.now() - this.joinedAt >= 2000
     this.joined = false
+    this.storeInfo = undefined
+    this.failRequests(this.refusal ?? new TransportError(`relay ${this.url}: connection lost`))
+    this.refusal = undefined
+    // Several servers: try the next one (the one we lost may be down).
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length
     clearTimeout(this.connectTimer)
     clearTimeout(this.flushTimer)
     this.connectTimer = this.flushTimer = undefined
@@ -1019,14 +1319,39 @@ class RelayTransportImpl implements RelayTransport {
       case 'pong':
         return undefined
       case 'error': {
-        const error =
-          op.code === RelayErrorCode.PEER_ID_IN_USE
-            ? new PeerIdInUseError(`relay ${this.url}: peer id ${JSON.stringify(self)} is already in this room; retrying`)
-            : new TransportError(`relay ${this.url} refused: ${op.message || `error ${op.code}`}; retrying`)
+        const error = this.errorFor(op.code, op.message)
+        if (error instanceof StoreRefusedError) this.refusal = error
         this.report(error)
-        this.abandon(1000, 'join refused')
+        this.abandon(1000, 'refused')
         return undefined
       }
+      case 'store':
+      case 'stored':
+      case 'blob':
+      case 'fetched':
+      case 'compacted':
+        return this.applyStoreOp(op)
+    }
+  }
+
+  /** The typed error for an ERROR op. */
+  private errorFor(code: number, message: string): Error {
+    const why = message || `error ${code}`
+    switch (code) {
+      case RelayErrorCode.PEER_ID_IN_USE:
+        return new PeerIdInUseError(`relay ${this.url}: peer id ${JSON.stringify(this.ctx!.peerId)} is already in this room; retrying`)
+      case RelayErrorCode.ACCESS_DENIED:
+        return new AccessDeniedError(`relay ${this.url} refused access to the room: ${why}`)
+      case RelayErrorCode.STORE_FULL:
+        return new StoreRefusedError(`relay ${this.url}: the store is full: ${why}`, 'STORE_FULL')
+      case RelayErrorCode.QUOTA_EXCEEDED:
+        return new StoreRefusedError(`relay ${this.url}: the room is over its storage quota: ${why}`, 'QUOTA_EXCEEDED')
+      case RelayErrorCode.MALFORMED_UPLOAD:
+        return new StoreRefusedError(`relay ${this.url} refused a malformed upload: ${why}`, 'MALFORMED_UPLOAD')
+      case RelayErrorCode.STORE_FAILED:
+        return new StoreRefusedError(`relay ${this.url}: its store failed: ${why}`, 'STORE_FAILED')
+      default:
+        return new TransportError(`relay ${this.url} refused: ${why}; retrying`)
     }
   }
 

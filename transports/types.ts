@@ -37,6 +37,48 @@ export interface RoomCipher {
   readonly overhead: number
 }
 
+/** What a server that keeps a store of the room says about it when a member joins. */
+export interface RoomStoreInfo {
+  /** Identifies the store (stable across restarts and across the server processes that share it). */
+  readonly storeId: string
+  /** The room's newest sequence number in the store (0 when empty). */
+  readonly head: number
+  /** Bytes the room holds in the store. */
+  readonly bytes: number
+}
+
+/** One page of a {@link RoomStoreLink.fetch}. */
+export interface RoomStorePage {
+  /** Blobs with `seq > after`, oldest first (a compaction's parts share one `seq`). */
+  readonly blobs: readonly { readonly seq: number; readonly blob: Uint8Array }[]
+  /** Everything up to here was sent: the next cursor. */
+  readonly upto: number
+  /** More blobs follow: fetch again from `upto`. */
+  readonly more: boolean
+  /** Bytes the room holds in the store now. */
+  readonly bytes: number
+}
+
+/**
+ * A link to a server that stores what members upload for the room and serves it to members that join later
+ * (store-and-forward; the relay transport offers one with `store: true`). Blobs are opaque to the server: the replica
+ * seals them in an encrypted room. Every call rejects when the connection is lost before the answer.
+ */
+export interface RoomStoreLink {
+  /** The store on the current connection; undefined while not joined to a server that keeps one. */
+  readonly info: RoomStoreInfo | undefined
+  /** Largest blob {@link RoomStoreLink.put} and {@link RoomStoreLink.compact} accept. */
+  readonly maxBlobBytes: number
+  /** Called after each join to a server with a store (the first, and every rejoin); returns the unsubscribe function. */
+  onReady(fn: (info: RoomStoreInfo) => void): () => void
+  /** Appends a blob; resolves once the server has stored it durably (an acknowledged upload). */
+  put(blob: Uint8Array): Promise<{ readonly seq: number; readonly bytes: number }>
+  /** The blobs stored after sequence number `after`, one page. */
+  fetch(after: number): Promise<RoomStorePage>
+  /** Replaces every blob up to `upto` by `blobs` (a snapshot); `applied` is false when a later compaction won. */
+  compact(upto: number, blobs: readonly Uint8Array[]): Promise<{ readonly applied: boolean; readonly bytes: number }>
+}
+
 /** Handler for `peer:up` / `peer:down`. */
 export type PeerListener = (peer: PeerId) => void
 /** Handler for inbound frames. */
@@ -65,6 +107,8 @@ export interface Transport {
    * before the link is renewed and a sync resumes where it stopped.
    */
   maxMessageSize?(peer: PeerId): number | undefined
+  /** A server-side store of the room, when the transport reaches one (see {@link RoomStoreLink}). */
+  readonly store?: RoomStoreLink
   /** Subscribes to peers becoming reachable or unreachable; returns the unsubscribe function. */
   on(event: 'peer:up' | 'peer:down', fn: PeerListener): () => void
   /** Subscribes to inbound frames; returns the unsubscribe function. */

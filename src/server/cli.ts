@@ -28,6 +28,17 @@ Options:
                              to it are dropped (default 8388608)
   --slow-consumer-ms <ms>    a connection over --max-buffered-bytes this long
                              is cut off as a slow consumer (default 10000)
+  --store <dir|redis://…>    store-and-forward: keep what members upload, per
+                             room, in a LevelDB directory or a Redis server, and
+                             serve it to members that join later (blind: in an
+                             encrypted room it holds sealed bytes only)
+  --max-room-bytes <n>       stored bytes per room (default 67108864)
+  --max-store-bytes <n>      stored bytes in all (default: no limit)
+  --token <t>                a relay JOIN must carry this access token (repeat
+                             the option to accept several; SYNCMESH_TOKENS, comma
+                             separated, adds more)
+  --redis <redis://…>        share rooms with every other server started with
+                             the same --redis (scale-out over Redis pub/sub)
   --quiet                    do not log connection events
   -h, --help                 show this help
 
@@ -74,7 +85,12 @@ const NUMERIC: Record<string, { key: keyof ServerInit; min: number; max: number 
   '--max-topics': { key: 'maxTopicsPerConnection', min: 1, max: 0xffffffff },
   '--max-buffered-bytes': { key: 'maxBufferedBytes', min: 1024, max: 0xffffffff },
   '--slow-consumer-ms': { key: 'slowConsumerMs', min: 10, max: 86_400_000 },
+  '--max-room-bytes': { key: 'maxRoomBytes', min: 1024, max: Number.MAX_SAFE_INTEGER },
+  '--max-store-bytes': { key: 'maxStoreBytes', min: 1024, max: Number.MAX_SAFE_INTEGER },
 }
+
+/** Options that take a string: where each goes in ServerInit (`tokens` collects every occurrence). */
+const STRINGS: Record<string, 'store' | 'tokens' | 'redis'> = { '--store': 'store', '--token': 'tokens', '--redis': 'redis' }
 
 const NUMERIC_LIBP2P: Record<string, { key: keyof Libp2pRelayInit; min: number; max: number }> = {
   '--port': { key: 'port', min: 0, max: 65535 },
@@ -105,12 +121,21 @@ export function parseCli(argv: readonly string[]): CliCommand {
     const eq = arg.indexOf('=')
     const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg
     const inline = arg.startsWith('--') && eq > 0 ? arg.slice(eq + 1) : undefined
-    if (name !== '--host' && numeric[name] === undefined) {
+    const stringOption = libp2p ? undefined : STRINGS[name]
+    if (name !== '--host' && numeric[name] === undefined && stringOption === undefined) {
       return { kind: 'error', message: `unknown option ${JSON.stringify(arg)}${libp2p ? ' (with --libp2p)' : ''}` }
     }
     const value = inline ?? args.shift()
     if (value === undefined || value === '' || (inline === undefined && value.startsWith('--'))) {
       return { kind: 'error', message: `${name} needs a value` }
+    }
+    if (stringOption === 'tokens') {
+      options['tokens'] = [...((options['tokens'] as string[] | undefined) ?? []), value]
+      continue
+    }
+    if (stringOption !== undefined) {
+      options[stringOption] = value
+      continue
     }
     if (name === '--host') {
       if (libp2p && !/^[0-9a-fA-F.:]+$/.test(value)) return { kind: 'error', message: `--host must be an IP address with --libp2p, got ${JSON.stringify(value)}` }
@@ -170,7 +195,9 @@ export async function runCli(argv: readonly string[], io: CliIO = processIO): Pr
   if (cmd.kind === 'serve-libp2p') return serveLibp2p(cmd.options, cmd.quiet, io)
   let server: SyncmeshServer
   try {
-    server = await startServer({ ...cmd.options, log: cmd.quiet ? false : (line) => io.err(line) })
+    const envTokens = (process.env['SYNCMESH_TOKENS'] ?? '').split(',').filter((t) => t !== '')
+    const tokens = [...(cmd.options.tokens ?? []), ...envTokens]
+    server = await startServer({ ...cmd.options, tokens: tokens.length > 0 ? tokens : undefined, log: cmd.quiet ? false : (line) => io.err(line) })
   } catch (error) {
     const e = error as NodeJS.ErrnoException
     io.err(`syncmesh: cannot listen on ${host}:${cmd.options.port ?? 4444}: ${e.code ?? ''} ${e.message}`.trim())

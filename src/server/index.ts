@@ -18,7 +18,10 @@
  *   Valid JSON without a known `type` is ignored (as y-webrtc does). Invalid JSON, `topics` that is not an array, a
  *   topic longer than `maxTopicLength` or more than `maxTopicsPerConnection` topics close the connection with 1008.
  * - **Binary** WebSocket messages speak the relay protocol specified (and encoded/decoded) in
- *   `transports/relay.ts`: JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/FROM/PONG/ERROR back.
+ *   `transports/relay.ts` (versions 1 and 2): JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/
+ *   FROM/PONG/ERROR back; with a `store`, PUT/FETCH/COMPACT answered by STORE/STORED/BLOB/FETCHED/COMPACTED
+ *   (store-and-forward: the server keeps per room the opaque blobs members upload, see ./store.ts). `authenticate` /
+ *   `tokens` gate every JOIN; `redis` shares rooms with other server processes (see ./cluster.ts).
  *   Topics are opaque: syncmesh replicas hash (app, room) before a transport sees it, so room names never reach the
  *   server. y-webrtc signaling topics *are* room names, so the log shows topics only as a short hash of the topic.
  *
@@ -51,19 +54,42 @@
  * await server.close()
  * ```
  */
-import { createHash } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import {
+  BLOB_PLAIN,
+  BLOB_SEALED,
   RELAY_MAX_OPS,
+  RELAY_PROTOCOL_VERSION,
+  type RelayClientOp,
   RelayErrorCode,
   type RelayLimits,
   decodeClientMessage,
   encodeRelayMessage,
   encodeServerOp,
+  relayMessageVersion,
 } from '../../transports/relay.js'
+import { SEAL_OVERHEAD } from '../crypto.js'
+import { type Cluster, startCluster } from './cluster.js'
+import { type BlobStore, type StoreLimits, StoreLimitError, openBlobStore } from './store.js'
+
+export { type BlobStore, type BlobPage, type StoreLimits, StoreLimitError, memoryBlobStore, levelBlobStore, redisBlobStore, openBlobStore } from './store.js'
+
+/** What {@link ServerInit.authenticate} is asked about: one JOIN. */
+export interface JoinRequest {
+  /** The token the client sent (empty when it sent none), as bytes and as UTF-8 text. */
+  readonly token: Uint8Array
+  readonly tokenText: string
+  /** The room topic (syncmesh replicas send a hash of app and room: compare with `roomTopic(app, room)`). */
+  readonly topic: string
+  /** The peer id the client joins as. */
+  readonly peer: string
+  /** The client's address and port. */
+  readonly remote: string
+}
 
 /** Options of {@link startServer}. */
 export interface ServerInit {
@@ -144,6 +170,47 @@ export interface ServerInit {
    * @default writes to stderr
    */
   log?: ((line: string) => void) | false
+  /**
+   * Store-and-forward: keep, per room, the blobs members upload and serve them to members that join later. A
+   * LevelDB directory, a `redis://` URL (shareable by several server processes), or a {@link BlobStore}. A store
+   * given by path or URL is opened by the server and closed by `close()`; a BlobStore object is the caller's.
+   * @default none (the server keeps nothing)
+   */
+  store?: string | BlobStore
+  /**
+   * Most bytes of blobs one room may hold; an upload beyond closes that connection with ERROR(QUOTA_EXCEEDED).
+   * @default 67108864 (64 MiB)
+   */
+  maxRoomBytes?: number
+  /**
+   * Most bytes of blobs the whole store may hold; an upload beyond closes that connection with ERROR(STORE_FULL).
+   * @default Number.MAX_SAFE_INTEGER
+   */
+  maxStoreBytes?: number
+  /**
+   * Access check of every relay JOIN: resolve true to admit. A refused (or throwing) check answers ERROR(ACCESS_DENIED)
+   * and closes the connection. Signaling (text) messages are not checked: an encrypted room seals them.
+   * @default admit everyone (or, with `tokens`, holders of one of them)
+   */
+  authenticate?: (request: JoinRequest) => boolean | Promise<boolean>
+  /**
+   * Shared access tokens (`--token`): a JOIN must carry one of them. Combined with `authenticate`, both must pass.
+   * @default none
+   */
+  tokens?: readonly string[]
+  /**
+   * Scale-out: share relay rooms with every other server started with the same Redis URL (pub/sub; see
+   * src/server/cluster.ts), so peers of one room may connect to different processes. Clients list several servers
+   * in `relayTransport({ url: [...] })` and fail over.
+   * @default none (rooms are local to this process)
+   */
+  redis?: string
+  /**
+   * With `redis`: how long a server process may go without renewing its liveness key before the others report its
+   * peers down (a process killed without a word is noticed within about this plus one second).
+   * @default 3000
+   */
+  clusterNodeTtlMs?: number
 }
 
 /** Counters of a running server. */
@@ -166,6 +233,14 @@ export interface ServerStats {
   readonly droppedSlow: number
   /** Connections dropped as slow consumers (send buffer over `maxBufferedBytes` for `slowConsumerMs`). */
   readonly slowConsumers: number
+  /** Uploads acknowledged (stored durably). */
+  readonly stored: number
+  /** Blobs served to fetching members. */
+  readonly served: number
+  /** Compactions applied. */
+  readonly compactions: number
+  /** JOINs refused by the access check. */
+  readonly denied: number
 }
 
 /** WebSocket close codes of the server: each names why it closed a connection (logged as `close code=<n>`). */
@@ -233,6 +308,12 @@ interface Conn {
   closeCode: number | undefined
   /** Since when the send buffer has been above maxBufferedBytes (undefined while below). */
   slowSince: number | undefined
+  /** The relay protocol version of the connection's first binary message (what it is answered in). */
+  version: number
+  /** Messages that arrived while a JOIN's access check ran; handled once it is decided. */
+  held: { buf: Buffer; isBinary: boolean }[] | undefined
+  /** A COMPACT being assembled. */
+  compacting: { id: number; upto: number; count: number; blobs: Uint8Array[]; bytes: number } | undefined
 }
 
 /** Close codes `ws` sends for its own errors (the rest are framing errors: 1002). */
@@ -301,6 +382,30 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   const maxBufferedBytes = positiveInt('maxBufferedBytes', init.maxBufferedBytes, 8 << 20)
   const slowConsumerMs = positive('slowConsumerMs', init.slowConsumerMs, 10_000)
   const sink = init.log === undefined ? (line: string) => process.stderr.write(`${line}\n`) : init.log
+  const storeLimits: StoreLimits = {
+    maxRoomBytes: positiveInt('maxRoomBytes', init.maxRoomBytes, 64 << 20, Number.MAX_SAFE_INTEGER),
+    maxStoreBytes: positiveInt('maxStoreBytes', init.maxStoreBytes, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
+  }
+  const tokens = (init.tokens ?? []).map((t) => Buffer.from(t, 'utf8'))
+  if (tokens.some((t) => t.byteLength === 0)) throw new RangeError('tokens must be non-empty strings')
+  const authenticate = init.authenticate
+  const checksAccess = authenticate !== undefined || tokens.length > 0
+  const ownsStore = typeof init.store === 'string'
+  const store: BlobStore | undefined = typeof init.store === 'string' ? await openBlobStore(init.store) : init.store
+  /** Per relay room with local members: its members on other server processes (peer → node). */
+  const remotes = new Map<string, Map<string, string>>()
+  const cluster: Cluster | undefined =
+    init.redis === undefined
+      ? undefined
+      : await startCluster(
+          { url: init.redis, nodeTtlMs: init.clusterNodeTtlMs },
+          {
+            up: (topic, peer, node) => remoteUp(topic, peer, node),
+            down: (topic, peer, node) => remoteDown(topic, peer, node),
+            frame: (topic, from, to, payload) => remoteFrame(topic, from, to, payload),
+            error: (message) => log(`cluster error ${message}`),
+          },
+        )
   const log = (line: string): void => {
     if (sink === false) return
     try {
@@ -326,7 +431,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
   const corked = new Set<Conn>()
   let nextId = 1
   let closing: Promise<void> | undefined
-  const counters = { connections: 0, violations: 0, timeouts: 0, forwarded: 0, droppedSlow: 0, slowConsumers: 0 }
+  const counters = { connections: 0, violations: 0, timeouts: 0, forwarded: 0, droppedSlow: 0, slowConsumers: 0, stored: 0, served: 0, compactions: 0, denied: 0 }
 
   // -- HTTP ---------------------------------------------------------------------------------------------------------
 
@@ -392,6 +497,9 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       closeReason: undefined,
       closeCode: undefined,
       slowSince: undefined,
+      version: 0,
+      held: undefined,
+      compacting: undefined,
     }
     conns.add(c)
     counters.connections++
@@ -481,6 +589,16 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     c.msgsIn++
     c.bytesIn += buf.byteLength
     if (!take(c.bytes, bytesRate, bytesBurst, buf.byteLength, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'byte rate limit exceeded')
+    if (c.held !== undefined) {
+      // A JOIN's access check is running: what follows it waits, in order.
+      if (c.held.length >= 64) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'too many messages during the access check')
+      c.held.push({ buf, isBinary })
+      return
+    }
+    handle(c, buf, isBinary, now)
+  }
+
+  function handle(c: Conn, buf: Buffer, isBinary: boolean, now: number): void {
     if (isBinary) onRelayMessage(c, buf, now)
     else onSignalingMessage(c, buf, now)
   }
@@ -635,36 +753,29 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
     } catch (err) {
       return violation(c, ServerCloseCode.POLICY_VIOLATION, `malformed relay message: ${(err as Error).message}`)
     }
+    if (c.version === 0) c.version = relayMessageVersion(buf)
     if (!take(c.ops, rate, rateBurst, ops.length, now)) return violation(c, ServerCloseCode.POLICY_VIOLATION, 'rate limit exceeded')
+    handleOps(c, ops, 0)
+  }
+
+  /** Handles `ops` from index `start` on (a JOIN with an access check suspends the rest until it is decided). */
+  function handleOps(c: Conn, ops: readonly RelayClientOp[], start: number): void {
     const out: Outbox = new Map()
     let problem: string | undefined
-    for (const op of ops) {
+    for (let i = start; i < ops.length && problem === undefined; i++) {
+      const op = ops[i]!
       switch (op.op) {
         case 'join': {
           if (c.relay !== undefined) {
             problem = 'JOIN while in a room'
             break
           }
-          let members = rooms.get(op.topic)
-          if (members?.has(op.peer)) {
-            push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' }))
-            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use`)
-            break
+          if (checksAccess || cluster !== undefined) {
+            flush(out)
+            beginJoin(c, op, ops, i + 1)
+            return
           }
-          if (members !== undefined && members.size >= maxPeersPerRoom) {
-            push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.ROOM_FULL, message: 'room full' }))
-            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: room full`)
-            break
-          }
-          if (members === undefined) rooms.set(op.topic, (members = new Map()))
-          push(out, c, welcome)
-          const present = [...members.keys()]
-          for (let i = 0; i < present.length; i += 256) push(out, c, encodeServerOp({ op: 'peers', peers: present.slice(i, i + 256) }))
-          const up = encodeServerOp({ op: 'up', peer: op.peer })
-          for (const m of members.values()) push(out, m, up)
-          members.set(op.peer, c)
-          c.relay = { topic: op.topic, peer: op.peer, members }
-          log(`conn=${c.id} join room=${topicLabel(op.topic)} peers=${members.size}`)
+          join(c, op, out, undefined)
           break
         }
         case 'leave':
@@ -677,7 +788,11 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
             break
           }
           const to = r.members.get(op.to)
-          if (to === undefined || to === c) break
+          if (to === undefined) {
+            if (cluster !== undefined && remotes.get(r.topic)?.has(op.to)) cluster.send(r.topic, r.peer, op.to, op.payload)
+            break
+          }
+          if (to === c) break
           push(out, to, encodeServerOp({ op: 'from', from: r.peer, payload: op.payload }), true)
           break
         }
@@ -687,6 +802,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
             problem = 'BROADCAST outside a room'
             break
           }
+          if (cluster !== undefined && (remotes.get(r.topic)?.size ?? 0) > 0) cluster.broadcast(r.topic, r.peer, op.payload)
           if (r.members.size < 2) break
           const frame = encodeServerOp({ op: 'from', from: r.peer, payload: op.payload })
           for (const m of r.members.values()) if (m !== c) push(out, m, frame, true)
@@ -695,21 +811,204 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         case 'ping':
           push(out, c, encodeServerOp({ op: 'pong', nonce: op.nonce }))
           break
+        case 'put':
+        case 'fetch':
+        case 'compact':
+          problem = storeOp(c, op)
+          break
       }
-      if (problem !== undefined) break
     }
     // What was produced before a violation goes out first, so no FROM(c) can follow the DOWN(c) the violation causes.
     flush(out)
     if (problem !== undefined) violation(c, ServerCloseCode.POLICY_VIOLATION, `relay protocol violation: ${problem}`)
   }
 
+  /** Enters a room; `remote`: its members on other server processes, from the cluster claim. */
+  function join(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, out: Outbox, remote: Map<string, string> | undefined): void {
+    let members = rooms.get(op.topic)
+    if (members?.has(op.peer)) {
+      push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' }))
+      log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use`)
+      return
+    }
+    if (members !== undefined && members.size + (remotes.get(op.topic)?.size ?? 0) >= maxPeersPerRoom) {
+      if (cluster !== undefined && remote !== undefined) cluster.leave(op.topic, op.peer, false)
+      push(out, c, encodeServerOp({ op: 'error', code: RelayErrorCode.ROOM_FULL, message: 'room full' }))
+      log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: room full`)
+      return
+    }
+    if (members === undefined) rooms.set(op.topic, (members = new Map()))
+    let others = remotes.get(op.topic)
+    others?.delete(op.peer) // a peer back from a dead server: it is ours now (its old entry must not DOWN it later)
+    if (remote !== undefined && remote.size > 0) {
+      if (others === undefined) remotes.set(op.topic, (others = new Map()))
+      for (const [p, n] of remote) if (!members.has(p) && p !== op.peer) others.set(p, n)
+    }
+    push(out, c, welcome)
+    const present = [...members.keys(), ...(others?.keys() ?? [])]
+    for (let i = 0; i < present.length; i += 256) push(out, c, encodeServerOp({ op: 'peers', peers: present.slice(i, i + 256) }))
+    const up = encodeServerOp({ op: 'up', peer: op.peer })
+    for (const m of members.values()) push(out, m, up)
+    members.set(op.peer, c)
+    const membership = (c.relay = { topic: op.topic, peer: op.peer, members })
+    cluster?.announce(op.topic, op.peer)
+    log(`conn=${c.id} join room=${topicLabel(op.topic)} peers=${members.size}${others ? `+${others.size}` : ''}`)
+    if (store !== undefined && c.version >= 2) {
+      store.info(op.topic).then(
+        (info) => c.relay === membership && reply(c, { op: 'store', storeId: store.id, head: info.head, bytes: info.bytes }),
+        (err: unknown) => storeFailure(c, err),
+      )
+    }
+  }
+
+  /**
+   * A JOIN that needs asynchronous work — the access check, the peer id's claim across the cluster — while the
+   * connection's other messages wait.
+   */
+  function beginJoin(c: Conn, op: Extract<RelayClientOp, { op: 'join' }>, ops: readonly RelayClientOp[], next: number): void {
+    c.held = []
+    const token = Buffer.from(op.token ?? new Uint8Array(0))
+    const request: JoinRequest = { token, tokenText: token.toString('utf8'), topic: op.topic, peer: op.peer, remote: c.remote }
+    const tokenOk = tokens.length === 0 || tokens.some((t) => t.byteLength === token.byteLength && timingSafeEqual(t, token))
+    Promise.resolve()
+      .then(() => tokenOk && (authenticate === undefined || authenticate(request)))
+      .catch((err: unknown) => {
+        log(`conn=${c.id} authenticate threw: ${(err as Error)?.message ?? String(err)}`)
+        return false
+      })
+      .then(async (admitted) => {
+        if (c.closed) return
+        if (admitted !== true) {
+          counters.denied++
+          log(`conn=${c.id} join denied room=${topicLabel(op.topic)}`)
+          reply(c, { op: 'error', code: RelayErrorCode.ACCESS_DENIED, message: 'access denied' })
+          drop(c, ServerCloseCode.POLICY_VIOLATION, 'access denied')
+          return
+        }
+        let remote: Map<string, string> | undefined
+        if (cluster !== undefined && !rooms.get(op.topic)?.has(op.peer)) {
+          remote = await cluster.join(op.topic, op.peer)
+          if (remote === undefined) {
+            log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use on another server`)
+            reply(c, { op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' })
+          } else if (c.closed) {
+            cluster.leave(op.topic, op.peer, !rooms.has(op.topic))
+            return
+          }
+        }
+        const held = c.held ?? []
+        c.held = undefined
+        const out: Outbox = new Map()
+        if (cluster === undefined || remote !== undefined || rooms.get(op.topic)?.has(op.peer)) join(c, op, out, remote)
+        flush(out)
+        handleOps(c, ops, next)
+        while (held.length > 0 && !c.closed) {
+          const m = held.shift()!
+          const again = c.held as { buf: Buffer; isBinary: boolean }[] | undefined
+          if (again !== undefined) again.push(m) // another JOIN is being checked: keep the order
+          else handle(c, m.buf, m.isBinary, Date.now())
+        }
+      })
+      .catch((err: unknown) => {
+        log(`conn=${c.id} internal error ${(err as Error)?.message ?? String(err)}`)
+        drop(c, ServerCloseCode.INTERNAL_ERROR, 'internal error')
+      })
+  }
+
+  // -- store --------------------------------------------------------------------------------------------------------
+
+  /** Starts a store op; returns a protocol problem (the caller closes the connection), or undefined. */
+  function storeOp(c: Conn, op: Extract<RelayClientOp, { op: 'put' | 'fetch' | 'compact' }>): string | undefined {
+    const r = c.relay
+    if (store === undefined) return `${op.op.toUpperCase()} on a server without a store`
+    if (r === undefined) return `${op.op.toUpperCase()} outside a room`
+    const topic = r.topic
+    if (op.op === 'fetch') {
+      store.range(topic, op.after, maxMessageBytes - 64).then((page) => {
+        const out: Outbox = new Map()
+        for (const b of page.blobs) push(out, c, encodeServerOp({ op: 'blob', id: op.id, seq: b.seq, blob: b.blob }))
+        push(out, c, encodeServerOp({ op: 'fetched', id: op.id, upto: page.upto, more: page.more, bytes: page.bytes }))
+        counters.served += page.blobs.length
+        flush(out)
+      }, (err: unknown) => storeFailure(c, err))
+      return undefined
+    }
+    const bad = blobProblem(op.blob)
+    if (bad !== undefined) {
+      refuse(c, RelayErrorCode.MALFORMED_UPLOAD, bad)
+      return undefined
+    }
+    if (op.op === 'put') {
+      store.put(topic, op.blob, storeLimits).then(({ seq, bytes }) => {
+        counters.stored++
+        reply(c, { op: 'stored', id: op.id, seq, bytes })
+      }, (err: unknown) => storeFailure(c, err))
+      return undefined
+    }
+    let job = c.compacting
+    if (op.part === 0) {
+      if (job !== undefined) return refuse(c, RelayErrorCode.MALFORMED_UPLOAD, 'COMPACT part 0 while another compaction is incomplete')
+      job = c.compacting = { id: op.id, upto: op.upto, count: op.count, blobs: [], bytes: 0 }
+    } else if (job === undefined || job.id !== op.id || job.upto !== op.upto || job.count !== op.count || job.blobs.length !== op.part) {
+      return refuse(c, RelayErrorCode.MALFORMED_UPLOAD, 'COMPACT parts out of order')
+    }
+    job.blobs.push(op.blob)
+    job.bytes += op.blob.byteLength
+    if (job.bytes > storeLimits.maxRoomBytes) return refuse(c, RelayErrorCode.QUOTA_EXCEEDED, 'compaction larger than the room limit')
+    if (job.blobs.length < job.count) return undefined
+    c.compacting = undefined
+    const { id, upto, blobs } = job
+    store.compact(topic, upto, blobs, storeLimits).then((res) => {
+      if (res.applied) counters.compactions++
+      log(`conn=${c.id} compact room=${topicLabel(topic)} upto=${upto} parts=${blobs.length} applied=${res.applied} bytes=${res.bytes}`)
+      reply(c, { op: 'compacted', id, applied: res.applied, bytes: res.bytes })
+    }, (err: unknown) => storeFailure(c, err))
+    return undefined
+  }
+
+  /** Why a blob cannot be stored (see the Store section of the relay spec), or undefined. */
+  function blobProblem(blob: Uint8Array): string | undefined {
+    if (blob.byteLength < 2) return 'a blob needs at least 2 bytes'
+    if (blob[0] !== BLOB_PLAIN && blob[0] !== BLOB_SEALED) return `not a blob (first byte 0x${blob[0]!.toString(16)})`
+    if (blob[0] === BLOB_SEALED && blob.byteLength < 1 + SEAL_OVERHEAD + 4) return 'a sealed blob too short to hold anything'
+    return undefined
+  }
+
+  function storeFailure(c: Conn, err: unknown): void {
+    if (err instanceof StoreLimitError) {
+      refuse(c, RelayErrorCode[err.code], err.message)
+      return
+    }
+    log(`conn=${c.id} store error ${(err as Error)?.message ?? String(err)}`)
+    refuse(c, RelayErrorCode.STORE_FAILED, 'the store failed')
+  }
+
+  /** Sends ERROR(code) and closes only this connection. */
+  function refuse(c: Conn, code: number, message: string): undefined {
+    if (c.closed) return undefined
+    log(`conn=${c.id} store refused code=${code} ${message}`)
+    reply(c, { op: 'error', code, message })
+    drop(c, ServerCloseCode.POLICY_VIOLATION, message)
+    return undefined
+  }
+
+  /** Sends one op to one connection now. */
+  function reply(c: Conn, op: Parameters<typeof encodeServerOp>[0]): void {
+    const out: Outbox = new Map()
+    push(out, c, encodeServerOp(op))
+    flush(out)
+  }
+
   function leaveRoom(c: Conn, out: Outbox): void {
     const r = c.relay
     if (r === undefined) return
     c.relay = undefined
-    if (r.members.get(r.peer) === c) r.members.delete(r.peer)
+    if (r.members.get(r.peer) !== c) return
+    r.members.delete(r.peer)
+    cluster?.leave(r.topic, r.peer, r.members.size === 0)
     if (r.members.size === 0) {
       if (rooms.get(r.topic) === r.members) rooms.delete(r.topic)
+      remotes.delete(r.topic)
       return
     }
     const down = encodeServerOp({ op: 'down', peer: r.peer })
@@ -734,7 +1033,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         if (batch.length === 0) return
         try {
           corkUntilTick(to)
-          to.ws.send(encodeRelayMessage(batch))
+          to.ws.send(encodeRelayMessage(batch, to.version || RELAY_PROTOCOL_VERSION))
         } catch {
           drop(to, ServerCloseCode.INTERNAL_ERROR, 'send failed')
         }
@@ -756,6 +1055,68 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
       emit()
     }
   }
+
+  // -- cluster (scale-out over Redis) -------------------------------------------------------------------------------
+
+  function remoteUp(topic: string, peer: string, node: string): void {
+    const members = rooms.get(topic)
+    if (members === undefined || members.has(peer)) return
+    let others = remotes.get(topic)
+    if (others === undefined) remotes.set(topic, (others = new Map()))
+    const known = others.has(peer)
+    others.set(peer, node)
+    if (known) return
+    const out: Outbox = new Map()
+    const up = encodeServerOp({ op: 'up', peer })
+    for (const m of members.values()) push(out, m, up)
+    flush(out)
+  }
+
+  function remoteDown(topic: string, peer: string, node: string): void {
+    const others = remotes.get(topic)
+    if (others?.get(peer) !== node) return
+    others.delete(peer)
+    const members = rooms.get(topic)
+    if (members === undefined || members.has(peer)) return
+    const out: Outbox = new Map()
+    const down = encodeServerOp({ op: 'down', peer })
+    for (const m of members.values()) push(out, m, down)
+    flush(out)
+  }
+
+  function remoteFrame(topic: string, from: string, to: string | undefined, payload: Uint8Array): void {
+    const members = rooms.get(topic)
+    if (members === undefined || !remotes.get(topic)?.has(from)) return // never a FROM before its sender's UP
+    const out: Outbox = new Map()
+    const frame = encodeServerOp({ op: 'from', from, payload })
+    if (to !== undefined) {
+      const m = members.get(to)
+      if (m !== undefined) push(out, m, frame, true)
+    } else {
+      for (const m of members.values()) push(out, m, frame, true)
+    }
+    flush(out)
+  }
+
+  /** Peers of server processes that died without a word (their liveness key expired) are reported down. */
+  const reaper =
+    cluster &&
+    setInterval(() => {
+      const nodes = new Set<string>()
+      for (const others of remotes.values()) for (const n of others.values()) nodes.add(n)
+      if (nodes.size === 0) return
+      cluster.dead(nodes).then((dead) => {
+        for (const [topic, others] of remotes) {
+          for (const [peer, node] of others) {
+            if (!dead.has(node)) continue
+            log(`cluster node ${node} is gone: its peer leaves room=${topicLabel(topic)}`)
+            remoteDown(topic, peer, node)
+            cluster.forget(topic, peer, node)
+          }
+        }
+      }, (err: unknown) => log(`cluster error ${(err as Error)?.message}`))
+    }, 1000)
+  if (reaper) reaper.unref()
 
   // -- liveness -----------------------------------------------------------------------------------------------------
 
@@ -838,6 +1199,9 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         http.closeAllConnections()
         await closed
         wss.close()
+        if (reaper) clearInterval(reaper)
+        await cluster?.close().catch((err: unknown) => log(`cluster close failed: ${(err as Error)?.message}`))
+        if (ownsStore) await store?.close().catch((err: unknown) => log(`store close failed: ${(err as Error)?.message}`))
         log('closed')
       })()
       return closing

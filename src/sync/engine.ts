@@ -661,7 +661,8 @@ function isConflict(o: Overwrite, sender: PeerState): boolean {
   return !(!o.incomingLost && senderWrote && senderSawLoser)
 }
 
-function newestTimestamp(delta: Delta): Timestamp | undefined {
+/** The newest timestamp a delta carries (what the local clock must move past), if any. */
+export function newestTimestamp(delta: Delta): Timestamp | undefined {
   let max: Timestamp | undefined
   const see = (ts: Timestamp): void => {
     if (!max || compareTimestamps(ts, max) > 0) max = ts

@@ -221,3 +221,35 @@ function parseClientFrame(b: Buffer): { payload: Buffer; length: number } | unde
   if (masked) for (let i = 0; i < len; i++) payload[i]! ^= b[maskAt + (i % 4)]!
   return { payload, length: pos + len }
 }
+
+/** A `syncmesh serve` child process (`node --import tsx src/cli.ts serve --port 0 …`), tracked for killChildren. */
+export interface ServeProcess {
+  readonly url: string
+  readonly child: ChildProcess
+  /** Everything it wrote to stderr (its log). */
+  log(): string
+}
+
+/** Starts `syncmesh serve` with `args` in a child process on 127.0.0.1 and resolves with its URL once it listens. */
+export async function spawnServe(args: readonly string[], env: Record<string, string> = {}): Promise<ServeProcess> {
+  const { spawn } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
+  const repo = fileURLToPath(new URL('../..', import.meta.url))
+  const child = track(spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }))
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-200_000)))
+  await until(() => /ws:\/\/127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 20_000, `syncmesh serve ${args.join(' ')} to print its URL`)
+  const url = /(ws:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1]
+  if (url === undefined) throw new Error(`syncmesh serve exited (${child.exitCode}): ${err}`)
+  return { url, child, log: () => err }
+}
+
+/** Kills a child with SIGKILL and waits for it to exit. */
+export async function sigkill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await exited
+}

@@ -51,8 +51,12 @@ function transport(init: RelayTransportInit): RelayTransport {
 
 describe('relay wire codec', () => {
   const clientOps: RelayClientOp[] = [
-    { op: 'join', topic: 'a'.repeat(64), peer: 'peer-ü-✓' },
+    { op: 'join', topic: 'a'.repeat(64), peer: 'peer-ü-✓', token: new Uint8Array(0) },
+    { op: 'join', topic: 't', peer: 'p', token: Uint8Array.of(1, 2, 3) },
     { op: 'leave' },
+    { op: 'put', id: 7, blob: Uint8Array.of(0xb0, 1) },
+    { op: 'fetch', id: 0xffffffff, after: 2 ** 53 - 1 },
+    { op: 'compact', id: 1, upto: 2 ** 40, part: 1, count: 3, blob: Uint8Array.of(0xb1, 2, 3) },
     { op: 'send', to: 'x', payload: Uint8Array.of(0, 1, 255) },
     { op: 'send', to: 'y'.repeat(255), payload: new Uint8Array(0) },
     { op: 'broadcast', payload: Uint8Array.from(randomBytes(1000)) },
@@ -68,6 +72,11 @@ describe('relay wire codec', () => {
     { op: 'pong', nonce: 3 },
     { op: 'error', code: 1, message: '' },
     { op: 'error', code: 2, message: 'room full' },
+    { op: 'store', storeId: 'abc', head: 5, bytes: 2 ** 33 },
+    { op: 'stored', id: 1, seq: 9, bytes: 100 },
+    { op: 'blob', id: 1, seq: 2 ** 52, blob: Uint8Array.of(0xb0, 9) },
+    { op: 'fetched', id: 1, upto: 9, more: true, bytes: 0 },
+    { op: 'compacted', id: 1, applied: false, bytes: 3 },
   ]
   const norm = (ops: unknown[]): unknown => JSON.parse(JSON.stringify(ops, (_k, v: unknown) => (v instanceof Uint8Array ? Array.from(v) : v)))
 
