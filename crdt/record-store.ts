@@ -47,12 +47,28 @@ export interface ApplyResult {
  */
 class RecordEntry extends LWWMap<Value> {
   declare trim: () => void
-  /** The floor's wall and counter; meaningful only when {@link fp} is set. */
-  fw = 0
+  /**
+   * The floor's wall, split in two small integers (`fwHigh × 2^24 + fwLow`): a wall above 2^31 in a field would be
+   * a boxed number, one more heap object per record.
+   */
+  private fwHigh = 0
+  private fwLow = 0
+  /** The floor's counter; with the wall, meaningful only when {@link fp} is set. */
   fc = 0
   /** The floor's peer, or undefined when the record has no floor. */
   fp: string | undefined = undefined
   deleted = false
+
+  /** The floor's wall. */
+  get fw(): number {
+    return this.fwHigh * WALL_SPLIT + this.fwLow
+  }
+
+  set fw(wall: number) {
+    // `| 0` keeps both small integers (walls are < 2^48), so they stay unboxed.
+    this.fwHigh = (wall / WALL_SPLIT) | 0
+    this.fwLow = wall % WALL_SPLIT | 0
+  }
 
   /** The floor as a timestamp (undefined: none). */
   get floor(): Timestamp | undefined {
@@ -69,7 +85,8 @@ class RecordEntry extends LWWMap<Value> {
 
   /** Orders `(wall, counter, peer)` against the floor (which must exist). */
   private vsFloor(wall: number, counter: number, peer: string): number {
-    return wall !== this.fw ? wall - this.fw : counter !== this.fc ? counter - this.fc : peer === this.fp ? 0 : peer < this.fp! ? -1 : 1
+    const fw = this.fw
+    return wall !== fw ? wall - fw : counter !== this.fc ? counter - this.fc : peer === this.fp ? 0 : peer < this.fp! ? -1 : 1
   }
 
   /** Raises the floor (a delete wins an exact tie with a replacement); returns true when visible fields were erased. */
@@ -763,6 +780,9 @@ export class RecordStore {
     return entry
   }
 }
+
+/** See RecordEntry's floor wall. */
+const WALL_SPLIT = 2 ** 24
 
 /** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
 const MAX_AHEAD = 32
