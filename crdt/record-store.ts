@@ -7,6 +7,17 @@ import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } f
 import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
 import { type VersionVector, advance, isNewer } from './version-vector.js'
 
+/** Options of a {@link RecordStore}. */
+export interface RecordStoreInit {
+  /**
+   * From how many records on {@link RecordStore.changesSince} finds changes through its index by origin and
+   * timestamp instead of scanning every record (below, a scan costs a few ms, and the index's upkeep on every write
+   * is not worth it). 0 indexes from the first record.
+   * @default 16384
+   */
+  readonly indexFromRecords?: number
+}
+
 /** A visible record: its fields plus its `id`. */
 export type StoredRecord = { readonly id: string } & { readonly [field: string]: Value }
 
@@ -254,6 +265,11 @@ export class RecordStore {
    * (and rebuilt when next needed).
    */
   private index: DeltaIndex | undefined = undefined
+  private readonly indexFrom: number
+
+  constructor(init: RecordStoreInit = {}) {
+    this.indexFrom = init.indexFromRecords ?? INDEX_MIN_RECORDS
+  }
 
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
@@ -382,9 +398,10 @@ export class RecordStore {
    * once: through the index when the changes are few (cost proportional to them), else by scanning every record.
    */
   private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, id: string, entry: RecordEntry) => void): void {
-    if (vv.size > 0) {
-      let total = 0
-      for (const recs of this.data.values()) total += recs.size
+    let total = 0
+    if (vv.size > 0) for (const recs of this.data.values()) total += recs.size
+    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
+    if ((vv.size > 0 && total >= this.indexFrom) || (this.index !== undefined && vv.size > 0)) {
       if (this.index === undefined || this.index.stale) this.index = DeltaIndex.build(this.data)
       // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
       const found = this.index.candidates(vv, Math.max(64, total >> 3))
@@ -780,6 +797,9 @@ export class RecordStore {
     return entry
   }
 }
+
+/** Fewest records for which {@link RecordStore.changesSince} builds its index (below, it scans). */
+const INDEX_MIN_RECORDS = 16_384
 
 /** See RecordEntry's floor wall. */
 const WALL_SPLIT = 2 ** 24
