@@ -69,6 +69,92 @@ export interface RecordRef {
 /** Reused across calls for small deltas (encoding never re-enters itself); `finish()` hands out an exact-size copy. */
 let scratch = new Writer(4096)
 
+/**
+ * The low-level writer of the format above, for encoders that do not hold a {@link Delta} (the record store writes
+ * its state straight from its registers). Call order: the constructor (header: the peer and name tables in index
+ * order, both vectors), then per collection {@link collection}, per record {@link record}, per field {@link field};
+ * then {@link finish}. Every timestamp's peer must be in `peers` and every wall ≥ `baseWall`.
+ */
+export class DeltaWriter {
+  private readonly w: Writer
+  private readonly nPeers: number
+  private prev = ''
+
+  constructor(
+    private readonly peers: ReadonlyMap<string, number>,
+    private readonly baseWall: number,
+    private readonly names: ReadonlyMap<string, number>,
+    from: ReadonlyMap<string, Timestamp>,
+    to: ReadonlyMap<string, Timestamp>,
+    sizeHint = 0,
+  ) {
+    if (peers.size > MAX_DELTA_PEERS) throw new InvalidArgumentError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
+    this.nPeers = peers.size
+    const w = (this.w = sizeHint > 1 << 16 ? new Writer(sizeHint) : scratch)
+    w.pos = 0
+    w.u8(DELTA_FORMAT_VERSION)
+    w.uint(peers.size)
+    for (const p of peers.keys()) w.string(p)
+    w.uint(baseWall)
+    w.uint(names.size)
+    for (const n of names.keys()) w.string(n)
+    this.vv(from)
+    this.vv(to)
+  }
+
+  private vv(vv: ReadonlyMap<string, Timestamp>): void {
+    this.w.uint(vv.size)
+    for (const ts of vv.values()) this.ts(ts.wall, ts.counter, ts.peer)
+  }
+
+  /** Writes a timestamp. */
+  ts(wall: number, counter: number, peer: string): void {
+    this.w.uint(wall - this.baseWall)
+    this.w.uint(counter * this.nPeers + this.peers.get(peer)!)
+  }
+
+  /** Starts the list of collections (`n` of them). */
+  collections(n: number): void {
+    this.w.uint(n)
+  }
+
+  /** Starts a collection of `n` records. */
+  collection(name: string, n: number): void {
+    this.w.string(name)
+    this.w.uint(n)
+    this.prev = ''
+  }
+
+  /** Starts a record: its id, its floor (`floorPeer` undefined: none) and the number of fields that follow. */
+  record(id: string, floorWall: number, floorCounter: number, floorPeer: string | undefined, deleted: boolean, nFields: number): void {
+    const w = this.w
+    const shared = sharedPrefix(this.prev, id)
+    w.uint(shared)
+    w.string(shared === 0 ? id : id.slice(shared))
+    this.prev = id
+    if (floorPeer === undefined) w.u8(0)
+    else {
+      w.u8(deleted ? 3 : 1)
+      this.ts(floorWall, floorCounter, floorPeer)
+    }
+    w.uint(nFields)
+  }
+
+  /** Writes one field of the current record (`value` undefined: the field was removed). */
+  field(name: string, value: Value | undefined, wall: number, counter: number, peer: string): void {
+    this.w.uint(this.names.get(name)!)
+    writeValue(this.w, value)
+    this.ts(wall, counter, peer)
+  }
+
+  /** The encoded bytes. */
+  finish(): Uint8Array {
+    const out = this.w.finish()
+    if (this.w === scratch && out.length > 1 << 16) scratch = new Writer(4096) // keep the buffer for small live deltas, not for snapshots
+    return out
+  }
+}
+
 /** Encodes a delta (or a full snapshot) in the format above. */
 export function encodeDelta(delta: Delta): Uint8Array {
   const peers = new Map<string, number>()
@@ -91,50 +177,18 @@ export function encodeDelta(delta: Delta): Uint8Array {
       if (!names.has(f.name)) names.set(f.name, names.size)
     }
   }
-  if (peers.size > MAX_DELTA_PEERS) throw new InvalidArgumentError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
   if (peers.size === 0) baseWall = 0
-  const nPeers = peers.size
-  const w = scratch
-  w.pos = 0
-  const writeTs = (ts: Timestamp): void => {
-    w.uint(ts.wall - baseWall)
-    w.uint(ts.counter * nPeers + peers.get(ts.peer)!)
-  }
-  const writeVV = (vv: ReadonlyMap<string, Timestamp>): void => {
-    w.uint(vv.size)
-    for (const ts of vv.values()) writeTs(ts)
-  }
-  w.u8(DELTA_FORMAT_VERSION)
-  w.uint(nPeers)
-  for (const p of peers.keys()) w.string(p)
-  w.uint(baseWall)
-  w.uint(names.size)
-  for (const n of names.keys()) w.string(n)
-  writeVV(delta.from)
-  writeVV(delta.to)
-  w.uint(byCollection.size)
+  const w = new DeltaWriter(peers, baseWall, names, delta.from, delta.to)
+  w.collections(byCollection.size)
   for (const [collection, list] of byCollection) {
-    w.string(collection)
-    w.uint(list.length)
-    let prev = ''
+    w.collection(collection, list.length)
     for (const rd of list) {
-      const shared = sharedPrefix(prev, rd.id)
-      w.uint(shared)
-      w.string(rd.id.slice(shared))
-      prev = rd.id
-      w.u8(rd.floor ? (rd.deleted ? 3 : 1) : 0)
-      if (rd.floor) writeTs(rd.floor)
-      w.uint(rd.fields.length)
-      for (const f of rd.fields) {
-        w.uint(names.get(f.name)!)
-        writeValue(w, f.value)
-        writeTs(f.ts)
-      }
+      const floor = rd.floor
+      w.record(rd.id, floor?.wall ?? 0, floor?.counter ?? 0, floor?.peer, rd.deleted === true, rd.fields.length)
+      for (const f of rd.fields) w.field(f.name, f.value, f.ts.wall, f.ts.counter, f.ts.peer)
     }
   }
-  const out = w.finish()
-  if (out.length > 1 << 16) scratch = new Writer(4096) // keep the buffer for small live deltas, not for snapshots
-  return out
+  return w.finish()
 }
 
 function sharedPrefix(a: string, b: string): number {
@@ -150,8 +204,35 @@ function isHigh(c: number): boolean {
   return c >= 0xd800 && c <= 0xdbff
 }
 
-/** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */
-export function decodeDelta(bytes: Uint8Array): Delta {
+/**
+ * One record as {@link readDelta} hands it over. The arrays are reused from record to record: read them during the
+ * call only. Field `k` is `names[k]`, `values[k]` (undefined: removed) at `(walls[k], counters[k], peers[k])`.
+ */
+export interface RecordScratch {
+  collection: string
+  id: string
+  /** The floor's peer, or undefined when the record has no floor. */
+  floorPeer: string | undefined
+  floorWall: number
+  floorCounter: number
+  deleted: boolean
+  n: number
+  readonly names: string[]
+  readonly values: (Value | undefined)[]
+  readonly walls: number[]
+  readonly counters: number[]
+  readonly peers: string[]
+}
+
+/**
+ * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onHeader` hears the vectors
+ * first, `onRecord` each record (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any
+ * malformed, truncated or trailing input — possibly after some records were handed over.
+ */
+export function readDelta(
+  bytes: Uint8Array,
+  onRecord: (rec: RecordScratch) => void,
+): { from: VersionVector; to: VersionVector } {
   const r = new Reader(bytes)
   const version = r.u8()
   if (version !== DELTA_FORMAT_VERSION) {
@@ -177,55 +258,106 @@ export function decodeDelta(bytes: Uint8Array): Delta {
     if (n === 'id') throw new DecodeError('delta field-name table names the reserved field "id"')
     names.push(n)
   }
-  const readTs = (): Timestamp => {
+  // A timestamp is read into these three, so that records decode without an object per register.
+  let tsWall = 0
+  let tsCounter = 0
+  let tsPeer = ''
+  const readTs = (): void => {
     const wall = baseWall + r.uint()
     if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
     const x = r.uint()
     const peer = peers[x % nPeers]
     const counter = Math.floor(x / nPeers)
     if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
-    return { wall, counter, peer }
+    tsWall = wall
+    tsCounter = counter
+    tsPeer = peer
   }
   const readVV = (): VersionVector => {
     const n = r.count(2, nPeers)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
-      const ts = readTs()
-      if (vv.has(ts.peer)) throw new DecodeError(`version vector names ${JSON.stringify(ts.peer)} twice`)
-      vv.set(ts.peer, ts)
+      readTs()
+      if (vv.has(tsPeer)) throw new DecodeError(`version vector names ${JSON.stringify(tsPeer)} twice`)
+      vv.set(tsPeer, { wall: tsWall, counter: tsCounter, peer: tsPeer })
     }
     return vv
   }
   const from = readVV()
   const to = readVV()
-  const records: RecordDelta[] = []
+  const rec: RecordScratch = {
+    collection: '',
+    id: '',
+    floorPeer: undefined,
+    floorWall: 0,
+    floorCounter: 0,
+    deleted: false,
+    n: 0,
+    names: [],
+    values: [],
+    walls: [],
+    counters: [],
+    peers: [],
+  }
   const nColl = r.count(2)
   for (let c = 0; c < nColl; c++) {
     const collection = r.string()
     if (collection.length === 0) throw new DecodeError('delta names an empty collection')
+    rec.collection = collection
     const nRecords = r.count(3)
     let prev = ''
     for (let i = 0; i < nRecords; i++) {
       const shared = r.uint()
       if (shared > prev.length) throw new DecodeError(`record id prefix ${shared} longer than the previous id at byte ${r.pos}`)
-      const id = prev.slice(0, shared) + r.string()
+      const id = shared === 0 ? r.string() : prev.slice(0, shared) + r.string()
       if (id.length === 0) throw new DecodeError('delta names a record with an empty id')
       prev = id
+      rec.id = id
       const flags = r.u8()
       if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
-      const floor = flags & 1 ? readTs() : undefined
+      if (flags & 1) {
+        readTs()
+        rec.floorPeer = tsPeer
+        rec.floorWall = tsWall
+        rec.floorCounter = tsCounter
+      } else rec.floorPeer = undefined
+      rec.deleted = flags === 3
       const nFields = r.count(3)
-      const fields: FieldDelta[] = new Array(nFields)
+      rec.n = nFields
       for (let k = 0; k < nFields; k++) {
         const name = names[r.uint()]
         if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
-        const value = readValue(r)
-        fields[k] = { name, value, ts: readTs() }
+        rec.names[k] = name
+        rec.values[k] = readValue(r)
+        readTs()
+        rec.walls[k] = tsWall
+        rec.counters[k] = tsCounter
+        rec.peers[k] = tsPeer
       }
-      records.push(floor ? { collection, id, floor, deleted: flags === 3, fields } : { collection, id, fields })
+      onRecord(rec)
     }
+    // Drop references to the last record's values so the scratch arrays keep nothing alive.
+    rec.values.length = 0
   }
   if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the delta`)
+  return { from, to }
+}
+
+/** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */
+export function decodeDelta(bytes: Uint8Array): Delta {
+  const records: RecordDelta[] = []
+  const { from, to } = readDelta(bytes, (rec) => {
+    const fields: FieldDelta[] = new Array(rec.n)
+    for (let k = 0; k < rec.n; k++) {
+      fields[k] = { name: rec.names[k]!, value: rec.values[k], ts: { wall: rec.walls[k]!, counter: rec.counters[k]!, peer: rec.peers[k]! } }
+    }
+    const { collection, id } = rec
+    records.push(
+      rec.floorPeer !== undefined
+        ? { collection, id, floor: { wall: rec.floorWall, counter: rec.floorCounter, peer: rec.floorPeer }, deleted: rec.deleted, fields }
+        : { collection, id, fields },
+    )
+  })
   return { from, to, records }
 }
 

@@ -28,4 +28,4 @@ export {
   encodeVersionVector,
   decodeVersionVector,
 } from './delta.js'
-export { RecordStore, type StoredRecord, type Overwrite, type ApplyResult, type RecordChange } from './record-store.js'
+export { RecordStore, type RecordStoreInit, type StoredRecord, type Overwrite, type ApplyResult, type RecordChange } from './record-store.js'

@@ -1,5 +1,5 @@
 import type { RegisterState } from './lww-register.js'
-import { type Timestamp, compareTimestamps } from './timestamp.js'
+import type { Timestamp } from './timestamp.js'
 import { type Value, compareValues, defineField, valuesEqual } from './value.js'
 
 /** Plain-data form of an {@link LWWMap}: every register, removed ones included (value undefined). */
@@ -111,13 +111,18 @@ export class LWWMap<V = unknown> {
 
   /** Applies a write (undefined = removal) if it beats the key's register; returns whether it won. */
   protected write(key: string, value: V | undefined, ts: Timestamp): boolean {
+    return this.writeRaw(key, value, ts.wall, ts.counter, ts.peer)
+  }
+
+  /** {@link write} with the timestamp's parts passed apart (decoders call this without making a timestamp object). */
+  protected writeRaw(key: string, value: V | undefined, wall: number, counter: number, peer: string): boolean {
     const s = this.slot(key)
     const cells = this.cells
     const clock = this.clock
     if (s < 0) {
       if (this.index) this.index.set(key, cells.length / 3)
-      cells.push(key, value, ts.peer)
-      clock.push(ts.wall, ts.counter)
+      cells.push(key, value, peer)
+      clock.push(wall, counter)
       if (!this.index && cells.length > 3 * INDEX_THRESHOLD) this.rebuildIndex()
       return true
     }
@@ -125,13 +130,13 @@ export class LWWMap<V = unknown> {
     const n = clock[2 * s + 1]!
     const p = cells[3 * s + 2] as string
     // Inline compareTimestamps against the unboxed slot: this is the hot path of every write and merge.
-    const c = ts.wall !== w ? ts.wall - w : ts.counter !== n ? ts.counter - n : ts.peer === p ? 0 : ts.peer < p ? -1 : 1
+    const c = wall !== w ? wall - w : counter !== n ? counter - n : peer === p ? 0 : peer < p ? -1 : 1
     if (c < 0) return false
     if (c === 0 && compareValues(value as Value | undefined, cells[3 * s + 1] as Value | undefined) <= 0) return false
     cells[3 * s + 1] = value
-    cells[3 * s + 2] = ts.peer
-    clock[2 * s] = ts.wall
-    clock[2 * s + 1] = ts.counter
+    cells[3 * s + 2] = peer
+    clock[2 * s] = wall
+    clock[2 * s + 1] = counter
     return true
   }
 
@@ -153,8 +158,18 @@ export class LWWMap<V = unknown> {
    * went away. Used by record deletes and replacements, whose floor then stands for the dropped registers.
    */
   protected dropBelow(floor: Timestamp, inclusive: boolean): boolean {
+    return this.dropBelowRaw(floor.wall, floor.counter, floor.peer, inclusive)
+  }
+
+  /** {@link dropBelow} with the floor's parts passed apart. */
+  protected dropBelowRaw(wall: number, counter: number, peer: string, inclusive: boolean): boolean {
+    const cells = this.cells
+    const clock = this.clock
     return this.dropSlots((s) => {
-      const c = compareTimestamps(this.stampAt(s), floor)
+      const w = clock[2 * s]!
+      const n = clock[2 * s + 1]!
+      const p = cells[3 * s + 2] as string
+      const c = w !== wall ? w - wall : n !== counter ? n - counter : p === peer ? 0 : p < peer ? -1 : 1
       return c < 0 || (c === 0 && inclusive)
     })
   }

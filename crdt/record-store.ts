@@ -1,11 +1,22 @@
 import { Writer } from './bytes.js'
-import { type Delta, type FieldDelta, type RecordDelta, type RecordRef, decodeDelta, encodeDelta } from './delta.js'
+import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, type RecordScratch, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { murmur3x128 } from './hash.js'
 import { LWWMap } from './lww-map.js'
-import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
+import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
 import { type VersionVector, advance, isNewer } from './version-vector.js'
+
+/** Options of a {@link RecordStore}. */
+export interface RecordStoreInit {
+  /**
+   * From how many records on {@link RecordStore.changesSince} finds changes through its index by origin and
+   * timestamp instead of scanning every record (below, a scan costs a few ms, and the index's upkeep on every write
+   * is not worth it). 0 indexes from the first record.
+   * @default 16384
+   */
+  readonly indexFromRecords?: number
+}
 
 /** A visible record: its fields plus its `id`. */
 export type StoredRecord = { readonly id: string } & { readonly [field: string]: Value }
@@ -41,43 +52,119 @@ export interface ApplyResult {
   readonly advanced: boolean
 }
 
-/** One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. */
+/**
+ * One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. The
+ * floor is kept as three plain fields rather than a timestamp object (a million records, a million objects fewer).
+ */
 class RecordEntry extends LWWMap<Value> {
   declare trim: () => void
-  floor: Timestamp | undefined = undefined
+  /**
+   * The floor's wall, split in two small integers (`fwHigh × 2^24 + fwLow`): a wall above 2^31 in a field would be
+   * a boxed number, one more heap object per record.
+   */
+  private fwHigh = 0
+  private fwLow = 0
+  /** The floor's counter; with the wall, meaningful only when {@link fp} is set. */
+  fc = 0
+  /** The floor's peer, or undefined when the record has no floor. */
+  fp: string | undefined = undefined
   deleted = false
+
+  /** The floor's wall. */
+  get fw(): number {
+    return this.fwHigh * WALL_SPLIT + this.fwLow
+  }
+
+  set fw(wall: number) {
+    // `| 0` keeps both small integers (walls are < 2^48), so they stay unboxed.
+    this.fwHigh = (wall / WALL_SPLIT) | 0
+    this.fwLow = wall % WALL_SPLIT | 0
+  }
+
+  /** The floor as a timestamp (undefined: none). */
+  get floor(): Timestamp | undefined {
+    return this.fp === undefined ? undefined : { wall: this.fw, counter: this.fc, peer: this.fp }
+  }
 
   /** Visible when the latest floor is a replacement, or any field survives a delete. */
   visible(): boolean {
-    if (this.floor !== undefined && !this.deleted) return true
+    if (this.fp !== undefined && !this.deleted) return true
     const cells = this.cells
     for (let i = 1; i < cells.length; i += 3) if (cells[i] !== undefined) return true
     return false
   }
 
+  /** Orders `(wall, counter, peer)` against the floor (which must exist). */
+  private vsFloor(wall: number, counter: number, peer: string): number {
+    const fw = this.fw
+    return wall !== fw ? wall - fw : counter !== this.fc ? counter - this.fc : peer === this.fp ? 0 : peer < this.fp! ? -1 : 1
+  }
+
   /** Raises the floor (a delete wins an exact tie with a replacement); returns true when visible fields were erased. */
   raiseFloor(ts: Timestamp, deleted: boolean): boolean {
-    if (this.floor !== undefined) {
-      const c = compareTimestamps(ts, this.floor)
+    return this.raiseFloorRaw(ts.wall, ts.counter, ts.peer, deleted)
+  }
+
+  /** {@link raiseFloor} with the timestamp's parts passed apart. */
+  raiseFloorRaw(wall: number, counter: number, peer: string, deleted: boolean): boolean {
+    if (this.fp !== undefined) {
+      const c = this.vsFloor(wall, counter, peer)
       if (c < 0 || (c === 0 && (this.deleted || !deleted))) return false
     }
-    this.floor = ts
+    this.fw = wall
+    this.fc = counter
+    this.fp = peer
     this.deleted = deleted
-    return this.dropBelow(ts, deleted)
+    return this.dropBelowRaw(wall, counter, peer, deleted)
+  }
+
+  /** True when the floor is exactly `(wall, counter, peer)`. */
+  floorIs(wall: number, counter: number, peer: string): boolean {
+    return this.fp === peer && this.fw === wall && this.fc === counter
   }
 
   /** True when the entry holds nothing at all (no floor, no register). */
   isEmpty(): boolean {
-    return this.floor === undefined && this.registerCount === 0
+    return this.fp === undefined && this.registerCount === 0
   }
 
   /** Writes a field unless the floor has already erased writes that old; returns whether it won. */
   writeField(name: string, value: Value | undefined, ts: Timestamp): boolean {
-    if (this.floor !== undefined) {
-      const c = compareTimestamps(ts, this.floor)
+    return this.writeFieldRaw(name, value, ts.wall, ts.counter, ts.peer)
+  }
+
+  /** {@link writeField} with the timestamp's parts passed apart. */
+  writeFieldRaw(name: string, value: Value | undefined, wall: number, counter: number, peer: string): boolean {
+    if (this.fp !== undefined) {
+      const c = this.vsFloor(wall, counter, peer)
       if (c < 0 || (c === 0 && this.deleted)) return false
     }
-    return this.write(name, value, ts)
+    return this.writeRaw(name, value, wall, counter, peer)
+  }
+
+  /** Number of registers (removed fields included). */
+  get size(): number {
+    return this.registerCount
+  }
+
+  /** The field name of a slot. */
+  nameAt(s: number): string {
+    return this.cells[3 * s] as string
+  }
+
+  /** The peer of a slot's timestamp. */
+  peerAt(s: number): string {
+    return this.cells[3 * s + 2] as string
+  }
+
+  /** The wall time of a slot's timestamp. */
+  wallAt(s: number): number {
+    return this.clock[2 * s]!
+  }
+
+  /** The counter of a slot's timestamp. */
+  counterAt(s: number): number {
+    return this.clock[2 * s + 1]!
   }
 
   /** The record as users see it. */
@@ -116,8 +203,9 @@ class RecordEntry extends LWWMap<Value> {
    */
   dropWhere(drop: (ts: Timestamp, value: Value | undefined, floor: boolean) => boolean): number {
     let n = 0
-    if (this.floor !== undefined && drop(this.floor, undefined, true)) {
-      this.floor = undefined
+    const floor = this.floor
+    if (floor !== undefined && drop(floor, undefined, true)) {
+      this.fp = undefined
       this.deleted = false
       n++
     }
@@ -128,7 +216,8 @@ class RecordEntry extends LWWMap<Value> {
 
   /** Calls `fn` with the timestamp of the floor and of every register. */
   forEachStamp(fn: (ts: Timestamp) => void): void {
-    if (this.floor !== undefined) fn(this.floor)
+    const floor = this.floor
+    if (floor !== undefined) fn(floor)
     for (let s = 0; s < this.registerCount; s++) fn(this.stampAt(s))
   }
 
@@ -170,6 +259,17 @@ export class RecordStore {
   private readonly frontierVv: VersionVector = new Map()
   /** The newest tombstone this store has collected. */
   private collectedNewest: Timestamp | undefined = undefined
+  /**
+   * Where each origin's writes are, by timestamp (see {@link DeltaIndex}): built by the first incremental
+   * {@link changesSince}, kept up to date by every write after that, dropped by {@link collect} and {@link rebase}
+   * (and rebuilt when next needed).
+   */
+  private index: DeltaIndex | undefined = undefined
+  private readonly indexFrom: number
+
+  constructor(init: RecordStoreInit = {}) {
+    this.indexFrom = init.indexFromRecords ?? INDEX_MIN_RECORDS
+  }
 
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
@@ -179,6 +279,7 @@ export class RecordStore {
     entry.raiseFloor(ts, false)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
     entry.trim()
+    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
     this.advanceTo(ts)
   }
 
@@ -188,6 +289,7 @@ export class RecordStore {
     const clean = normalizeFields(collection, id, patch, true)
     const entry = this.entry(collection, id)
     for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
+    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
     this.advanceTo(ts)
   }
 
@@ -196,6 +298,7 @@ export class RecordStore {
     checkTimestamp(ts)
     checkRef(collection, id)
     this.entry(collection, id).raiseFloor(ts, true)
+    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
     this.advanceTo(ts)
   }
 
@@ -256,33 +359,66 @@ export class RecordStore {
     const records: RecordDelta[] = []
     let held = 0
     const heldBack = (ts: Timestamp): boolean => ceiling !== undefined && ts.peer === ceiling.peer && compareTimestamps(ts, ceiling) > 0
-    for (const [collection, recs] of this.data) {
-      for (const [id, entry] of recs) {
-        const fields: FieldDelta[] = []
-        held += entry.collect(vv, ceiling, fields)
-        let floor = entry.floor !== undefined && isNewer(vv, entry.floor) ? entry.floor : undefined
-        if (floor && heldBack(floor)) {
-          held++
-          floor = undefined
-        }
-        if (floor === undefined && fields.length === 0) continue
-        records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
+    this.forEachCandidate(vv, (collection, id, entry) => {
+      const fields: FieldDelta[] = []
+      held += entry.collect(vv, ceiling, fields)
+      let floor = entry.fp !== undefined && newerRaw(vv, entry.fw, entry.fc, entry.fp) ? entry.floor : undefined
+      if (floor && heldBack(floor)) {
+        held++
+        floor = undefined
       }
-    }
+      if (floor === undefined && fields.length === 0) return
+      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
+    })
+    if (held > 0) return { from: new Map(), to: new Map(), records }
+    return { ...this.claims(vv, ceiling), records }
+  }
+
+  /**
+   * The vectors of a delta against `vv` from which nothing was held back: only the origins the receiver can advance
+   * on travel, so a steady-state delta stays a few bytes. The ceiling's origin is claimed no further than the ceiling
+   * even when nothing was held back (its newer writes were all superseded): after a crash that origin's clock
+   * restarts from the ceiling, and must not reissue a claimed time.
+   */
+  private claims(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined): { from: VersionVector; to: VersionVector } {
     const from: VersionVector = new Map()
     const to: VersionVector = new Map()
-    if (held > 0) return { from, to, records }
-    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes. The ceiling's
-    // origin is claimed no further than the ceiling even when nothing was held back (its newer writes were all
-    // superseded): after a crash that origin's clock restarts from the ceiling, and must not reissue a claimed time.
     for (const [peer, newest] of this.vv) {
-      const ts = heldBack(newest) ? ceiling! : newest
+      const ts = ceiling !== undefined && newest.peer === ceiling.peer && compareTimestamps(newest, ceiling) > 0 ? ceiling : newest
       const theirs = vv.get(peer)
       if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
       to.set(peer, ts)
       if (theirs !== undefined) from.set(peer, theirs)
     }
-    return { from, to, records }
+    return { from, to }
+  }
+
+  /**
+   * Calls `fn` with every record that may hold a floor or register `vv` does not cover — a superset, each record
+   * once: through the index when the changes are few (cost proportional to them), else by scanning every record.
+   */
+  private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, id: string, entry: RecordEntry) => void): void {
+    let total = 0
+    if (vv.size > 0) for (const recs of this.data.values()) total += recs.size
+    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
+    if ((vv.size > 0 && total >= this.indexFrom) || (this.index !== undefined && vv.size > 0)) {
+      if (this.index === undefined || this.index.stale) this.index = DeltaIndex.build(this.data)
+      // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
+      const found = this.index.candidates(vv, Math.max(64, total >> 3))
+      if (found) {
+        const seen = new Set<RecordEntry>()
+        for (let i = 0; i < found.length; i += 2) {
+          const collection = found[i]!
+          const id = found[i + 1]!
+          const entry = this.data.get(collection)?.get(id)
+          if (entry === undefined || seen.has(entry)) continue
+          seen.add(entry)
+          fn(collection, id, entry)
+        }
+        return
+      }
+    }
+    for (const [collection, recs] of this.data) for (const [id, entry] of recs) fn(collection, id, entry)
   }
 
   /**
@@ -320,50 +456,102 @@ export class RecordStore {
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
     const changed: RecordChange[] = []
+    const rec = newScratch()
     for (const rd of delta.records) {
-      const { collection, id } = rd
-      const entry = this.entry(collection, id)
-      const fresh = entry.isEmpty()
-      const wasVisible = entry.visible()
-      // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
-      // record's visible fields are compared as a whole instead of inferred from the register writes.
-      // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
-      // held or superseded here, perhaps by that tombstone (see collect()): it must not come back as if new.
-      const floor = rd.floor !== undefined && (entry.floor !== undefined || !this.stale(rd.floor)) ? rd.floor : undefined
-      const before = floor !== undefined && wasVisible ? entry.toObject() : undefined
-      let touched = floor !== undefined && entry.raiseFloor(floor, rd.deleted === true)
-      for (const f of rd.fields) {
-        const slot = entry.slotOf(f.name)
-        if (slot < 0 && this.stale(f.ts)) continue
-        const old = slot < 0 ? undefined : entry.valueAt(slot)
-        const differs = slot >= 0 && !valuesEqual(old, f.value)
-        const oldTs = differs && onOverwrite ? entry.stampOf(slot) : undefined
-        const won = entry.writeField(f.name, f.value, f.ts)
-        if (slot < 0) {
-          if (won && f.value !== undefined) touched = true
-          continue
-        }
-        if (!differs) continue
-        if (won) touched = true
-        if (oldTs && onOverwrite) {
-          const held = { value: old, timestamp: oldTs }
-          const incoming = { value: f.value, timestamp: f.ts }
-          onOverwrite(
-            won
-              ? { collection, id, field: f.name, winner: incoming, loser: held, incomingLost: false }
-              : { collection, id, field: f.name, winner: held, loser: incoming, incomingLost: true },
-          )
-        }
+      rec.collection = rd.collection
+      rec.id = rd.id
+      const floor = rd.floor
+      rec.floorPeer = floor?.peer
+      rec.floorWall = floor?.wall ?? 0
+      rec.floorCounter = floor?.counter ?? 0
+      rec.deleted = rd.deleted === true
+      const fields = rd.fields
+      rec.n = fields.length
+      for (let k = 0; k < fields.length; k++) {
+        const f = fields[k]!
+        rec.names[k] = f.name
+        rec.values[k] = f.value
+        rec.walls[k] = f.ts.wall
+        rec.counters[k] = f.ts.counter
+        rec.peers[k] = f.ts.peer
       }
-      const visibleNow = entry.visible()
-      if (before && visibleNow && touched) touched = !sameFields(before, entry.toObject())
-      if (touched || wasVisible !== visibleNow) changed.push({ collection, id, existed: wasVisible })
-      if (entry.isEmpty()) this.data.get(collection)?.delete(id)
-      else if (fresh) entry.trim()
+      this.applyRecord(rec, changed, onOverwrite)
     }
+    return { changed, advanced: this.advanceOver(delta.from, delta.to) }
+  }
+
+  /**
+   * {@link apply} straight from {@link encodeDelta}'s bytes, with no delta object in between. Throws `DecodeError` on
+   * malformed input; records read before the error may then have been merged (harmless: merges are idempotent), but
+   * the vector does not advance. Without `changes`, the result's `changed` stays empty (a cold load needs no list).
+   */
+  applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
+    const changed: RecordChange[] = []
+    const sink = changes ? changed : undefined
+    const { from, to } = readDelta(bytes, (rec) => this.applyRecord(rec, sink, onOverwrite))
+    return { changed, advanced: this.advanceOver(from, to) }
+  }
+
+  /** Merges one record of a delta (see {@link apply}). */
+  private applyRecord(rd: RecordScratch, changed: RecordChange[] | undefined, onOverwrite: ((o: Overwrite) => void) | undefined): void {
+    const { collection, id } = rd
+    const entry = this.entry(collection, id)
+    const fresh = entry.isEmpty()
+    const wasVisible = entry.visible()
+    const index = this.index
+    // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
+    // record's visible fields are compared as a whole instead of inferred from the register writes.
+    // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
+    // held or superseded here, perhaps by that tombstone (see collect()): it must not come back as if new.
+    const fp = rd.floorPeer
+    const floor = fp !== undefined && (entry.fp !== undefined || !this.stale(rd.floorWall, rd.floorCounter, fp))
+    const before = floor && wasVisible ? entry.toObject() : undefined
+    let touched = false
+    if (floor) {
+      touched = entry.raiseFloorRaw(rd.floorWall, rd.floorCounter, fp, rd.deleted)
+      if (index && entry.floorIs(rd.floorWall, rd.floorCounter, fp)) index.add(fp, rd.floorWall, rd.floorCounter, collection, id)
+    }
+    for (let k = 0; k < rd.n; k++) {
+      const name = rd.names[k]!
+      const value = rd.values[k]
+      const wall = rd.walls[k]!
+      const counter = rd.counters[k]!
+      const peer = rd.peers[k]!
+      const slot = entry.slotOf(name)
+      if (slot < 0 && this.stale(wall, counter, peer)) continue
+      const old = slot < 0 ? undefined : entry.valueAt(slot)
+      const differs = slot >= 0 && !valuesEqual(old, value)
+      const oldTs = differs && onOverwrite ? entry.stampOf(slot) : undefined
+      const won = entry.writeFieldRaw(name, value, wall, counter, peer)
+      if (won && index) index.add(peer, wall, counter, collection, id)
+      if (slot < 0) {
+        if (won && value !== undefined) touched = true
+        continue
+      }
+      if (!differs) continue
+      if (won) touched = true
+      if (oldTs && onOverwrite) {
+        const held = { value: old, timestamp: oldTs }
+        const incoming = { value, timestamp: { wall, counter, peer } }
+        onOverwrite(
+          won
+            ? { collection, id, field: name, winner: incoming, loser: held, incomingLost: false }
+            : { collection, id, field: name, winner: held, loser: incoming, incomingLost: true },
+        )
+      }
+    }
+    const visibleNow = entry.visible()
+    if (before && visibleNow && touched) touched = !sameFields(before, entry.toObject())
+    if (changed && (touched || wasVisible !== visibleNow)) changed.push({ collection, id, existed: wasVisible })
+    if (entry.isEmpty()) this.data.get(collection)?.delete(id)
+    else if (fresh) entry.trim()
+  }
+
+  /** Advances the vector over a delta's claims (see {@link Delta}); returns whether it moved. */
+  private advanceOver(deltaFrom: ReadonlyMap<string, Timestamp>, deltaTo: ReadonlyMap<string, Timestamp>): boolean {
     let advanced = false
-    for (const [peer, to] of delta.to) {
-      const from = delta.from.get(peer)
+    for (const [peer, to] of deltaTo) {
+      const from = deltaFrom.get(peer)
       const held = this.vv.get(peer)
       if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) {
         this.keepAhead(peer, from, to)
@@ -371,7 +559,7 @@ export class RecordStore {
       }
       if (this.advanceTo(to)) advanced = true
     }
-    return { changed, advanced }
+    return advanced
   }
 
   /** Raises the vector's entry for `ts.peer` to `ts`, then over every range held ahead that now joins it. */
@@ -413,6 +601,7 @@ export class RecordStore {
   collect(stable: ReadonlyMap<string, Timestamp>): CollectResult {
     let tombstones = 0
     let records = 0
+    this.index = undefined
     const covered = (ts: Timestamp): boolean => !isNewer(stable, ts) && !isNewer(this.vv, ts)
     for (const [collection, recs] of this.data) {
       for (const [id, entry] of recs) {
@@ -434,8 +623,11 @@ export class RecordStore {
    * or superseded it) and it is no newer than the newest tombstone collected. Never true before a collection, so
    * stores that never collect merge exactly as before (duplicate writer ids included).
    */
-  private stale(ts: Timestamp): boolean {
-    return this.collectedNewest !== undefined && compareTimestamps(ts, this.collectedNewest) <= 0 && !isNewer(this.vv, ts)
+  private stale(wall: number, counter: number, peer: string): boolean {
+    const newest = this.collectedNewest
+    if (newest === undefined) return false
+    const c = wall !== newest.wall ? wall - newest.wall : counter !== newest.counter ? counter - newest.counter : peer === newest.peer ? 0 : peer < newest.peer ? -1 : 1
+    return c <= 0 && !newerRaw(this.vv, wall, counter, peer)
   }
 
   /** Records a collected tombstone's timestamp in the frontier; returns true. */
@@ -470,6 +662,7 @@ export class RecordStore {
    */
   rebase(theirs: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined, own: string): number {
     let dropped = 0
+    this.index = undefined
     for (const [collection, recs] of this.data) {
       for (const [id, entry] of recs) {
         let shared = false
@@ -492,13 +685,90 @@ export class RecordStore {
 
   /** The whole state (every register, floor and the version vector) in the binary delta format. */
   encodeState(): Uint8Array {
-    return encodeDelta(this.changesSince(new Map()))
+    return this.encodeChangesSince(new Map())
+  }
+
+  /**
+   * `encodeDelta(changesSince(vv))`, byte for byte, written straight from the registers: no delta object and no
+   * object per register in between.
+   */
+  encodeChangesSince(vv: ReadonlyMap<string, Timestamp>): Uint8Array {
+    const { from, to } = this.claims(vv, undefined)
+    const peers = new Map<string, number>()
+    const names = new Map<string, number>()
+    let baseWall = MAX_WALL
+    let lastPeer = ''
+    const see = (wall: number, peer: string): void => {
+      if (peer !== lastPeer) {
+        if (!peers.has(peer)) peers.set(peer, peers.size)
+        lastPeer = peer
+      }
+      if (wall < baseWall) baseWall = wall
+    }
+    for (const ts of from.values()) see(ts.wall, ts.peer)
+    for (const ts of to.values()) see(ts.wall, ts.peer)
+    // Pass 1: which records go out, grouped by collection in the order changesSince lists them; the tables.
+    const all = vv.size === 0
+    const groups = new Map<string, { ids: string[]; entries: RecordEntry[] }>()
+    let group: { ids: string[]; entries: RecordEntry[] } | undefined
+    let groupName: string | undefined
+    let registers = 0
+    this.forEachCandidate(vv, (collection, id, entry) => {
+      let out = false
+      if (entry.fp !== undefined && (all || newerRaw(vv, entry.fw, entry.fc, entry.fp))) {
+        see(entry.fw, entry.fp)
+        out = true
+      }
+      for (let s = 0, n = entry.size; s < n; s++) {
+        const peer = entry.peerAt(s)
+        const wall = entry.wallAt(s)
+        if (!all && !newerRaw(vv, wall, entry.counterAt(s), peer)) continue
+        see(wall, peer)
+        const name = entry.nameAt(s)
+        if (!names.has(name)) names.set(name, names.size)
+        registers++
+        out = true
+      }
+      if (!out) return
+      if (collection !== groupName) {
+        groupName = collection
+        group = groups.get(collection)
+        if (!group) groups.set(collection, (group = { ids: [], entries: [] }))
+      }
+      group!.ids.push(id)
+      group!.entries.push(entry)
+    })
+    if (peers.size === 0) baseWall = 0
+    // Pass 2: the bytes.
+    const w = new DeltaWriter(peers, baseWall, names, from, to, registers * 12)
+    w.collections(groups.size)
+    for (const [collection, { ids, entries }] of groups) {
+      w.collection(collection, ids.length)
+      for (let i = 0; i < ids.length; i++) {
+        const entry = entries[i]!
+        const floor = entry.fp !== undefined && (all || newerRaw(vv, entry.fw, entry.fc, entry.fp))
+        const n = entry.size
+        let nFields = n
+        if (!all) {
+          nFields = 0
+          for (let s = 0; s < n; s++) if (newerRaw(vv, entry.wallAt(s), entry.counterAt(s), entry.peerAt(s))) nFields++
+        }
+        w.record(ids[i]!, entry.fw, entry.fc, floor ? entry.fp : undefined, entry.deleted, nFields)
+        for (let s = 0; s < n; s++) {
+          const wall = entry.wallAt(s)
+          const counter = entry.counterAt(s)
+          const peer = entry.peerAt(s)
+          if (all || newerRaw(vv, wall, counter, peer)) w.field(entry.nameAt(s), entry.valueAt(s), wall, counter, peer)
+        }
+      }
+    }
+    return w.finish()
   }
 
   /** Rebuilds a store from {@link RecordStore.encodeState}'s bytes; throws `DecodeError` on malformed input. */
   static decodeState(bytes: Uint8Array): RecordStore {
     const store = new RecordStore()
-    store.apply(decodeDelta(bytes))
+    store.applyEncoded(bytes, undefined, false)
     return store
   }
 
@@ -533,8 +803,175 @@ export class RecordStore {
   }
 }
 
+/** Fewest records for which {@link RecordStore.changesSince} builds its index (below, it scans). */
+const INDEX_MIN_RECORDS = 16_384
+
+/** See RecordEntry's floor wall. */
+const WALL_SPLIT = 2 ** 24
+
 /** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
 const MAX_AHEAD = 32
+
+/** {@link isNewer} with the timestamp's parts passed apart. */
+function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: number, peer: string): boolean {
+  const seen = vv.get(peer)
+  return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
+}
+
+/** A record scratch for {@link RecordStore.apply} (one per call: an overwrite listener may apply again). */
+function newScratch(): RecordScratch {
+  return { collection: '', id: '', floorPeer: undefined, floorWall: 0, floorCounter: 0, deleted: false, n: 0, names: [], values: [], walls: [], counters: [], peers: [] }
+}
+
+/** One origin's writes in a {@link DeltaIndex}: parallel arrays, in timestamp order while `sorted`. */
+class OriginLog {
+  walls = new Float64Array(16)
+  counters = new Uint32Array(16)
+  /** Index of the record's collection in the index's table. */
+  colls = new Uint32Array(16)
+  ids: string[] = []
+  n = 0
+  sorted = true
+  maxWall = -1
+  maxCounter = 0
+
+  /** Orders the items by timestamp (needed only when a request falls inside the range of an unsorted log). */
+  sort(): void {
+    const n = this.n
+    const { walls, counters } = this
+    const perm = new Uint32Array(n)
+    for (let i = 0; i < n; i++) perm[i] = i
+    perm.sort((a, b) => walls[a]! - walls[b]! || counters[a]! - counters[b]!)
+    const w = new Float64Array(walls.length)
+    const c = new Uint32Array(counters.length)
+    const k = new Uint32Array(this.colls.length)
+    const ids: string[] = new Array(n)
+    for (let i = 0; i < n; i++) {
+      const j = perm[i]!
+      w[i] = walls[j]!
+      c[i] = counters[j]!
+      k[i] = this.colls[j]!
+      ids[i] = this.ids[j]!
+    }
+    this.walls = w
+    this.counters = c
+    this.colls = k
+    this.ids = ids
+    this.sorted = true
+  }
+
+  /** The first position holding a write newer than `(wall, counter)` (the log must be sorted). */
+  after(wall: number, counter: number): number {
+    let lo = 0
+    let hi = this.n
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const w = this.walls[mid]!
+      if (w < wall || (w === wall && this.counters[mid]! <= counter)) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+}
+
+/**
+ * The store's index by origin and timestamp: for each origin, every (timestamp, record) it wrote that the store
+ * took, so that the records a version vector lacks are found without looking at the others. Items are appended as
+ * writes land (a local writer's are already in order; merged ones may not be, and the log is sorted when a request
+ * first needs it); an item whose register has since been overwritten or dropped stays behind, harmlessly — lookups
+ * yield a superset that {@link RecordStore.changesSince} filters exactly — until the log has grown to twice its size
+ * at the last build, when the index is dropped and rebuilt from the records on next use.
+ */
+class DeltaIndex {
+  private readonly logs = new Map<string, OriginLog>()
+  private readonly collIds = new Map<string, number>()
+  private readonly collNames: string[] = []
+  private items = 0
+  private limit = Infinity
+
+  /** An index of every floor and register held in `data`. */
+  static build(data: ReadonlyMap<string, ReadonlyMap<string, RecordEntry>>): DeltaIndex {
+    const index = new DeltaIndex()
+    for (const [collection, recs] of data) {
+      for (const [id, entry] of recs) {
+        if (entry.fp !== undefined) index.add(entry.fp, entry.fw, entry.fc, collection, id)
+        for (let s = 0, n = entry.size; s < n; s++) index.add(entry.peerAt(s), entry.wallAt(s), entry.counterAt(s), collection, id)
+      }
+    }
+    index.limit = 2 * index.items + 4096
+    return index
+  }
+
+  /** Records that `origin` wrote record `(collection, id)` at `(wall, counter)`. */
+  add(origin: string, wall: number, counter: number, collection: string, id: string): void {
+    let log = this.logs.get(origin)
+    if (!log) this.logs.set(origin, (log = new OriginLog()))
+    let ci = this.collIds.get(collection)
+    if (ci === undefined) {
+      ci = this.collNames.length
+      this.collIds.set(collection, ci)
+      this.collNames.push(collection)
+    }
+    const n = log.n
+    if (n > 0) {
+      const w = log.walls[n - 1]!
+      const c = log.counters[n - 1]!
+      if (w === wall && c === counter && log.ids[n - 1] === id && log.colls[n - 1] === ci) return // a put's fields share its time
+      if (wall < w || (wall === w && counter < c)) log.sorted = false
+    }
+    if (n === log.walls.length) {
+      const size = n * 2
+      const walls = new Float64Array(size)
+      walls.set(log.walls)
+      log.walls = walls
+      const counters = new Uint32Array(size)
+      counters.set(log.counters)
+      log.counters = counters
+      const colls = new Uint32Array(size)
+      colls.set(log.colls)
+      log.colls = colls
+    }
+    log.walls[n] = wall
+    log.counters[n] = counter
+    log.colls[n] = ci
+    log.ids[n] = id
+    log.n = n + 1
+    if (wall > log.maxWall || (wall === log.maxWall && counter > log.maxCounter)) {
+      log.maxWall = wall
+      log.maxCounter = counter
+    }
+    this.items++
+  }
+
+  /** True once the log has grown enough that a rebuild would halve it. */
+  get stale(): boolean {
+    return this.items > this.limit
+  }
+
+  /**
+   * `[collection, id, collection, id, …]` of every record holding a write that `vv` does not cover (duplicates
+   * possible), or undefined when there are more than `max` items to look at.
+   */
+  candidates(vv: ReadonlyMap<string, Timestamp>, max: number): string[] | undefined {
+    const ranges: [OriginLog, number][] = []
+    let count = 0
+    for (const [origin, log] of this.logs) {
+      const seen = vv.get(origin)
+      let start = 0
+      if (seen !== undefined) {
+        if (log.maxWall < seen.wall || (log.maxWall === seen.wall && log.maxCounter <= seen.counter)) continue
+        if (!log.sorted) log.sort() // once: writes appended after it in order keep it sorted
+        start = log.after(seen.wall, seen.counter)
+      }
+      count += log.n - start
+      if (count > max) return undefined
+      ranges.push([log, start])
+    }
+    const out: string[] = []
+    for (const [log, start] of ranges) for (let i = start; i < log.n; i++) out.push(this.collNames[log.colls[i]!]!, log.ids[i]!)
+    return out
+  }
+}
 
 /** True when two visible field sets are equal (same keys, same values by canonical bytes). */
 function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean {

@@ -21,7 +21,6 @@
  * replaying a log entry the snapshot already holds is harmless (deltas are idempotent).
  */
 import { DecodeError } from '../crdt/errors.js'
-import { decodeDelta } from '../crdt/delta.js'
 import { murmur3x128 } from '../crdt/hash.js'
 import { RecordStore } from '../crdt/record-store.js'
 import { StorageCorruptError } from './errors.js'
@@ -158,7 +157,7 @@ export class Persistence {
       const latest = snapshots.at(-1)
       if (!latest) continue
       covered.set(slot, latest.seq)
-      decodeOrCorrupt(latest.key, () => store.apply(decodeDelta(unwrap(latest.key, latest.data))))
+      decodeOrCorrupt(latest.key, () => store.applyEncoded(unwrap(latest.key, latest.data), undefined, false))
     }
     const others = new Map<number, string[][]>()
     let state = { seq: -1, logCount: 0, snapshotBytes: 0, obsolete: [] as string[][] }
@@ -170,7 +169,7 @@ export class Persistence {
       for (const { key, data, seq: n } of logs) {
         obsolete.push(key)
         if (n <= base) continue // the snapshot already holds it (a crash during compaction)
-        decodeOrCorrupt(key, () => store.apply(decodeDelta(unwrap(key, data))))
+        decodeOrCorrupt(key, () => store.applyEncoded(unwrap(key, data), undefined, false))
         seq = n
         logCount++
       }

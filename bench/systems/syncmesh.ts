@@ -1,6 +1,7 @@
 /**
  * syncmesh: one `RecordStore` per replica with its own `HLC` (distinct peer id); one op = one `put`/`update`.
- * Replication: version vector request → `changesSince` delta, both encoded to bytes.
+ * Replication: version vector request → the delta it lacks, written straight from the store's registers
+ * (`encodeChangesSince`) and merged straight from the bytes (`applyEncoded`), with no delta object in between.
  */
 import * as sm from '../../crdt/index.js'
 import type { Entry, Rec, Update } from '../data.js'
@@ -50,8 +51,8 @@ class SmReplica {
 /** `into` sends its encoded version vector; `from` answers with the encoded delta `into` lacks. */
 function pull(from: SmReplica, into: SmReplica): number {
   const request = sm.encodeVersionVector(into.store.versionVector())
-  const answer = sm.encodeDelta(from.store.changesSince(sm.decodeVersionVector(request)))
-  into.store.apply(sm.decodeDelta(answer))
+  const answer = from.store.encodeChangesSince(sm.decodeVersionVector(request))
+  into.store.applyEncoded(answer)
   return request.byteLength + answer.byteLength
 }
 

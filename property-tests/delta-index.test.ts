@@ -1,0 +1,90 @@
+/**
+ * The record store's fast paths answer exactly what the plain ones do:
+ * - `changesSince(vv, ceiling)` through the index by origin and timestamp (here from the first record on) (built on the first incremental request, kept
+ *   up to date by later writes and merges) lists the same registers and floors as filtering the whole state;
+ * - `encodeChangesSince(vv)` (and so `encodeState`) writes the bytes of `encodeDelta(changesSince(vv))`;
+ * - `applyEncoded(bytes)` merges like `apply(decodeDelta(bytes))`: same registers, vector, changes and overwrites.
+ */
+import fc from 'fast-check'
+import { describe } from 'vitest'
+import { type Delta, type RecordDelta, RecordStore, type Timestamp, decodeDelta, encodeDelta } from '../crdt/index.js'
+import { isNewer } from '../crdt/version-vector.js'
+import { type Op, opsArb } from './arbitraries.js'
+import { check, propTest } from './helpers.js'
+import { applyOp, assertSame, normalizeDelta, registerState } from './state.js'
+
+const RUNS = 2_000
+
+/** What `changesSince(vv, ceiling)` must list, computed from the whole state by filtering (no index involved). */
+function reference(store: RecordStore, vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined): Delta {
+  const whole = store.changesSince(new Map())
+  const held = (ts: Timestamp): boolean =>
+    ceiling !== undefined && ts.peer === ceiling.peer && (ts.wall > ceiling.wall || (ts.wall === ceiling.wall && ts.counter > ceiling.counter))
+  let heldAny = false
+  const records: RecordDelta[] = []
+  for (const rd of whole.records) {
+    const fields = rd.fields.filter((f) => isNewer(vv, f.ts) && !(held(f.ts) && (heldAny = true)))
+    let floor = rd.floor && isNewer(vv, rd.floor) ? rd.floor : undefined
+    if (floor && held(floor)) {
+      heldAny = true
+      floor = undefined
+    }
+    if (!floor && fields.length === 0) continue
+    records.push(floor ? { collection: rd.collection, id: rd.id, floor, deleted: rd.deleted, fields } : { collection: rd.collection, id: rd.id, fields })
+  }
+  return { from: new Map(), to: new Map(), records }
+}
+
+const recordsOnly = (d: Delta): string => normalizeDelta({ from: new Map(), to: new Map(), records: d.records }, true)
+
+/** Ops split in rounds: `local` ops written to the store, `remote` ones written elsewhere and merged in. */
+const roundsArb = fc.array(fc.record({ local: opsArb(8), remote: opsArb(8), ceilingOf: fc.nat() }), { minLength: 1, maxLength: 5 })
+
+describe('record store fast paths', () => {
+  propTest('changesSince through the index equals a filter of the whole state; encodeChangesSince equals encodeDelta', RUNS, () =>
+    fc.property(roundsArb, (rounds) => {
+      const store = new RecordStore({ indexFromRecords: 0 })
+      const other = new RecordStore()
+      const vectors: Map<string, Timestamp>[] = [new Map()]
+      const stamps: Timestamp[] = []
+      for (const { local, remote, ceilingOf } of rounds) {
+        for (const op of local) applyOp(store, op)
+        const before = other.versionVector()
+        for (const op of remote) applyOp(other, op)
+        store.apply(other.changesSince(before)) // merged writes arrive out of timestamp order
+        stamps.push(...[...local, ...remote].map((op: Op) => op.ts))
+        vectors.push(store.versionVector())
+        for (const vv of vectors) {
+          const ceiling = ceilingOf % 3 === 0 ? undefined : stamps[ceilingOf % stamps.length]
+          const got = store.changesSince(vv, ceiling)
+          assertSame('records', recordsOnly(got), recordsOnly(reference(store, vv, ceiling)))
+          if (ceiling === undefined) {
+            const bytes = store.encodeChangesSince(vv)
+            check(Buffer.from(bytes).equals(Buffer.from(encodeDelta(store.changesSince(vv)))), () => 'encodeChangesSince differs from encodeDelta(changesSince)')
+          }
+        }
+      }
+      check(Buffer.from(store.encodeState()).equals(Buffer.from(encodeDelta(store.changesSince(new Map())))), () => 'encodeState differs')
+    }),
+  )
+
+  propTest('applyEncoded(bytes) merges like apply(decodeDelta(bytes))', RUNS, () =>
+    fc.property(opsArb(12), opsArb(12), fc.nat(), (mine, theirs, cut) => {
+      const a = new RecordStore()
+      const b = new RecordStore()
+      for (const op of mine) applyOp(a, op)
+      for (const op of mine.slice(0, cut % (mine.length + 1))) applyOp(b, op)
+      const c = RecordStore.decodeState(b.encodeState())
+      for (const op of theirs) applyOp(b, op)
+      for (const op of theirs) applyOp(c, op)
+      const bytes = a.encodeChangesSince(b.versionVector())
+      const seenB: string[] = []
+      const seenC: string[] = []
+      const rb = b.apply(decodeDelta(bytes), (o) => seenB.push(JSON.stringify(o)))
+      const rc = c.applyEncoded(bytes, (o) => seenC.push(JSON.stringify(o)))
+      assertSame('registers', registerState(c), registerState(b))
+      assertSame('changes', JSON.stringify(rc), JSON.stringify(rb))
+      assertSame('overwrites', seenC.join('\n'), seenB.join('\n'))
+    }),
+  )
+})
