@@ -150,33 +150,33 @@ function isHigh(c: number): boolean {
   return c >= 0xd800 && c <= 0xdbff
 }
 
-/** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */
-export function decodeDelta(bytes: Uint8Array): Delta {
-  const r = new Reader(bytes)
-  const version = r.u8()
-  if (version !== DELTA_FORMAT_VERSION) {
-    throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
-  }
+/** Readers of a codec's timestamps (see {@link readStampTable}). */
+export interface StampReaders {
+  readonly readTs: () => Timestamp
+  readonly readVV: () => VersionVector
+}
+
+/**
+ * Reads a peer table and base wall (`uint n, n × string peer, uint baseWall`, with `between` read in between them,
+ * e.g. a field-name table) and returns readers of timestamps relative to them (`uint wall − baseWall, uint counter ×
+ * n + peerIndex`) and of version vectors (`uint k, k × ts`). Shared by the delta codec and the text delta codec;
+ * errors name `what`.
+ */
+export function readStampTable(r: Reader, what: string, between?: () => void): StampReaders {
   const nPeers = r.count(2, MAX_DELTA_PEERS)
   const peers: string[] = []
   const seen = new Set<string>()
   for (let i = 0; i < nPeers; i++) {
     const p = r.string()
     const bad = invalidPeerReason(p)
-    if (bad) throw new DecodeError(`delta peer table: ${bad}`)
-    if (seen.has(p)) throw new DecodeError(`delta peer table: duplicate peer ${JSON.stringify(p)}`)
+    if (bad) throw new DecodeError(`${what} peer table: ${bad}`)
+    if (seen.has(p)) throw new DecodeError(`${what} peer table: duplicate peer ${JSON.stringify(p)}`)
     seen.add(p)
     peers.push(p)
   }
   const baseWall = r.uint()
-  if (baseWall > MAX_WALL) throw new DecodeError(`delta base wall ${baseWall} out of range`)
-  const nNames = r.count(1)
-  const names: string[] = []
-  for (let i = 0; i < nNames; i++) {
-    const n = r.string()
-    if (n === 'id') throw new DecodeError('delta field-name table names the reserved field "id"')
-    names.push(n)
-  }
+  if (baseWall > MAX_WALL) throw new DecodeError(`${what} base wall ${baseWall} out of range`)
+  between?.()
   const readTs = (): Timestamp => {
     const wall = baseWall + r.uint()
     if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
@@ -196,6 +196,25 @@ export function decodeDelta(bytes: Uint8Array): Delta {
     }
     return vv
   }
+  return { readTs, readVV }
+}
+
+/** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */
+export function decodeDelta(bytes: Uint8Array): Delta {
+  const r = new Reader(bytes)
+  const version = r.u8()
+  if (version !== DELTA_FORMAT_VERSION) {
+    throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
+  }
+  const names: string[] = []
+  const { readTs, readVV } = readStampTable(r, 'delta', () => {
+    const nNames = r.count(1)
+    for (let i = 0; i < nNames; i++) {
+      const n = r.string()
+      if (n === 'id') throw new DecodeError('delta field-name table names the reserved field "id"')
+      names.push(n)
+    }
+  })
   const from = readVV()
   const to = readVV()
   const records: RecordDelta[] = []

@@ -5,7 +5,7 @@ import { murmur3x128 } from './hash.js'
 import { LWWMap } from './lww-map.js'
 import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
-import { type VersionVector, advance, isNewer } from './version-vector.js'
+import { type VersionVector, advance, applyClaims, claimsFor, isNewer } from './version-vector.js'
 
 /** A visible record: its fields plus its `id`. */
 export type StoredRecord = { readonly id: string } & { readonly [field: string]: Value }
@@ -165,6 +165,12 @@ export class RecordStore {
     return entry?.visible() ? entry.materialize(id) : undefined
   }
 
+  /** The record's floor: its latest replacement (`deleted: false`) or delete, if any. */
+  floorOf(collection: string, id: string): { readonly ts: Timestamp; readonly deleted: boolean } | undefined {
+    const entry = this.data.get(collection)?.get(id)
+    return entry?.floor === undefined ? undefined : { ts: entry.floor, deleted: entry.deleted }
+  }
+
   /** True when the record is visible. */
   has(collection: string, id: string): boolean {
     return this.data.get(collection)?.get(id)?.visible() ?? false
@@ -229,19 +235,9 @@ export class RecordStore {
         records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
       }
     }
-    const from: VersionVector = new Map()
-    const to: VersionVector = new Map()
-    if (held > 0) return { from, to, records }
-    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes. The ceiling's
-    // origin is claimed no further than the ceiling even when nothing was held back (its newer writes were all
-    // superseded): after a crash that origin's clock restarts from the ceiling, and must not reissue a claimed time.
-    for (const [peer, newest] of this.vv) {
-      const ts = heldBack(newest) ? ceiling! : newest
-      const theirs = vv.get(peer)
-      if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
-      to.set(peer, ts)
-      if (theirs !== undefined) from.set(peer, theirs)
-    }
+    if (held > 0) return { from: new Map(), to: new Map(), records }
+    // Only the origins the receiver can advance on travel, so a steady-state delta stays a few bytes.
+    const { from, to } = claimsFor(this.vv, vv, ceiling)
     return { from, to, records }
   }
 
@@ -317,14 +313,7 @@ export class RecordStore {
       if (entry.isEmpty()) this.data.get(collection)?.delete(id)
       else if (fresh) entry.trim()
     }
-    let advanced = false
-    for (const [peer, to] of delta.to) {
-      const from = delta.from.get(peer)
-      const held = this.vv.get(peer)
-      if (from !== undefined && (held === undefined || compareTimestamps(held, from) < 0)) continue
-      if (advance(this.vv, to)) advanced = true
-    }
-    return { changed, advanced }
+    return { changed, advanced: applyClaims(this.vv, delta.from, delta.to) }
   }
 
   /** The whole state (every register, floor and the version vector) in the binary delta format. */

@@ -11,6 +11,7 @@ import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, covers, isNewer } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
+import type { TextApplyResult, TextState } from '../text/types.js'
 import {
   MAX_REACHED,
   Reassembler,
@@ -19,6 +20,7 @@ import {
   encodeDeltaParts,
   encodeLiveMessage,
   encodeNeighboursMessage,
+  encodeTextMessage,
   encodeVectorMessage,
   peerHash,
   toFrames,
@@ -30,7 +32,9 @@ export interface EngineHooks {
    * A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. `fromTab`: it
    * came over the tab link, from a replica on the same store, which has stored it already (or whose leader has).
    */
-  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean): void
+  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean, delta: Delta): void
+  /** A text delta from a peer was applied and changed something; `bytes` is its encoding (to persist). */
+  textApplied?(result: TextApplyResult, bytes: Uint8Array, fromTab: boolean): void
   /**
    * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
    * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
@@ -63,6 +67,8 @@ export interface EngineInit {
   /** Interval of anti-entropy rounds in ms; 0 disables the timer (tests drive rounds by hand). */
   readonly antiEntropyMs: number
   readonly hooks: EngineHooks
+  /** The text half of the state, when the replica keeps text (TEXT_REQUEST, TEXT and TEXT_ACK; see protocol.ts). */
+  readonly text?: TextState
 }
 
 interface PeerState {
@@ -76,6 +82,8 @@ interface PeerState {
   readonly reassembler: Reassembler
   /** The peer's version vector, as last reported by a SYNC_REQUEST or ACK. */
   theirs: VersionVector | undefined
+  /** The peer's text version vector, as last reported by a TEXT_REQUEST or TEXT_ACK; undefined: it keeps no text. */
+  textTheirs: VersionVector | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -141,12 +149,21 @@ export class SyncEngine {
    * names us and all of them: in a full mesh nobody forwards, in a sparser topology receivers forward to the rest.
    */
   broadcastLive(parts: readonly Uint8Array[]): void {
+    this.broadcast(parts, (part, reached) => encodeLiveMessage(part, reached, this.init.maxMessageBytes))
+  }
+
+  /** Sends a batch of local text edits (encoded text delta parts) to every connected peer, like {@link broadcastLive}. */
+  broadcastText(parts: readonly Uint8Array[]): void {
+    this.broadcast(parts, (part, reached) => encodeTextMessage(part, true, reached, this.init.maxMessageBytes))
+  }
+
+  private broadcast(parts: readonly Uint8Array[], encode: (part: Uint8Array, reached: number[]) => Uint8Array): void {
     const targets = [...this.peers.values()].filter((p) => !p.dropped)
     if (targets.length === 0) return
     this.flushNeighbours()
     const reached = [this.selfHash, ...targets.map((p) => p.hash)]
     for (const part of parts) {
-      const message = encodeLiveMessage(part, reached, this.init.maxMessageBytes)
+      const message = encode(part, reached)
       for (const p of targets) this.send(p, message)
     }
     this.notify()
@@ -156,7 +173,11 @@ export class SyncEngine {
   antiEntropy(): void {
     this.flushNeighbours()
     const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
-    for (const p of this.peers.values()) this.send(p, req)
+    const text = this.init.text && encodeVectorMessage('text-request', this.init.text.versionVector())
+    for (const p of this.peers.values()) {
+      this.send(p, req)
+      if (text) this.send(p, text)
+    }
   }
 
   /**
@@ -192,10 +213,11 @@ export class SyncEngine {
   /** Per-peer status. */
   status(): PeerStatus[] {
     const { store, transports } = this.init
+    const text = this.init.text
     return [...this.peers.values()].filter((p) => !this.isTab(p)).map((p) => ({
       id: p.id,
       connected: !p.dropped,
-      behind: p.theirs ? countRegisters(store.changesSince(p.theirs)) : countRegisters(store.changesSince(new Map())),
+      behind: countRegisters(store.changesSince(p.theirs ?? new Map())) + (text && p.textTheirs ? text.count(p.textTheirs) : 0),
       via: p.links[0] ? transports.indexOf(p.links[0]) : -1,
     }))
   }
@@ -217,15 +239,29 @@ export class SyncEngine {
     return true
   }
 
+  /** Whether `p` holds what we hold: the records, and the text when it keeps text (it sent a TEXT_REQUEST or TEXT_ACK). */
   private inAgreement(p: PeerState, ours = this.init.store.versionVector()): boolean {
-    return p.theirs !== undefined && covers(p.theirs, ours) && covers(ours, p.theirs)
+    if (p.theirs === undefined || !covers(p.theirs, ours) || !covers(ours, p.theirs)) return false
+    if (!this.init.text || p.textTheirs === undefined) return true
+    const text = this.init.text.versionVector()
+    return covers(p.textTheirs, text) && covers(text, p.textTheirs)
   }
 
   private linkUp(t: Transport, peer: PeerId): void {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, dropped: false, synced: false }
+      p = {
+        id: peer,
+        hash: peerHash(peer),
+        neighbours: undefined,
+        links: [],
+        reassembler: new Reassembler(this.init.maxMessageBytes),
+        theirs: undefined,
+        textTheirs: undefined,
+        dropped: false,
+        synced: false,
+      }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -235,6 +271,7 @@ export class SyncEngine {
       p.dropped = false
       if (t !== this.init.tabLink) this.init.hooks.peerJoin(peer)
       this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
+      if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
       this.send(p, encodeNeighboursMessage(this.neighbourHashes()))
@@ -328,6 +365,8 @@ export class SyncEngine {
       if (!msg) return
       if (msg.type === 'delta') this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
       else if (msg.type === 'neighbours') p.neighbours = new Set(msg.peers)
+      else if (msg.type === 'text') this.onText(p, msg.payload, msg.live, msg.reached)
+      else if (msg.type === 'text-request' || msg.type === 'text-ack') this.onTextVector(p, msg.vv, msg.type === 'text-request')
       else this.onVector(p, msg.vv, msg.type === 'sync-request')
     } catch (err) {
       const e = asError(err)
@@ -371,11 +410,44 @@ export class SyncEngine {
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
     const changed = result.changed.length > 0 || result.advanced
-    if (changed) hooks.applied(result, payload, this.isTab(p))
-    if (live && changed) this.forward(p, payload, reached)
+    if (changed) hooks.applied(result, payload, this.isTab(p), delta)
+    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeLiveMessage(part, seen, this.init.maxMessageBytes))
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()
     for (const other of this.peers.values()) this.checkSynced(other, ours)
+    this.notify()
+  }
+
+  /** A TEXT_REQUEST (answered with what the peer's text vector lacks) or a TEXT_ACK. Ignored without text support. */
+  private onTextVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
+    const text = this.init.text
+    if (!text) return
+    p.textTheirs = vv
+    const { hlc, writerId } = this.init
+    const mine = vv.get(writerId)
+    if (mine) hlc.receive(mine)
+    if (isRequest) {
+      const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
+      const parts = text.changesSince(vv, durable, this.messageLimit(p) - 16)
+      if (parts.length > 0) for (const part of parts) this.send(p, encodeTextMessage(part, false))
+      else this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    }
+    this.checkSynced(p)
+    this.notify()
+  }
+
+  /** A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. */
+  private onText(p: PeerState, payload: Uint8Array, live: boolean, reached: readonly number[]): void {
+    const text = this.init.text
+    if (!text) return
+    const decoded = text.decode(payload)
+    if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
+    const result = text.apply(decoded)
+    const changed = result.changed.length > 0 || result.advanced
+    if (changed) this.init.hooks.textApplied?.(result, payload, this.isTab(p))
+    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeTextMessage(part, true, seen, this.init.maxMessageBytes))
+    this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    for (const other of this.peers.values()) this.checkSynced(other)
     this.notify()
   }
 
@@ -384,7 +456,7 @@ export class SyncEngine {
    * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
    */
-  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined): void {
+  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined, encode: (payload: Uint8Array, reached: Set<number>) => Uint8Array): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
@@ -393,7 +465,7 @@ export class SyncEngine {
     this.flushNeighbours()
     seen.add(this.selfHash)
     for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
-    const message = encodeLiveMessage(payload, seen, this.init.maxMessageBytes)
+    const message = encode(payload, seen)
     for (const t of targets) this.send(t, message)
   }
 
