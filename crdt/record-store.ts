@@ -31,6 +31,8 @@ export interface ApplyResult {
   readonly changed: RecordChange[]
   /** True when the delta raised the store's version vector. */
   readonly advanced: boolean
+  /** Records whose floor the delta raised (visible or not): what depends on floors (text) must follow them. */
+  readonly floors: RecordRef[]
 }
 
 /** One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. */
@@ -276,6 +278,7 @@ export class RecordStore {
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
     const changed: RecordChange[] = []
+    const floors: RecordRef[] = []
     for (const rd of delta.records) {
       const { collection, id } = rd
       const entry = this.entry(collection, id)
@@ -284,7 +287,10 @@ export class RecordStore {
       // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
       // record's visible fields are compared as a whole instead of inferred from the register writes.
       const before = rd.floor !== undefined && wasVisible ? entry.toObject() : undefined
+      const oldFloor = entry.floor
+      const oldDeleted = entry.deleted
       let touched = rd.floor !== undefined && entry.raiseFloor(rd.floor, rd.deleted === true)
+      if (entry.floor !== oldFloor || entry.deleted !== oldDeleted) floors.push({ collection, id })
       for (const f of rd.fields) {
         const slot = entry.slotOf(f.name)
         const old = slot < 0 ? undefined : entry.valueAt(slot)
@@ -313,7 +319,7 @@ export class RecordStore {
       if (entry.isEmpty()) this.data.get(collection)?.delete(id)
       else if (fresh) entry.trim()
     }
-    return { changed, advanced: applyClaims(this.vv, delta.from, delta.to) }
+    return { changed, advanced: applyClaims(this.vv, delta.from, delta.to), floors }
   }
 
   /** The whole state (every register, floor and the version vector) in the binary delta format. */

@@ -58,9 +58,19 @@ export function effectiveRuns(options: RunOptions): number {
  * message starts with the replay command and continues with fast-check's report.
  */
 export function assertProperty<Ts>(property: fc.IProperty<Ts>, options: RunOptions): void {
+  fc.assert(property, seededParameters<Ts>(options))
+}
+
+/** {@link assertProperty} for an async property (resolves when every run passed). */
+export async function assertAsyncProperty<Ts>(property: fc.IAsyncProperty<Ts>, options: RunOptions): Promise<void> {
+  await fc.assert(property, seededParameters<Ts>(options))
+}
+
+/** fast-check parameters: the seed, run count and replay path from the environment, and the replay-line reporter. */
+function seededParameters<Ts>(options: RunOptions): fc.Parameters<Ts> {
   const seed = envInt('SEED') ?? freshSeed()
   const replayPath = process.env.PROP_PATH?.trim() || undefined
-  const params: fc.Parameters<Ts> = {
+  return {
     seed,
     numRuns: effectiveRuns(options),
     ...(replayPath !== undefined ? { path: replayPath } : {}),
@@ -72,7 +82,6 @@ export function assertProperty<Ts>(property: fc.IProperty<Ts>, options: RunOptio
       throw new Error(`${line}\n${report}`, { cause: details.errorInstance })
     },
   }
-  fc.assert(property, params)
 }
 
 /** A vitest test running one property (see {@link assertProperty}); `runs` is a default count or full options. */

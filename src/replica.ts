@@ -340,10 +340,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
       text: this.text,
       hooks: {
-        applied: (result, bytes, fromTab, delta) => {
+        applied: (result, bytes, fromTab) => {
           if (fromTab) this.unstored = true
           else this.persistence.append(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
-          if (this.text) return this.appliedWithText(result.changed, delta)
+          if (this.text) return this.appliedWithText(result.changed, result.floors)
           if (this.listeners.change.size === 0) return
           const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
@@ -522,6 +522,11 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     return this.markDirty(collection, id)
   }
 
+  /** Resolves once every write made so far (text edits included) is durable; rejects like those writes. */
+  whenFlushed(): Promise<void> {
+    return this.batch?.promise ?? this.settled
+  }
+
   /** Builds a change event, or undefined when the record was and is invisible (and no text changed). */
   changeEvent(collection: string, id: string, existed: boolean, origin: 'local' | 'remote', text?: RecordChangeEvent['text']): RecordChangeEvent | undefined {
     const record = this.get(collection, id)
@@ -562,7 +567,14 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   private openText(support: TextSupport<X>, stored: readonly Uint8Array[]): TextState<X> {
     const text = support.create({
       writerId: this.writerId,
-      now: () => this.hlc.now(),
+      now: (after) => {
+        try {
+          if (after) this.hlc.receive(after)
+        } catch {
+          // A floor beyond the drift bound: the edit is stamped below it and erased (TextState handles that).
+        }
+        return this.hlc.now()
+      },
       floor: (collection, id) => this.store.floorOf(collection, id),
       localEdit: (change) => {
         if (this.closed) return
@@ -594,13 +606,12 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   }
 
   /** A peer's delta was applied on a replica that keeps text: new floors erase text; report both kinds of change. */
-  private appliedWithText(changed: readonly { collection: string; id: string; existed: boolean }[], delta: { records: readonly { collection: string; id: string; floor?: unknown }[] }): void {
+  private appliedWithText(changed: readonly { collection: string; id: string; existed: boolean }[], floors: readonly RecordRef[]): void {
     const text = this.text!
     const byKey = new Map<string, { collection: string; id: string; existed: boolean; text?: RecordTextChange['text'] }>()
     const key = (c: string, id: string): string => `${c.length}:${c}${id}`
     for (const c of changed) byKey.set(key(c.collection, c.id), { collection: c.collection, id: c.id, existed: c.existed || text.alive(c.collection, c.id) })
-    for (const rd of delta.records) {
-      if (rd.floor === undefined) continue
+    for (const rd of floors) {
       const k = key(rd.collection, rd.id)
       const known = byKey.get(k)
       const lwwBefore = known ? known.existed : this.store.has(rd.collection, rd.id)

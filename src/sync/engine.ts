@@ -32,7 +32,7 @@ export interface EngineHooks {
    * A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. `fromTab`: it
    * came over the tab link, from a replica on the same store, which has stored it already (or whose leader has).
    */
-  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean, delta: Delta): void
+  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean): void
   /** A text delta from a peer was applied and changed something; `bytes` is its encoding (to persist). */
   textApplied?(result: TextApplyResult, bytes: Uint8Array, fromTab: boolean): void
   /**
@@ -409,8 +409,9 @@ export class SyncEngine {
       if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
-    const changed = result.changed.length > 0 || result.advanced
-    if (changed) hooks.applied(result, payload, this.isTab(p), delta)
+    // A raised floor is new state even when nothing visible changed (and it erases text stamped below it).
+    const changed = result.changed.length > 0 || result.advanced || result.floors.length > 0
+    if (changed) hooks.applied(result, payload, this.isTab(p))
     if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeLiveMessage(part, seen, this.init.maxMessageBytes))
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()

@@ -110,19 +110,27 @@ export class YjsTextState implements TextState<Y.Text> {
   private lastTaken: Timestamp | undefined
   /** Multi-part sessions being received: key → parts seen. */
   private readonly sessions = new Map<string, Set<number>>()
-  private nextSession: number
+  private nextSession = 0
   /** Fields already reported as too large to send (reported once each). */
   private readonly tooLarge = new Set<Field>()
-  /** The stamp of this session: part of every local Yjs client id, so a restarted replica never reuses one. */
-  private readonly sessionStamp: string
+  /**
+   * The stamp of this session: part of every local Yjs client id, so a restarted replica never reuses one. Taken at
+   * the first local transaction, once the clock is restored from storage (and has heard peers' vectors), so it is
+   * newer than any earlier session's, even one of a writer id reused after lost storage.
+   */
+  private sessionStamp: string | undefined
   private closed = false
   /** Whether a local edit was made yet (the first one fixes where live deltas start: see takeLocal). */
   private editing = false
 
-  constructor(private readonly ctx: TextContext) {
-    const t = ctx.now()
-    this.sessionStamp = `${t.wall}.${t.counter}`
-    this.nextSession = clientId(`${ctx.writerId}\u0000${this.sessionStamp}`) || 1
+  constructor(private readonly ctx: TextContext) {}
+
+  private session(): string {
+    if (this.sessionStamp === undefined) {
+      const t = this.ctx.now()
+      this.sessionStamp = `${t.wall}.${t.counter}`
+    }
+    return this.sessionStamp
   }
 
   get dirty(): boolean {
@@ -200,7 +208,9 @@ export class YjsTextState implements TextState<Y.Text> {
         sv.set(client, start ?? end(list))
       }
       const dels = [...f.dels.values()].filter((t) => isNewer(vv, t))
-      if (dels.some(heldBack)) hold = true
+      // A sync answer carries the field's whole Yjs delete set, erasures included: an erasure by a floor of ours that
+      // is not durable yet must not leave (a crash could lose the floor, and peers would keep the erasure).
+      if (dels.some(heldBack) || (f.record.floor && heldBack(f.record.floor.ts))) hold = true
       if (runs.length === 0 && dels.length === 0) continue
       if (hold) {
         held++
@@ -328,7 +338,12 @@ export class YjsTextState implements TextState<Y.Text> {
     let f = rec.fields.get(name)
     if (f) return f
     const doc = new Y.Doc()
-    doc.clientID = clientId(`${this.ctx.writerId}\u0000${collection.length}:${collection}${id.length}:${id}${name}\u0000${this.sessionStamp}`)
+    let named = false
+    doc.on('beforeTransaction', (tr: Y.Transaction) => {
+      if (named || tr.origin === REMOTE || tr.origin === ERASE) return
+      named = true // our Yjs client id in this field, for this session (deterministic: see clientId)
+      doc.clientID = clientId(`${this.ctx.writerId}\u0000${collection.length}:${collection}${id.length}:${id}${name}\u0000${this.session()}`)
+    })
     const ytext = doc.getText('text')
     const field: Field = { collection, id, name, doc, ytext, record: rec, runs: new Map(), dels: new Map(), lastEdit: undefined, pending: [], delta: undefined }
     ytext.observe((event) => {
@@ -350,18 +365,27 @@ export class YjsTextState implements TextState<Y.Text> {
       this.editing = true
       this.lastTaken = this.vv.get(this.ctx.writerId)
     }
-    const ts = this.ctx.now()
+    // Stamped after the record's floor: a clock restored from our own writes only may be behind a floor we hold.
+    const ts = this.ctx.now(f.record.floor?.ts)
     const client = f.doc.clientID
     const before = tr.beforeState.get(client) ?? 0
     const after = tr.afterState.get(client) ?? 0
-    if (after > before) this.addRun(f, { client, clock: before, len: after - before, ts })
+    const run = after > before ? { client, clock: before, len: after - before, ts } : undefined
+    if (run) this.addRun(f, run)
     if (tr.deleteSet.clients.size > 0) f.dels.set(ts.peer, ts)
     this.edited(f, ts)
     advance(this.vv, ts)
     f.pending.push(update)
     this.dirtyFields.add(f)
-    const delta = f.delta ?? []
+    let delta = f.delta ?? []
     f.delta = undefined
+    const erase = run && this.eraseUpdate(f, [[run]])
+    if (erase) {
+      // Still below the floor (the clock would not jump that far): erased here as it will be everywhere.
+      f.doc.transact(() => Y.applyUpdate(f.doc, erase, ERASE), ERASE)
+      f.delta = undefined
+      delta = []
+    }
     this.ctx.localEdit({ collection: f.collection, id: f.id, aliveBefore, text: { [f.name]: delta } })
   }
 
@@ -409,18 +433,18 @@ export class YjsTextState implements TextState<Y.Text> {
         }
       }
     }
-    let meta: { from: Map<number, number>; to: Map<number, number> }
+    // Every struct the update holds must lie in a run it declares or one held (Skip: a gap the sender lacks too).
+    let structs: { id: { client: number; clock: number }; length: number }[]
     try {
-      meta = Y.parseUpdateMeta(d.update)
+      structs = Y.decodeUpdate(d.update).structs.filter((st) => !(st instanceof Y.Skip))
     } catch (err) {
       throw new DecodeError(`${where}: malformed Yjs update: ${(err as Error).message}`)
     }
-    for (const [client, from] of meta.from) {
-      const to = meta.to.get(client) ?? from
-      const ranges = [...(byClient.get(client) ?? []), ...(held?.runs.get(client) ?? [])].sort((a, b) => a.clock - b.clock)
-      let at = from
-      for (const r of ranges) if (r.clock <= at) at = Math.max(at, r.clock + r.len)
-      if (at < to) throw new DecodeError(`${where}: the Yjs update holds structs of client ${client} (${at}…${to}) that no stamped run covers`)
+    for (const st of structs) {
+      const { client, clock } = st.id
+      if (!covered([byClient.get(client), held?.runs.get(client)], clock, st.length)) {
+        throw new DecodeError(`${where}: the Yjs update holds structs of client ${client} (${clock}…${clock + st.length}) that no stamped run covers`)
+      }
     }
   }
 
@@ -493,12 +517,28 @@ export class YjsTextState implements TextState<Y.Text> {
       const fits = docs.filter((d) => encodeTextDelta({ ...probe, from: new Map(), to: new Map(), docs: [d] }).length <= maxBytes)
       return fits.length === 0 ? [] : this.parts(fits, new Map(), new Map(), maxBytes)
     }
+    if (this.nextSession === 0) this.nextSession = clientId(`${this.ctx.writerId}\u0000${this.session()}`) || 1
     const session = (this.nextSession = (this.nextSession + 1) >>> 0 || 1)
     return groups.map((g, index) => encodeTextDelta({ session, index, count: groups.length, from, to, docs: g }))
   }
 }
 
 class DocTooLarge extends Error {}
+
+/** Whether `[clock, clock + len)` lies inside the union of the runs of `lists` (each sorted by clock, disjoint). */
+function covered(lists: readonly (readonly TextRun[] | undefined)[], clock: number, len: number): boolean {
+  const endOf = (list: readonly TextRun[] | undefined, at: number): number => {
+    const r = list?.[lastAtOrBefore(list, at)]
+    return r && r.clock + r.len > at ? r.clock + r.len : at
+  }
+  let at = clock
+  while (at < clock + len) {
+    const next = Math.max(...lists.map((l) => endOf(l, at)))
+    if (next === at) return false
+    at = next
+  }
+  return true
+}
 
 /** Index of the last run starting at or before `clock` (-1 when none). */
 function lastAtOrBefore(list: readonly TextRun[], clock: number): number {

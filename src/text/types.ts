@@ -43,8 +43,11 @@ export interface DecodedText {
 export interface TextContext {
   /** The origin id of this replica's own timestamps. */
   readonly writerId: string
-  /** A fresh timestamp of the replica's clock, for a local text transaction. */
-  now(): Timestamp
+  /**
+   * A fresh timestamp of the replica's clock for a local text transaction, after `after` when given (the record's
+   * floor) unless the clock refuses to jump that far (see HLC.receive).
+   */
+  now(after?: Timestamp): Timestamp
   /** The record's floor (its latest put or delete), from the record store. */
   floor(collection: string, id: string): { readonly ts: Timestamp; readonly deleted: boolean } | undefined
   /** A local edit was made (and stamped): flush it, report it. */
