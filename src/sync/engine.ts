@@ -111,6 +111,8 @@ export class SyncEngine {
   private readonly selfHash: number
   /** Our set of peers changed since every peer last heard it (see {@link flushNeighbours}). */
   private neighboursDirty = false
+  /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
+  private readonly textPeers = new Set<PeerId>()
 
   constructor(private readonly init: EngineInit) {
     this.selfHash = peerHash(init.room.peerId)
@@ -175,8 +177,8 @@ export class SyncEngine {
     const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
     const text = this.init.text && encodeVectorMessage('text-request', this.init.text.versionVector())
     for (const p of this.peers.values()) {
-      this.send(p, req)
       if (text) this.send(p, text)
+      this.send(p, req)
     }
   }
 
@@ -242,7 +244,8 @@ export class SyncEngine {
   /** Whether `p` holds what we hold: the records, and the text when it keeps text (it sent a TEXT_REQUEST or TEXT_ACK). */
   private inAgreement(p: PeerState, ours = this.init.store.versionVector()): boolean {
     if (p.theirs === undefined || !covers(p.theirs, ours) || !covers(ours, p.theirs)) return false
-    if (!this.init.text || p.textTheirs === undefined) return true
+    if (!this.init.text || (p.textTheirs === undefined && !this.textPeers.has(p.id))) return true
+    if (p.textTheirs === undefined) return false // it keeps text, and has not told us what it holds since it came back
     const text = this.init.text.versionVector()
     return covers(p.textTheirs, text) && covers(text, p.textTheirs)
   }
@@ -270,8 +273,9 @@ export class SyncEngine {
     if (p.links.length === 1) {
       p.dropped = false
       if (t !== this.init.tabLink) this.init.hooks.peerJoin(peer)
-      this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
+      // The text request first: a peer that keeps text then knows it before it can agree on the records alone.
       if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
+      this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
       this.send(p, encodeNeighboursMessage(this.neighbourHashes()))
@@ -424,6 +428,7 @@ export class SyncEngine {
     const text = this.init.text
     if (!text) return
     p.textTheirs = vv
+    this.textPeers.add(p.id)
     const { hlc, writerId } = this.init
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)

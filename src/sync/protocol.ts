@@ -72,7 +72,9 @@
  * Limits: decoding checks every count against the remaining bytes; a Yjs update must stay inside the runs it is
  * sent with (or already held), else DecodeError; at most {@link MAX_TEXT_SESSIONS} incomplete sessions per replica.
  *
- * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
+ * Flow: when two peers meet, each sends SYNC_REQUEST (preceded by TEXT_REQUEST when it keeps text; a replica
+ * remembers which peers keep text, and waits for their text vector before it calls them in agreement); each answers
+ * with what the other lacks; both ACK. Local
  * writes are coalesced per field and flushed once per tick as one LIVE to every connected peer. Peers repeat
  * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped (or a hash collision in a
  * `reached` set skipped). LIVE messages that changed state are forwarded to the peers not yet reached, so changes
