@@ -10,7 +10,7 @@ import { type Value, encodeValue } from '../crdt/value.js'
 import { AuthError } from '../transports/errors.js'
 import type { PeerId, RoomCipher, RoomContext, Transport } from '../transports/types.js'
 import { AuthErrorThrottle, type RoomSecret, roomCipher } from './crypto.js'
-import { MessageTooLargeError, ReplicaClosedError, StorageCorruptError, TextUnavailableError } from './errors.js'
+import { MessageTooLargeError, ReplicaClosedError, TextUnavailableError } from './errors.js'
 import { Persistence } from './persistence.js'
 import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, sumTraffic, vectorSnapshot } from './inspect.js'
 import { MemoryStorage } from './storage/memory.js'
@@ -21,7 +21,6 @@ import { sealedTransport } from './sync/sealed.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
 import type { RecordTextChange, TextDelta, TextState, TextSupport } from './text/types.js'
-import { DecodeError } from '../crdt/errors.js'
 import { compareTimestamps } from '../crdt/timestamp.js'
 
 /** Options of {@link createReplica}; `X` is the type of text fields (`Y.Text` with `yjsText()`). */
@@ -343,9 +342,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
         applied: (result, bytes, fromTab) => {
           if (fromTab) this.unstored = true
           else this.persistence.append(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
-          if (this.text) return this.appliedWithText(result.changed, result.floors)
+          // With text, raised floors erase text first (see TextState.afterRecords).
+          const changes = this.text ? this.text.afterRecords(result.changed, result.floors, (c, id) => this.store.has(c, id)) : result.changed
           if (this.listeners.change.size === 0) return
-          const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
+          const events = changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', (c as { text?: RecordChangeEvent['text'] }).text))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
         },
         textApplied: (result, bytes, fromTab) => {
@@ -586,15 +586,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
       },
       error: (err) => this.emit('error', err, {}),
     })
-    stored.forEach((bytes, i) => {
-      try {
-        text.apply(text.decode(bytes))
-      } catch (err) {
-        if (err instanceof DecodeError) throw new StorageCorruptError(`stored text entry ${i} is corrupt: ${err.message}`, ['text'], { cause: err })
-        throw err
-      }
-    })
-    for (const collection of text.collections()) for (const id of text.ids(collection)) text.floorChanged(collection, id)
+    text.load(stored)
     this.persistence.attachText(text)
     return text
   }
@@ -603,26 +595,6 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   private textEvent(change: RecordTextChange, origin: 'local' | 'remote'): RecordChangeEvent | undefined {
     const existed = change.aliveBefore || this.store.has(change.collection, change.id)
     return this.changeEvent(change.collection, change.id, existed, origin, change.text)
-  }
-
-  /** A peer's delta was applied on a replica that keeps text: new floors erase text; report both kinds of change. */
-  private appliedWithText(changed: readonly { collection: string; id: string; existed: boolean }[], floors: readonly RecordRef[]): void {
-    const text = this.text!
-    const byKey = new Map<string, { collection: string; id: string; existed: boolean; text?: RecordTextChange['text'] }>()
-    const key = (c: string, id: string): string => `${c.length}:${c}${id}`
-    for (const c of changed) byKey.set(key(c.collection, c.id), { collection: c.collection, id: c.id, existed: c.existed || text.alive(c.collection, c.id) })
-    for (const rd of floors) {
-      const k = key(rd.collection, rd.id)
-      const known = byKey.get(k)
-      const lwwBefore = known ? known.existed : this.store.has(rd.collection, rd.id)
-      const aliveBefore = text.alive(rd.collection, rd.id)
-      const tc = text.floorChanged(rd.collection, rd.id)
-      if (!tc && !known) continue
-      byKey.set(k, { collection: rd.collection, id: rd.id, existed: lwwBefore || (tc?.aliveBefore ?? aliveBefore), text: tc?.text })
-    }
-    if (this.listeners.change.size === 0) return
-    const events = [...byKey.values()].map((e) => this.changeEvent(e.collection, e.id, e.existed, 'remote', e.text))
-    this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
   }
 
   /** Subscribes to changes of one collection. */

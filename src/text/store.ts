@@ -21,7 +21,7 @@ import { DecodeError } from '../../crdt/errors.js'
 import { murmur3x128 } from '../../crdt/hash.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, advance, applyClaims, claimsFor, isNewer } from '../../crdt/version-vector.js'
-import { MessageTooLargeError } from '../errors.js'
+import { MessageTooLargeError, StorageCorruptError } from '../errors.js'
 import { type TextDelta as WireDelta, type TextDocDelta, type TextRun, decodeTextDelta, encodeTextDelta, newestTextTimestamp } from './codec.js'
 import type { DecodedText, RecordTextChange, TextApplyResult, TextContext, TextDelta, TextState } from './types.js'
 
@@ -187,6 +187,38 @@ export class YjsTextState implements TextState<Y.Text> {
     }
     if (Object.keys(text).length === 0 && aliveBefore === recordAlive(rec)) return undefined
     return { collection, id, aliveBefore, text }
+  }
+
+  load(stored: readonly Uint8Array[]): void {
+    stored.forEach((bytes, i) => {
+      try {
+        this.apply(this.decode(bytes))
+      } catch (err) {
+        if (err instanceof DecodeError) throw new StorageCorruptError(`stored text entry ${i} is corrupt: ${err.message}`, ['text'], { cause: err })
+        throw err
+      }
+    })
+    for (const collection of this.collections()) for (const id of this.ids(collection)) this.floorChanged(collection, id)
+  }
+
+  afterRecords(
+    changed: readonly { readonly collection: string; readonly id: string; readonly existed: boolean }[],
+    floors: readonly { readonly collection: string; readonly id: string }[],
+    lwwVisible: (collection: string, id: string) => boolean,
+  ): { collection: string; id: string; existed: boolean; text?: RecordTextChange['text'] }[] {
+    const byKey = new Map<string, { collection: string; id: string; existed: boolean; text?: RecordTextChange['text'] }>()
+    const key = (c: string, id: string): string => `${c.length}:${c}${id}`
+    for (const c of changed) byKey.set(key(c.collection, c.id), { collection: c.collection, id: c.id, existed: c.existed || this.alive(c.collection, c.id) })
+    for (const rd of floors) {
+      const k = key(rd.collection, rd.id)
+      const known = byKey.get(k)
+      const lwwBefore = known ? known.existed : lwwVisible(rd.collection, rd.id)
+      const aliveBefore = this.alive(rd.collection, rd.id)
+      const tc = this.floorChanged(rd.collection, rd.id)
+      if (!tc && !known) continue
+      byKey.set(k, { collection: rd.collection, id: rd.id, existed: lwwBefore || (tc?.aliveBefore ?? aliveBefore), text: tc?.text })
+    }
+    return [...byKey.values()]
   }
 
   changesSince(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, maxBytes: number): Uint8Array[] {

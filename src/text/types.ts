@@ -74,6 +74,21 @@ export interface TextState<T = unknown> {
   collections(): string[]
   /** Applies the record's (new) floor from the record store: erases text stamped at or before it. */
   floorChanged(collection: string, id: string): RecordTextChange | undefined
+  /**
+   * Loads the stored text deltas (snapshot, then log) and applies the record floors to them; throws
+   * StorageCorruptError on a corrupt entry.
+   */
+  load(stored: readonly Uint8Array[]): void
+  /**
+   * After a records delta was applied: follows the raised `floors` (erasing text) and tells, for every record changed
+   * or floored, whether it was visible before (`lwwVisible`: its LWW visibility before, for the changed ones) and its
+   * text changes. A record whose floor rose but that changed in no visible way is left out.
+   */
+  afterRecords(
+    changed: readonly { readonly collection: string; readonly id: string; readonly existed: boolean }[],
+    floors: readonly { readonly collection: string; readonly id: string }[],
+    lwwVisible: (collection: string, id: string) => boolean,
+  ): { collection: string; id: string; existed: boolean; text?: RecordTextChange['text'] }[]
   /** Encoded text delta parts (each ≤ maxBytes) for a peer whose text vector is `vv`; see RecordStore.changesSince for `ceiling`. */
   changesSince(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, maxBytes: number): Uint8Array[]
   /** Local edits not yet taken, as encoded live text delta parts, and the newest own stamp they hold. */
