@@ -190,7 +190,7 @@ async function main(): Promise<void> {
   const rows: string[][] = [
     [`keystroke → visible in the other replica's Y.Text over WebRTC, p50 / p99 (${s.lat.n} keystrokes, one per ${CADENCE} ms)`, `${ms(s.lat.p50)} / ${ms(s.lat.p99)}`, y.error ? `failed: ${y.error.slice(0, 60)}` : `${ms(y.lat.p50)} / ${ms(y.lat.p99)}`],
     ['data-channel bytes per keystroke, writer → reader', `${b(s.bytesOut)} (${s.framesOut.toFixed(2)} messages)`, y.error ? '—' : `${b(y.bytesOut)} (${y.framesOut.toFixed(2)} messages)`],
-    ['data-channel bytes per keystroke, reader → writer', `${b(s.bytesBack)} (TEXT_ACK)`, y.error ? '—' : `${b(y.bytesBack)} (y-webrtc sends no acknowledgement)`],
+    ['data-channel bytes per keystroke, reader → writer', `${b(s.bytesBack)} (TEXT_ACK)`, y.error ? '—' : `${b(y.bytesBack)} (y-webrtc echoes every update it receives)`],
     ['… of which sync-protocol frames (before the WebRTC transport), writer → reader / back', `${b(s.frameBytesOut)} / ${b(s.frameBytesBack)}`, '—'],
   ]
   printAndSave(
