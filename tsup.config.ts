@@ -14,6 +14,7 @@ const external = [
   /^@libp2p\//,
   /^@chainsafe\//,
   '@multiformats/multiaddr',
+  'yjs',
 ]
 
 const common = { dts: true, sourcemap: true, target: 'node20', splitting: true, treeshake: true, external } as const
@@ -32,6 +33,7 @@ export default defineConfig([
       'src/server/index': 'src/server/index.ts',
       'src/cli': 'src/cli.ts',
       'src/testkit/index': 'src/testkit/index.ts',
+      'src/text/index': 'src/text/index.ts',
       'src/storage/level': 'src/storage/level.ts',
       'src/storage/indexeddb': 'src/storage/indexeddb.ts',
       'src/storage/redis': 'src/storage/redis.ts',

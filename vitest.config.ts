@@ -9,6 +9,7 @@ export default defineConfig({
     alias: [
       { find: /^syncmesh\/crdt$/, replacement: here('./crdt/index.ts') },
       { find: /^syncmesh\/testkit$/, replacement: here('./src/testkit/index.ts') },
+      { find: /^syncmesh\/text$/, replacement: here('./src/text/index.ts') },
       { find: /^syncmesh\/server$/, replacement: here('./src/server/index.ts') },
       { find: /^syncmesh\/storage\/(.*)$/, replacement: here('./src/storage/$1.ts') },
       // A transport split into modules is a folder with an index.ts; the others are one file.

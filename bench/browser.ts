@@ -191,6 +191,8 @@ interface BundleSize {
   minBytes: number
   gzBytes: number
   fastCheck: boolean
+  /** Whether yjs was bundled. */
+  yjs: boolean
 }
 
 const BUNDLES: { name: string; entry: string }[] = [
@@ -211,6 +213,10 @@ const BUNDLES: { name: string; entry: string }[] = [
     name: 'yjs + y-webrtc + y-indexeddb',
     entry: `import * as Y from 'yjs'\nimport { WebrtcProvider } from 'y-webrtc'\nimport { IndexeddbPersistence } from 'y-indexeddb'\nglobalThis.x = [Y, WebrtcProvider, IndexeddbPersistence]`,
   },
+  {
+    name: 'syncmesh + syncmesh/text (yjsText, so yjs)',
+    entry: `import { createReplica } from 'syncmesh'\nimport { yjsText } from 'syncmesh/text'\nglobalThis.x = [createReplica, yjsText]`,
+  },
 ]
 
 /** Minified and gzipped (level 9) sizes; `fastCheck` says whether any fast-check module was bundled. */
@@ -219,7 +225,8 @@ async function bundleSizes(): Promise<BundleSize[]> {
   for (const { name, entry } of BUNDLES) {
     const { js, inputs } = await bundleDetails(entry, { minify: true })
     const fastCheck = inputs.some((f) => f.includes('fast-check'))
-    out.push({ name, minBytes: Buffer.byteLength(js), gzBytes: gzipSync(js, { level: 9 }).byteLength, fastCheck })
+    const yjs = inputs.some((f) => f.includes('node_modules/yjs/'))
+    out.push({ name, minBytes: Buffer.byteLength(js), gzBytes: gzipSync(js, { level: 9 }).byteLength, fastCheck, yjs })
   }
   return out
 }
@@ -284,6 +291,10 @@ async function main(): Promise<void> {
     rows.push([`bundle, min + gzip: ${full!.name}`, kB(full!.gzBytes), `${ywi!.name}: ${kB(ywi!.gzBytes)}`, '≤ 40 kB', mark(full!.gzBytes <= 40_000)])
     const leaked = sizes.filter((s) => s.name.startsWith('syncmesh') && s.fastCheck)
     rows.push(['fast-check in a bundle that does not import the test kit', leaked.length ? leaked.map((s) => s.name).join('; ') : 'no', '—', 'never', mark(leaked.length === 0)])
+    const text = sizes[4]
+    if (text) rows.push([`bundle, min + gzip: ${text.name}`, kB(text.gzBytes), `${yw!.name}: ${kB(yw!.gzBytes)}`, '—', ''])
+    const yjsLeaked = sizes.filter((s) => s.name.startsWith('syncmesh') && !s.name.includes('syncmesh/text') && s.yjs)
+    rows.push(['yjs in a bundle that does not import syncmesh/text', yjsLeaked.length ? yjsLeaked.map((s) => s.name).join('; ') : 'no', '—', 'never', mark(yjsLeaked.length === 0)])
   }
   printAndSave(`## In the browser (bench/browser.ts), headless Chromium, loopback, load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} → ${loadAfter.map((x) => x.toFixed(2)).join(' ')}`, markdownTable(['measure', 'syncmesh', 'yjs + y-webrtc, same run', 'target', ''], rows), RESULTS_FILE, { started, loadBefore, loadAfter, writes: WRITES, results })
 }

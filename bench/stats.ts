@@ -1,4 +1,5 @@
 /** Shared by the network benchmarks: latency summaries (quantiles of a sample of milliseconds) and `--name value` options. */
+import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
@@ -52,4 +53,20 @@ export function runBench(main: () => Promise<void>): void {
       process.exit(1)
     },
   )
+}
+
+/** Runs `node <script> <args>` in `cwd`; resolves with its stdout + stderr when it exits 0, rejects otherwise (or when killed after `timeoutMs`). */
+export function runChild(script: string, args: readonly string[], cwd: string, what: string, timeoutMs = 150_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      if (code === 0) resolve(out)
+      else reject(new Error(`${what} exited with ${code}: ${out.slice(-2000)}`))
+    })
+  })
 }

@@ -17,7 +17,6 @@
  * Prints a markdown table (PASS / MISS per target) and writes `.bench-results/webrtc.json`. Exits 0 when targets
  * are missed; non-zero only when something fails to run.
  */
-import { spawn } from 'node:child_process'
 import { loadavg } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -27,7 +26,7 @@ import { relayTransport } from '../transports/relay.js'
 import type { Transport } from '../transports/types.js'
 import { type RTCImplementation, webrtcTransport } from '../transports/webrtc/index.js'
 import { blockableRtc, waitFor } from '../test/transports/webrtc-helpers.js'
-import { type Latency, arg, printAndSave, runBench, summary } from './stats.js'
+import { type Latency, arg, printAndSave, runBench, runChild, summary } from './stats.js'
 import { formatMs, markdownTable } from './table.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -108,19 +107,7 @@ async function latency(server: SyncmeshServer): Promise<{ setupMs: number; lat: 
 async function ywebrtc(server: SyncmeshServer): Promise<{ setupMs: number; lat: Latency }> {
   const room = freshRoom('ywebrtc')
   const script = fileURLToPath(new URL('./ywebrtc-peer.mjs', import.meta.url))
-  const run = (role: string): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [script, server.url, room, role, String(WRITES + WARMUP)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-      let out = ''
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()))
-      const timer = setTimeout(() => child.kill('SIGKILL'), 150_000)
-      child.once('exit', (code) => {
-        clearTimeout(timer)
-        if (code === 0) resolve(out)
-        else reject(new Error(`y-webrtc ${role} exited with ${code}: ${out.slice(-2000)}`))
-      })
-    })
+  const run = (role: string): Promise<string> => runChild(script, [server.url, room, role, String(WRITES + WARMUP)], ROOT, `y-webrtc ${role}`)
   const t0 = performance.now()
   const reader = run('reader')
   await sleep(300) // as peers do: one arrives a moment after the other (simultaneous announces can stall y-webrtc)

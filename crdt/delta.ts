@@ -204,6 +204,55 @@ function isHigh(c: number): boolean {
   return c >= 0xd800 && c <= 0xdbff
 }
 
+/** Readers of a codec's timestamps (see {@link readStampTable}). */
+export interface StampReaders {
+  readonly readTs: () => Timestamp
+  readonly readVV: () => VersionVector
+}
+
+/**
+ * Reads a peer table and base wall (`uint n, n × string peer, uint baseWall`, with `between` read in between them,
+ * e.g. a field-name table) and returns readers of timestamps relative to them (`uint wall − baseWall, uint counter ×
+ * n + peerIndex`) and of version vectors (`uint k, k × ts`). Used by the text delta codec ({@link readDelta} reads
+ * the same table inline, without an object per timestamp); errors name `what`.
+ */
+export function readStampTable(r: Reader, what: string, between?: () => void): StampReaders {
+  const nPeers = r.count(2, MAX_DELTA_PEERS)
+  const peers: string[] = []
+  const seen = new Set<string>()
+  for (let i = 0; i < nPeers; i++) {
+    const p = r.string()
+    const bad = invalidPeerReason(p)
+    if (bad) throw new DecodeError(`${what} peer table: ${bad}`)
+    if (seen.has(p)) throw new DecodeError(`${what} peer table: duplicate peer ${JSON.stringify(p)}`)
+    seen.add(p)
+    peers.push(p)
+  }
+  const baseWall = r.uint()
+  if (baseWall > MAX_WALL) throw new DecodeError(`${what} base wall ${baseWall} out of range`)
+  between?.()
+  const readTs = (): Timestamp => {
+    const wall = baseWall + r.uint()
+    if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
+    const x = r.uint()
+    const peer = peers[x % nPeers]
+    const counter = Math.floor(x / nPeers)
+    if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
+    return { wall, counter, peer }
+  }
+  const readVV = (): VersionVector => {
+    const n = r.count(2, nPeers)
+    const vv: VersionVector = new Map()
+    for (let i = 0; i < n; i++) {
+      const ts = readTs()
+      if (vv.has(ts.peer)) throw new DecodeError(`version vector names ${JSON.stringify(ts.peer)} twice`)
+      vv.set(ts.peer, ts)
+    }
+    return vv
+  }
+  return { readTs, readVV }
+}
+
 /**
  * One record as {@link readDelta} hands it over. The arrays are reused from record to record: read them during the
  * call only. Field `k` is `names[k]`, `values[k]` (undefined: removed) at `(walls[k], counters[k], peers[k])`.

@@ -5,7 +5,7 @@ import { murmur3x128 } from './hash.js'
 import { LWWMap } from './lww-map.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
-import { type VersionVector, advance, isNewer } from './version-vector.js'
+import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
 
 /** Options of a {@link RecordStore}. */
 export interface RecordStoreInit {
@@ -50,6 +50,8 @@ export interface ApplyResult {
   readonly changed: RecordChange[]
   /** True when the delta raised the store's version vector. */
   readonly advanced: boolean
+  /** Records whose floor the delta raised (visible or not): what depends on floors (text) must follow them. */
+  readonly floors: RecordRef[]
 }
 
 /**
@@ -308,6 +310,13 @@ export class RecordStore {
     return entry?.visible() ? entry.materialize(id) : undefined
   }
 
+  /** The record's floor: its latest replacement (`deleted: false`) or delete, if any. */
+  floorOf(collection: string, id: string): { readonly ts: Timestamp; readonly deleted: boolean } | undefined {
+    const entry = this.data.get(collection)?.get(id)
+    const ts = entry?.floor
+    return ts === undefined ? undefined : { ts, deleted: entry!.deleted }
+  }
+
   /** True when the record is visible. */
   has(collection: string, id: string): boolean {
     return this.data.get(collection)?.get(id)?.visible() ?? false
@@ -381,16 +390,7 @@ export class RecordStore {
    * restarts from the ceiling, and must not reissue a claimed time.
    */
   private claims(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined): { from: VersionVector; to: VersionVector } {
-    const from: VersionVector = new Map()
-    const to: VersionVector = new Map()
-    for (const [peer, newest] of this.vv) {
-      const ts = ceiling !== undefined && newest.peer === ceiling.peer && compareTimestamps(newest, ceiling) > 0 ? ceiling : newest
-      const theirs = vv.get(peer)
-      if (ts.wall < 0 || (theirs !== undefined && compareTimestamps(ts, theirs) <= 0)) continue
-      to.set(peer, ts)
-      if (theirs !== undefined) from.set(peer, theirs)
-    }
-    return { from, to }
+    return claimsFor(this.vv, vv, ceiling)
   }
 
   /**
@@ -456,6 +456,7 @@ export class RecordStore {
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
     const changed: RecordChange[] = []
+    const floors: RecordRef[] = []
     const rec = newScratch()
     for (const rd of delta.records) {
       rec.collection = rd.collection
@@ -475,25 +476,33 @@ export class RecordStore {
         rec.counters[k] = f.ts.counter
         rec.peers[k] = f.ts.peer
       }
-      this.applyRecord(rec, changed, onOverwrite)
+      this.applyRecord(rec, changed, floors, onOverwrite)
     }
-    return { changed, advanced: this.advanceOver(delta.from, delta.to) }
+    return { changed, advanced: this.advanceOver(delta.from, delta.to), floors }
   }
 
   /**
    * {@link apply} straight from {@link encodeDelta}'s bytes, with no delta object in between. Throws `DecodeError` on
    * malformed input; records read before the error may then have been merged (harmless: merges are idempotent), but
-   * the vector does not advance. Without `changes`, the result's `changed` stays empty (a cold load needs no list).
+   * the vector does not advance. Without `changes`, the result's `changed` and `floors` stay empty (a cold load needs
+   * no list).
    */
   applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
     const changed: RecordChange[] = []
+    const floors: RecordRef[] = []
     const sink = changes ? changed : undefined
-    const { from, to } = readDelta(bytes, (rec) => this.applyRecord(rec, sink, onOverwrite))
-    return { changed, advanced: this.advanceOver(from, to) }
+    const floorSink = changes ? floors : undefined
+    const { from, to } = readDelta(bytes, (rec) => this.applyRecord(rec, sink, floorSink, onOverwrite))
+    return { changed, advanced: this.advanceOver(from, to), floors }
   }
 
   /** Merges one record of a delta (see {@link apply}). */
-  private applyRecord(rd: RecordScratch, changed: RecordChange[] | undefined, onOverwrite: ((o: Overwrite) => void) | undefined): void {
+  private applyRecord(
+    rd: RecordScratch,
+    changed: RecordChange[] | undefined,
+    floors: RecordRef[] | undefined,
+    onOverwrite: ((o: Overwrite) => void) | undefined,
+  ): void {
     const { collection, id } = rd
     const entry = this.entry(collection, id)
     const fresh = entry.isEmpty()
@@ -508,7 +517,12 @@ export class RecordStore {
     const before = floor && wasVisible ? entry.toObject() : undefined
     let touched = false
     if (floor) {
+      const oldFp = entry.fp
+      const oldFw = entry.fw
+      const oldFc = entry.fc
+      const oldDeleted = entry.deleted
       touched = entry.raiseFloorRaw(rd.floorWall, rd.floorCounter, fp, rd.deleted)
+      if (floors && (entry.fp !== oldFp || entry.fw !== oldFw || entry.fc !== oldFc || entry.deleted !== oldDeleted)) floors.push({ collection, id })
       if (index && entry.floorIs(rd.floorWall, rd.floorCounter, fp)) index.add(fp, rd.floorWall, rd.floorCounter, collection, id)
     }
     for (let k = 0; k < rd.n; k++) {

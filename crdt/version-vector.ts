@@ -41,3 +41,40 @@ export function minVersionVector(a: ReadonlyMap<string, Timestamp>, b: ReadonlyM
   }
   return out
 }
+
+/**
+ * The claims (`from`/`to`) of a delta answering a peer whose vector is `theirs`: every origin of `ours` it lacks, from
+ * its entry to ours. The ceiling's origin is claimed no further than the ceiling (writes of that origin newer than it
+ * are not durable yet: after a crash its clock restarts from the ceiling and must not reissue a claimed time).
+ */
+export function claimsFor(
+  ours: ReadonlyMap<string, Timestamp>,
+  theirs: ReadonlyMap<string, Timestamp>,
+  ceiling: Timestamp | undefined,
+): { from: VersionVector; to: VersionVector } {
+  const from: VersionVector = new Map()
+  const to: VersionVector = new Map()
+  for (const [peer, newest] of ours) {
+    const ts = ceiling !== undefined && newest.peer === ceiling.peer && compareTimestamps(newest, ceiling) > 0 ? ceiling : newest
+    const seen = theirs.get(peer)
+    if (ts.wall < 0 || (seen !== undefined && compareTimestamps(ts, seen) <= 0)) continue
+    to.set(peer, ts)
+    if (seen !== undefined) from.set(peer, seen)
+  }
+  return { from, to }
+}
+
+/**
+ * Raises `vv` by a delta's claims: for each origin, to `to`'s entry when `vv` already covers `from`'s (the
+ * advancement rule: only over contiguous ranges). Returns whether anything rose.
+ */
+export function applyClaims(vv: VersionVector, from: ReadonlyMap<string, Timestamp>, to: ReadonlyMap<string, Timestamp>): boolean {
+  let advanced = false
+  for (const [peer, ts] of to) {
+    const needed = from.get(peer)
+    const held = vv.get(peer)
+    if (needed !== undefined && (held === undefined || compareTimestamps(held, needed) < 0)) continue
+    if (advance(vv, ts)) advanced = true
+  }
+  return advanced
+}

@@ -107,3 +107,8 @@ export class LeaseLostError extends SyncmeshError {
     super(message)
   }
 }
+
+/** `collection.text()` on a replica created without text support (`createReplica({ text: yjsText() })`). */
+export class TextUnavailableError extends SyncmeshError {
+  override readonly code = 'TEXT_UNAVAILABLE'
+}

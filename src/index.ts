@@ -26,7 +26,7 @@ export {
 export type { PeerStatus } from './sync/engine.js'
 export type { ReplicaInspection, PeerInspection, InspectEvent, ConflictRecord, VectorSnapshot } from './inspect.js'
 export type { Traffic } from './sync/gate.js'
-export { PROTOCOL_VERSION, DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
+export { PROTOCOL_VERSION, PROTOCOL_REVISION, DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
 export {
   MessageTooLargeError,
   UnsupportedVersionError,
@@ -39,7 +39,9 @@ export {
   AuthError,
   SharingUnavailableError,
   LeaseLostError,
+  TextUnavailableError,
 } from './errors.js'
+export type { TextDelta, TextDeltaOp, TextSupport } from './text/types.js'
 export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto.js'
 export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './storage/types.js'
 export { MemoryStorage } from './storage/memory.js'

@@ -8,6 +8,11 @@
  *   ['log', N]                        slot 0: one delta (a batch of local writes, or one received from a peer), N > S
  *   ['tabs', k, 'snapshot', S]        slot k ≥ 1 (k in decimal): the same, for the replica holding slot k
  *   ['tabs', k, 'log', N]
+ *   ['text', k, 'snapshot', S]        slot k ≥ 0: the text half of the state (a text delta, src/text/codec.ts), when
+ *   ['text', k, 'log', N]             the replica keeps text; N shares the slot's sequence with the record log
+ *
+ * Text entries live under their own top-level key, which builds without text support (and replicas opened without
+ * it) ignore and never remove: they open such a store as if it held no text.
  *
  * A store with one user at a time (LevelDB, a MemoryStorage) only ever has slot 0. On a shared store (tabs of one
  * IndexedDB database, see tabs/group.ts) each open replica holds a slot of its own, by lock, and writes and removes
@@ -39,15 +44,22 @@ export interface PersistenceInit {
    * @default 10_000
    */
   compactAfterEntries?: number
+  /** Whether the replica keeps text: load, log and snapshot the `['text', …]` entries (otherwise left alone). */
+  text?: boolean
+}
+
+/** Where the text half of the state comes from when a snapshot is written. */
+export interface TextSnapshotSource {
+  encodeState(): Uint8Array
 }
 
 /** The log may grow to this many bytes before it is compacted, however small the snapshot. */
 const MIN_COMPACT_BYTES = 256 * 1024
 
 /** The key of one entry of slot `slot`. */
-function seqKey(slot: number, kind: 'log' | 'snapshot', seq: number): string[] {
+function seqKey(slot: number, kind: 'log' | 'snapshot', seq: number, text = false): string[] {
   const tail = [kind, seq.toString().padStart(16, '0')]
-  return slot === 0 ? tail : ['tabs', String(slot), ...tail]
+  return text ? ['text', String(slot), ...tail] : slot === 0 ? tail : ['tabs', String(slot), ...tail]
 }
 
 function wrap(payload: Uint8Array): Uint8Array {
@@ -74,9 +86,17 @@ function unwrap(key: string[], data: Uint8Array): Uint8Array {
 }
 
 /** What a stored key is: an entry of some slot, identity (`undefined`), or not ours (`null`, ignored). */
-function classify(key: string[]): { slot: number; kind: 'log' | 'snapshot'; seq: number } | undefined | null {
+function classify(key: string[], text: boolean): { slot: number; kind: 'log' | 'snapshot'; seq: number; text: boolean } | undefined | null {
   const top = key[0]
   if (top === 'meta') return undefined
+  if (top === 'text') {
+    if (!text) return null
+    const slot = Number(key[1])
+    const seq = Number(key[3])
+    const ok = key.length === 4 && (key[2] === 'log' || key[2] === 'snapshot') && Number.isSafeInteger(seq) && seq >= 0
+    if (!ok || !Number.isSafeInteger(slot) || slot < 0 || key[1] !== String(slot)) throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
+    return { slot, kind: key[2] as 'log' | 'snapshot', seq, text: true }
+  }
   if (top !== 'log' && top !== 'snapshot' && top !== 'tabs') return null
   const slot = top === 'tabs' ? Number(key[1]) : 0
   const tail = top === 'tabs' ? key.slice(2) : key
@@ -85,13 +105,15 @@ function classify(key: string[]): { slot: number; kind: 'log' | 'snapshot'; seq:
   if (!ok || !Number.isSafeInteger(slot) || slot < 0 || (top === 'tabs' && (slot === 0 || key[1] !== String(slot)))) {
     throw new StorageCorruptError(`unexpected storage key ${key.join('/')}`, key)
   }
-  return { slot, kind: tail[0] as 'log' | 'snapshot', seq }
+  return { slot, kind: tail[0] as 'log' | 'snapshot', seq, text: false }
 }
 
 /** The entries of one slot, as loaded. */
 interface SlotEntries {
   snapshots: { key: string[]; data: Uint8Array; seq: number }[]
   logs: { key: string[]; data: Uint8Array; seq: number }[]
+  textSnapshots: { key: string[]; data: Uint8Array; seq: number }[]
+  textLogs: { key: string[]; data: Uint8Array; seq: number }[]
 }
 
 /** Loads and appends a replica's state; every write goes through one queue so the log keeps apply order. */
@@ -106,6 +128,9 @@ export class Persistence {
   private readonly compactAfter: number
   private queue: Promise<void> = Promise.resolve()
   private failed: unknown
+  private readonly text: boolean
+  /** The text state, once the replica has one (see {@link Persistence.attachText}). */
+  private textSource: TextSnapshotSource | undefined
 
   private constructor(
     private readonly storage: Storage,
@@ -119,6 +144,12 @@ export class Persistence {
     this.snapshotBytes = state.snapshotBytes
     this.obsolete = state.obsolete
     this.compactAfter = init.compactAfterEntries ?? 10_000
+    this.text = init.text === true
+  }
+
+  /** Gives compaction the text state to snapshot (a replica that keeps text does this once it has built it). */
+  attachText(source: TextSnapshotSource): void {
+    this.textSource = source
   }
 
   /**
@@ -128,7 +159,16 @@ export class Persistence {
   static async open(
     storage: Storage,
     init: PersistenceInit & { slot?: number } = {},
-  ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string | undefined; writerId: string | undefined; gc: string | undefined; others: Map<number, string[][]> }> {
+  ): Promise<{
+    persistence: Persistence
+    store: RecordStore
+    peerId: string | undefined
+    writerId: string | undefined
+    gc: string | undefined
+    others: Map<number, string[][]>
+    /** With `text`: the stored text deltas (checksums verified), every slot's snapshot then its later log, to apply in order. */
+    text: Uint8Array[]
+  }> {
     const mine = init.slot ?? 0
     // One range read: on IndexedDB that is one transaction, a consistent view even while other tabs compact.
     const all = await storage.loadRange([])
@@ -136,8 +176,9 @@ export class Persistence {
     let writerId: string | undefined
     let gc: string | undefined
     const slots = new Map<number, SlotEntries>()
+    const withText = init.text === true
     for (const { key, data } of all) {
-      const c = classify(key)
+      const c = classify(key, withText)
       if (c === null) continue
       if (c === undefined) {
         if (key.length === 2 && key[1] === 'peer') peerId = new TextDecoder().decode(unwrap(key, data))
@@ -146,8 +187,9 @@ export class Persistence {
         continue
       }
       let entries = slots.get(c.slot)
-      if (!entries) slots.set(c.slot, (entries = { snapshots: [], logs: [] }))
-      ;(c.kind === 'log' ? entries.logs : entries.snapshots).push({ key, data, seq: c.seq })
+      if (!entries) slots.set(c.slot, (entries = { snapshots: [], logs: [], textSnapshots: [], textLogs: [] }))
+      const list = c.text ? (c.kind === 'log' ? entries.textLogs : entries.textSnapshots) : c.kind === 'log' ? entries.logs : entries.snapshots
+      list.push({ key, data, seq: c.seq })
     }
     // Every slot's newest snapshot first, then each slot's later log entries in order: a slot's log continues its own
     // snapshot, so its version vector entries advance over contiguous ranges (see RecordStore.apply).
@@ -161,25 +203,38 @@ export class Persistence {
     }
     const others = new Map<number, string[][]>()
     let state = { seq: -1, logCount: 0, snapshotBytes: 0, obsolete: [] as string[][] }
-    for (const [slot, { snapshots, logs }] of slots) {
+    const text: Uint8Array[] = []
+    for (const [slot, { snapshots, logs, textSnapshots, textLogs }] of slots) {
       const base = covered.get(slot) ?? -1
       const obsolete = snapshots.slice(0, -1).map((e) => e.key) // left behind by a crash during compaction
       let seq = base
       let logCount = 0
+      // The text entries: the newest text snapshot, then the text log after it (sorted by key, so by sequence).
+      const textLatest = textSnapshots.at(-1)
+      const textBase = textLatest?.seq ?? -1
+      if (textLatest) text.push(unwrap(textLatest.key, textLatest.data))
+      obsolete.push(...textSnapshots.map((e) => e.key))
+      for (const { key, data, seq: n } of textLogs) {
+        obsolete.push(key)
+        if (n <= textBase) continue
+        text.push(unwrap(key, data))
+        seq = Math.max(seq, n)
+        logCount++
+      }
       for (const { key, data, seq: n } of logs) {
         obsolete.push(key)
         if (n <= base) continue // the snapshot already holds it (a crash during compaction)
         decodeOrCorrupt(key, () => store.applyEncoded(unwrap(key, data), undefined, false))
-        seq = n
+        seq = Math.max(seq, n)
         logCount++
       }
       const latest = snapshots.at(-1)
       if (latest) obsolete.push(latest.key)
       if (slot === mine) state = { seq, logCount, snapshotBytes: latest?.data.length ?? 0, obsolete }
-      else others.set(slot, [...snapshots.map((e) => e.key), ...logs.map((e) => e.key)])
+      else others.set(slot, [...snapshots, ...logs, ...textSnapshots, ...textLogs].map((e) => e.key))
     }
     const persistence = new Persistence(storage, mine, state, init)
-    return { persistence, store, peerId, writerId, gc, others }
+    return { persistence, store, peerId, writerId, gc, others, text }
   }
 
   /**
@@ -207,7 +262,17 @@ export class Persistence {
 
   /** Appends one encoded delta; resolves once it is durable. `store` is compacted when the log grows long. */
   append(delta: Uint8Array, store: RecordStore): Promise<void> {
-    const key = seqKey(this.slot, 'log', ++this.seq)
+    return this.appendEntry(delta, store, false)
+  }
+
+  /** Appends one encoded text delta (see src/text/codec.ts); resolves once it is durable. */
+  appendText(delta: Uint8Array, store: RecordStore): Promise<void> {
+    if (!this.text) throw new TypeError('appendText: this persistence was opened without text')
+    return this.appendEntry(delta, store, true)
+  }
+
+  private appendEntry(delta: Uint8Array, store: RecordStore, text: boolean): Promise<void> {
+    const key = seqKey(this.slot, 'log', ++this.seq, text)
     const done = this.enqueue(() => this.storage.save(key, wrap(delta)))
     this.obsolete.push(key)
     this.logBytes += delta.length
@@ -252,7 +317,7 @@ export class Persistence {
     this.seq = Math.max(this.seq, 0) // a slot with nothing logged yet snapshots as 0; its log continues at 1
     const key = seqKey(this.slot, 'snapshot', this.seq)
     const redundant = this.obsolete
-    this.obsolete = [key]
+    this.obsolete = this.text && this.textSource ? [key, seqKey(this.slot, 'snapshot', this.seq, true)] : [key]
     this.logCount = 0
     this.logBytes = 0
     return this.enqueue(() => this.writeSnapshot(store, key, redundant))
@@ -261,13 +326,15 @@ export class Persistence {
   /** Writes the snapshot, then (only once it is durable) removes what it replaces — atomically where possible. */
   private async writeSnapshot(store: RecordStore, key: string[], redundant: string[][]): Promise<void> {
     const snapshot = wrap(store.encodeState())
-    this.snapshotBytes = snapshot.length
-    const stale = redundant.filter((k) => k[0] !== key[0] || k[1] !== key[1])
+    const puts = [{ key, data: snapshot }]
+    if (this.text && this.textSource) puts.push({ key: seqKey(this.slot, 'snapshot', Number(key.at(-1)), true), data: wrap(this.textSource.encodeState()) })
+    this.snapshotBytes = puts.reduce((n, p) => n + p.data.length, 0)
+    const stale = redundant.filter((k) => !puts.some((p) => sameKey(p.key, k)))
     if (this.storage.batch) {
-      await this.storage.batch([{ type: 'put', key, data: snapshot }, ...stale.map((k) => ({ type: 'del' as const, key: k }))])
+      await this.storage.batch([...puts.map((p) => ({ type: 'put' as const, ...p })), ...stale.map((k) => ({ type: 'del' as const, key: k }))])
       return
     }
-    await this.storage.save(key, snapshot)
+    for (const p of puts) await this.storage.save(p.key, p.data)
     for (const k of stale) await this.storage.remove(k)
   }
 
@@ -281,6 +348,10 @@ export class Persistence {
     })
     return run
   }
+}
+
+function sameKey(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
 }
 
 function decodeOrCorrupt<T>(key: string[], fn: () => T): T {

@@ -10,7 +10,7 @@ import { type Value, encodeValue } from '../crdt/value.js'
 import { AuthError } from '../transports/errors.js'
 import type { PeerId, RoomCipher, RoomContext, Transport } from '../transports/types.js'
 import { AuthErrorThrottle, type RoomSecret, roomCipher } from './crypto.js'
-import { MessageTooLargeError, ReplicaClosedError } from './errors.js'
+import { MessageTooLargeError, ReplicaClosedError, TextUnavailableError } from './errors.js'
 import { Persistence } from './persistence.js'
 import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, sumTraffic, vectorSnapshot } from './inspect.js'
 import { MemoryStorage } from './storage/memory.js'
@@ -23,9 +23,11 @@ import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './sync/sealed.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
+import type { RecordTextChange, TextDelta, TextState, TextSupport } from './text/types.js'
+import { compareTimestamps } from '../crdt/timestamp.js'
 
-/** Options of {@link createReplica}. */
-export interface ReplicaInit {
+/** Options of {@link createReplica}; `X` is the type of text fields (`Y.Text` with `yjsText()`). */
+export interface ReplicaInit<X = unknown> {
   /**
    * This replica's id, unique among its peers. Persisted in storage on first use.
    * @default the stored id, else a random 128-bit hex id
@@ -90,6 +92,12 @@ export interface ReplicaInit {
    * @default { compactMinBytes: 65536 }
    */
   storeSync?: StoreSyncInit
+  /**
+   * Collaborative text fields: `yjsText()` from `syncmesh/text` (which loads yjs). Without it, `collection.text()`
+   * throws TextUnavailableError, and text sent by peers is neither kept nor forwarded (see the README, "Text fields").
+   * @default none
+   */
+  text?: TextSupport<X>
   /** How much {@link Replica.inspect} and {@link Replica.conflicts} remember. */
   inspect?: {
     /**
@@ -117,6 +125,11 @@ export interface RecordChangeEvent<T = StoredRecord> {
   readonly record: T | undefined
   /** Whether this replica made the change or received it from a peer. */
   readonly origin: 'local' | 'remote'
+  /**
+   * Changes of the record's text fields (replicas with `text`): per field, the Yjs delta of its content (an empty
+   * delta when only the field's liveness changed). Absent when no text field changed.
+   */
+  readonly text?: { readonly [field: string]: TextDelta }
 }
 
 /** A write that lost to a different value written by another peer, as the `conflict` event reports it. */
@@ -153,8 +166,8 @@ export interface ReplicaStatus {
   readonly leader: boolean
 }
 
-/** A named set of records inside a replica. */
-export interface Collection<T extends RecordShape> {
+/** A named set of records inside a replica; `X` is the type of its text fields (`Y.Text` with `yjsText()`). */
+export interface Collection<T extends RecordShape, X = unknown> {
   readonly name: string
   /** Replaces the record (fields absent from `record` are removed); resolves once durable. */
   put(record: T): Promise<void>
@@ -168,13 +181,21 @@ export interface Collection<T extends RecordShape> {
   all(): T[]
   /** Calls `fn` with this collection's changed records, local and remote; returns the unsubscribe function. */
   subscribe(fn: (changes: readonly RecordChangeEvent<T>[]) => void): () => void
+  /**
+   * The collaborative text field `field` of record `id` (a `Y.Text` with `yjsText()`), the same object on every call.
+   * Edits to it merge character by character with every replica's; typing in it writes the record (it becomes
+   * visible); a later put or delete of the record erases it. Throws TextUnavailableError without `text` support.
+   */
+  text(id: string, field: string): X
+  /** The text fields of a record that hold text written after its last put or delete (with `text` support). */
+  textFields(id: string): string[]
 }
 
 /** A local-first replica: instant local reads and writes, durable storage, sync with peers over transports. */
-export interface Replica {
+export interface Replica<X = unknown> {
   readonly peerId: string
   /** The collection of that name (created on first use). */
-  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T>
+  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T, X>
   /** Subscribes to an event; returns the unsubscribe function. */
   on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void
   /** Peers, how far behind each is, and writes not yet durable. */
@@ -195,16 +216,16 @@ export interface Replica {
 }
 
 /** Creates a replica: loads its state from storage (readable at once), then joins its room on every transport. */
-export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
+export async function createReplica<X = unknown>(init: ReplicaInit<X> = {}): Promise<Replica<X>> {
   const storage = init.storage ?? new MemoryStorage()
-  let replica: ReplicaImpl
+  let replica: ReplicaImpl<X>
   let cipher: Promise<RoomCipher> | undefined
   try {
     // The slow key derivation runs while storage opens; a bad secret fails before anything is opened.
     cipher = init.secret === undefined ? undefined : roomCipher(init.app ?? 'syncmesh', init.room ?? 'default', init.secret)
     cipher?.catch(() => {}) // awaited below; this only keeps an early storage failure from leaving it unhandled
     const opened = await openState(storage, init)
-    replica = new ReplicaImpl(opened.peerId, opened.writerId, opened.store, opened.persistence, storage, init, await cipher, opened.tabs, opened.gc)
+    replica = new ReplicaImpl<X>(opened.peerId, opened.writerId, opened.store, opened.persistence, storage, init, await cipher, opened.tabs, opened.gc, opened.text)
   } catch (err) {
     await storage.close?.().catch(() => {}) // the replica owns its storage, even when it fails to open
     throw err
@@ -222,9 +243,12 @@ export async function createReplica(init: ReplicaInit = {}): Promise<Replica> {
  * Loads the state and identity from storage, creating the identity on first use. On a shared store (see
  * tabs/group.ts) this takes a slot first, and writes under the slot's own origin id.
  */
-async function openState(storage: Storage, init: ReplicaInit): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; gc: string | undefined; tabs?: TabGroup }> {
+async function openState(
+  storage: Storage,
+  init: ReplicaInit<unknown>,
+): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; gc: string | undefined; tabs?: TabGroup; text: Uint8Array[] }> {
   const load = async (slot?: number) => {
-    const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot })
+    const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot, text: init.text !== undefined })
     const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
     const writerId = opened.writerId ?? newWriterId(peerId, init)
     if (peerId !== opened.peerId || writerId !== opened.writerId) await opened.persistence.saveIdentity(peerId, writerId)
@@ -243,7 +267,7 @@ export function roomTopic(app: string, room: string): string {
 }
 
 /** A new storage history's origin id (see {@link writerIdFor}), from the injected clock so tests stay deterministic. */
-function newWriterId(peerId: string, init: ReplicaInit): string {
+function newWriterId(peerId: string, init: ReplicaInit<unknown>): string {
   return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, (init.clock?.now ?? Date.now)())
 }
 
@@ -263,11 +287,13 @@ interface Batch {
 }
 
 /** The replica behind {@link createReplica}; exported for the test kit, not part of the public API. */
-export class ReplicaImpl implements Replica {
+export class ReplicaImpl<X = unknown> implements Replica<X> {
   readonly engine: SyncEngine
+  /** The text half of the state, when the replica keeps text (exposed for the test kit). */
+  readonly text: TextState<X> | undefined
   private readonly hlc: HLC
   private readonly listeners: Listeners = { change: new Set(), 'peer:join': new Set(), 'peer:leave': new Set(), sync: new Set(), conflict: new Set(), error: new Set() }
-  private readonly collections = new Map<string, CollectionImpl<RecordShape>>()
+  private readonly collections = new Map<string, CollectionImpl<RecordShape, X>>()
   private readonly maxMessageBytes: number
   /** Records written since the last flush, per collection. */
   private dirty = new Map<string, Set<string>>()
@@ -301,21 +327,26 @@ export class ReplicaImpl implements Replica {
     readonly store: RecordStore,
     private readonly persistence: Persistence,
     private readonly storage: Storage,
-    init: ReplicaInit,
+    init: ReplicaInit<X>,
     /** The room key when the room is encrypted: every transport is then wrapped in a sealed transport. */
     cipher?: RoomCipher,
     /** The group of replicas sharing the store, when it is shared. */
     private readonly tabs?: TabGroup,
     /** The stored tombstone-collection state (see sync/gc-state.ts). */
     gcText?: string,
+    /** The stored text deltas to load (with `init.text`). */
+    storedText: readonly Uint8Array[] = [],
   ) {
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES
     this.journal = new Ring(init.inspect?.events ?? 100)
     this.lost = new Ring(init.inspect?.conflicts ?? 100)
     this.hlc = new HLC(writerId, init.clock)
-    const own = store.versionVector().get(writerId)
+    this.text = init.text ? this.openText(init.text, storedText) : undefined
+    let own = store.versionVector().get(writerId)
+    const ownText = this.text?.versionVector().get(writerId)
+    if (ownText && (!own || compareTimestamps(ownText, own) > 0)) own = ownText
     if (own) this.hlc.restore(own)
-    this.lastFlushed = own
+    this.lastFlushed = store.versionVector().get(writerId)
     this.durable = own
     const report = (err: Error): void => this.emit('error', err, {})
     this.gates = (init.transports ?? []).map((t) => new GatedTransport(cipher ? sealedTransport(t) : t, !tabs, report))
@@ -333,13 +364,22 @@ export class ReplicaImpl implements Replica {
       maxMessageBytes: this.maxMessageBytes,
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
       gc: tabs ? undefined : { horizonMs: init.tombstoneHorizonMs ?? 30 * 24 * 3_600_000, now, known: gc?.known ?? new Map() },
+      text: this.text,
       hooks: {
         applied: (result, bytes, fromTab) => {
           if (fromTab) this.unstored = true
           else this.persistence.append(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
+          // With text, raised floors erase text first (see TextState.afterRecords).
+          const changes = this.text ? this.text.afterRecords(result.changed, result.floors, (c, id) => this.store.has(c, id)) : result.changed
           if (this.listeners.change.size === 0) return
-          const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
+          const events = changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', (c as { text?: RecordChangeEvent['text'] }).text))
           this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
+        },
+        textApplied: (result, bytes, fromTab) => {
+          if (fromTab) this.unstored = true
+          else this.persistence.appendText(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
+          if (this.listeners.change.size === 0) return
+          this.emitChanges(result.changed.map((c) => this.textEvent(c, 'remote')).filter((e): e is RecordChangeEvent => e !== undefined))
         },
         conflict: (o) => this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser }),
         peerJoin: (peer) => {
@@ -405,10 +445,12 @@ export class ReplicaImpl implements Replica {
     const newest = newestTimestamp(delta)
     if (newest) this.hlc.receive(newest) // throws ClockDriftError for a far-future writer: nothing is applied
     const result = this.store.apply(delta)
-    if (result.changed.length === 0 && !result.advanced) return Promise.resolve()
+    if (result.changed.length === 0 && !result.advanced && result.floors.length === 0) return Promise.resolve()
     const stored = this.persistence.append(bytes, this.store)
+    // With text, raised floors erase text first (see TextState.afterRecords).
+    const changes = this.text ? this.text.afterRecords(result.changed, result.floors, (c, id) => this.store.has(c, id)) : result.changed
     if (this.listeners.change.size > 0) {
-      const events = result.changed.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote'))
+      const events = changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', (c as { text?: RecordChangeEvent['text'] }).text))
       this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
     }
     this.engine.notify()
@@ -444,11 +486,11 @@ export class ReplicaImpl implements Replica {
     })
   }
 
-  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T> {
+  collection<T extends RecordShape = StoredRecord & RecordShape>(name: string): Collection<T, X> {
     if (typeof name !== 'string' || name.length === 0) throw new InvalidValueError('collection name must be a non-empty string')
     let c = this.collections.get(name)
-    if (!c) this.collections.set(name, (c = new CollectionImpl(this, name)))
-    return c as unknown as Collection<T>
+    if (!c) this.collections.set(name, (c = new CollectionImpl<RecordShape, X>(this, name)))
+    return c as unknown as Collection<T, X>
   }
 
   on<E extends keyof ReplicaEvents>(event: E, fn: ReplicaEvents[E]): () => void {
@@ -513,6 +555,7 @@ export class ReplicaImpl implements Replica {
       try {
         await this.storage.close?.()
       } finally {
+        this.text?.close()
         this.tabs?.close() // the slot and the leadership go only once everything is stored
       }
     }
@@ -554,23 +597,92 @@ export class ReplicaImpl implements Replica {
     if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('a record needs a non-empty string id')
     if (fields !== undefined) this.checkSize(id, fields)
     const observed = this.listeners.change.size > 0 // change events cost a materialised record: only when heard
-    const existed = observed && this.store.has(collection, id)
+    const existed = observed && this.has(collection, id)
     const ts = this.hlc.now()
     if (kind === 'put') this.store.put(collection, id, fields!, ts)
     else if (kind === 'update') this.store.update(collection, id, fields!, ts)
     else this.store.delete(collection, id, ts)
+    const text = kind === 'update' ? undefined : this.text?.floorChanged(collection, id)?.text
     if (observed) {
-      const event = this.changeEvent(collection, id, existed, 'local')
+      const event = this.changeEvent(collection, id, existed, 'local', text)
       if (event) this.emitChanges([event])
     }
     return this.markDirty(collection, id)
   }
 
-  /** Builds a change event, or undefined when the record was and is invisible. */
-  changeEvent(collection: string, id: string, existed: boolean, origin: 'local' | 'remote'): RecordChangeEvent | undefined {
-    const record = this.store.get(collection, id)
+  /** Resolves once every write made so far (text edits included) is durable; rejects like those writes. */
+  whenFlushed(): Promise<void> {
+    return this.batch?.promise ?? this.settled
+  }
+
+  /** Builds a change event, or undefined when the record was and is invisible (and no text changed). */
+  changeEvent(collection: string, id: string, existed: boolean, origin: 'local' | 'remote', text?: RecordChangeEvent['text']): RecordChangeEvent | undefined {
+    const record = this.get(collection, id)
     if (!existed && !record) return undefined
-    return { type: !existed ? 'added' : record ? 'updated' : 'deleted', collection, id, record, origin }
+    const withText = text && Object.keys(text).length > 0 ? text : undefined
+    const type = !existed ? 'added' : record ? 'updated' : 'deleted'
+    return withText ? { type, collection, id, record, origin, text: withText } : { type, collection, id, record, origin }
+  }
+
+  /** The visible record: its fields, or just `{ id }` for a record visible only through its text. */
+  get(collection: string, id: string): StoredRecord | undefined {
+    return this.store.get(collection, id) ?? (this.text?.alive(collection, id) ? ({ id } as StoredRecord) : undefined)
+  }
+
+  /** Whether the record is visible (a field or a text field written after its last delete). */
+  has(collection: string, id: string): boolean {
+    return this.store.has(collection, id) || (this.text?.alive(collection, id) ?? false)
+  }
+
+  /** Every visible record of a collection. */
+  all(collection: string): StoredRecord[] {
+    const out = this.store.all(collection)
+    if (!this.text) return out
+    for (const id of this.text.ids(collection)) if (!this.store.has(collection, id)) out.push({ id } as StoredRecord)
+    return out
+  }
+
+  /** A text field (see Collection.text). */
+  textOf(collection: string, id: string, field: string): X {
+    this.checkOpen()
+    if (!this.text) throw new TextUnavailableError('this replica has no text support: pass `text: yjsText()` (from syncmesh/text) to createReplica')
+    if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('a record needs a non-empty string id')
+    if (typeof field !== 'string') throw new InvalidValueError('a text field name must be a string')
+    return this.text.text(collection, id, field)
+  }
+
+  /** Builds the stored text state and applies the record floors to it. */
+  private openText(support: TextSupport<X>, stored: readonly Uint8Array[]): TextState<X> {
+    const text = support.create({
+      writerId: this.writerId,
+      now: (after) => {
+        try {
+          if (after) this.hlc.receive(after)
+        } catch {
+          // A floor beyond the drift bound: the edit is stamped below it and erased (TextState handles that).
+        }
+        return this.hlc.now()
+      },
+      floor: (collection, id) => this.store.floorOf(collection, id),
+      localEdit: (change) => {
+        if (this.closed) return
+        if (this.listeners.change.size > 0) {
+          const event = this.textEvent(change, 'local')
+          if (event) this.emitChanges([event])
+        }
+        void this.markDirty(undefined, undefined).catch(() => {}) // failures reach 'error' from flush
+      },
+      error: (err) => this.emit('error', err, {}),
+    })
+    text.load(stored)
+    this.persistence.attachText(text)
+    return text
+  }
+
+  /** The change event of a text change (local edit or remote text delta). */
+  private textEvent(change: RecordTextChange, origin: 'local' | 'remote'): RecordChangeEvent | undefined {
+    const existed = change.aliveBefore || this.store.has(change.collection, change.id)
+    return this.changeEvent(change.collection, change.id, existed, origin, change.text)
   }
 
   /** Subscribes to changes of one collection. */
@@ -581,10 +693,13 @@ export class ReplicaImpl implements Replica {
     })
   }
 
-  private markDirty(collection: string, id: string): Promise<void> {
-    let ids = this.dirty.get(collection)
-    if (!ids) this.dirty.set(collection, (ids = new Set()))
-    ids.add(id)
+  /** Schedules the flush of a write (of record `id`, or of text when both are undefined); resolves once durable. */
+  private markDirty(collection: string | undefined, id: string | undefined): Promise<void> {
+    if (collection !== undefined && id !== undefined) {
+      let ids = this.dirty.get(collection)
+      if (!ids) this.dirty.set(collection, (ids = new Set()))
+      ids.add(id)
+    }
     this.pendingWrites++
     if (!this.batch) {
       let resolve!: () => void
@@ -609,16 +724,24 @@ export class ReplicaImpl implements Replica {
     for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
     this.dirty = new Map()
     try {
-      const parts = encodeDeltaParts(this.store.changesOf(this.writerId, this.lastFlushed, refs), this.maxMessageBytes - 16)
-      const flushed = (this.lastFlushed = this.store.versionVector().get(this.writerId))
+      const parts = refs.length > 0 ? encodeDeltaParts(this.store.changesOf(this.writerId, this.lastFlushed, refs), this.maxMessageBytes - 16) : []
+      const recordsFlushed = (this.lastFlushed = this.store.versionVector().get(this.writerId))
+      let flushed = recordsFlushed
+      const text = this.text?.dirty ? this.text.takeLocal(this.maxMessageBytes - 16) : undefined
+      if (text?.newest && (!flushed || compareTimestamps(text.newest, flushed) > 0)) flushed = text.newest
       // Durable first, then sent: a peer must never hold a write of ours that a crash could take from us, or our
       // version vector would later claim it while we lack it.
-      this.settled = Promise.all(parts.map((p) => this.persistence.append(p, this.store))).then(
+      const stored = parts.map((p) => this.persistence.append(p, this.store))
+      for (const p of text?.parts ?? []) stored.push(this.persistence.appendText(p, this.store))
+      this.settled = Promise.all(stored).then(
         () => {
-          this.durable = flushed
+          if (flushed && (!this.durable || compareTimestamps(flushed, this.durable) > 0)) this.durable = flushed
           this.pendingWrites -= batch.writes
-          this.engine.broadcastLive(parts)
-          for (const s of this.storeSyncs) s.pushLocal(parts, flushed)
+          if (parts.length > 0) {
+            this.engine.broadcastLive(parts)
+            for (const s of this.storeSyncs) s.pushLocal(parts, recordsFlushed)
+          }
+          if (text && text.parts.length > 0) this.engine.broadcastText(text.parts)
           batch.resolve()
         },
         (err: unknown) => {
@@ -701,9 +824,9 @@ function encodedSize(v: unknown): number {
   }
 }
 
-class CollectionImpl<T extends RecordShape> implements Collection<T> {
+class CollectionImpl<T extends RecordShape, X> implements Collection<T, X> {
   constructor(
-    private readonly replica: ReplicaImpl,
+    private readonly replica: ReplicaImpl<X>,
     readonly name: string,
   ) {}
 
@@ -726,11 +849,19 @@ class CollectionImpl<T extends RecordShape> implements Collection<T> {
   }
 
   get(id: string): T | undefined {
-    return this.replica.store.get(this.name, id) as T | undefined
+    return this.replica.get(this.name, id) as T | undefined
   }
 
   all(): T[] {
-    return this.replica.store.all(this.name) as unknown as T[]
+    return this.replica.all(this.name) as unknown as T[]
+  }
+
+  text(id: string, field: string): X {
+    return this.replica.textOf(this.name, id, field)
+  }
+
+  textFields(id: string): string[] {
+    return this.replica.text?.fields(this.name, id) ?? []
   }
 
   subscribe(fn: (changes: readonly RecordChangeEvent<T>[]) => void): () => void {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 
 // The README's code blocks are these files, verbatim: running them here keeps the README's examples true.
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
-const examples = ['primitives.ts', 'replica-basics.ts', 'encrypted-room.ts']
+const examples = ['primitives.ts', 'replica-basics.ts', 'encrypted-room.ts', 'text-fields.ts']
 
 describe('README examples', () => {
   for (const name of examples) {

@@ -8,12 +8,18 @@
  * writes not yet durable (`pending`), an offline switch, and conflicts as they happen. The URL fragment carries the
  * room (and passphrase) — fragments never reach a server: `#room=groceries&secret=…`.
  *
+ * Every todo also has notes: a collaborative text field (`todos.text(id, 'notes')`, a Y.Text from syncmesh/text)
+ * bound to a textarea by {@link bindTextarea}, so two people typing in the same notes merge character by character.
+ * Editor bindings (y-codemirror.next, y-quill, y-monaco) bind the same Y.Text the same way.
+ *
  * For tests, the page exposes `window.todoApp` (see {@link TodoApp}).
  */
 import { createReplica, type ConflictEvent, type Replica, type ReplicaStatus } from 'syncmesh'
 import { indexedDBStorage } from 'syncmesh/storage/indexeddb'
+import { yjsText } from 'syncmesh/text'
 import { relayTransport } from 'syncmesh/transports/relay'
 import { webrtcTransport } from 'syncmesh/transports/webrtc'
+import type * as Y from 'yjs'
 
 /** One todo. */
 export interface Todo {
@@ -24,12 +30,14 @@ export interface Todo {
 
 /** What the page exposes on `window.todoApp` once joined. */
 export interface TodoApp {
-  readonly replica: Replica
+  readonly replica: Replica<Y.Text>
   add(title: string): Promise<string>
   toggle(id: string): Promise<void>
   rename(id: string, title: string): Promise<void>
   remove(id: string): Promise<void>
   todos(): Todo[]
+  /** The todo's notes (its collaborative text field). */
+  notes(id: string): string
   conflicts: string[]
 }
 
@@ -74,6 +82,7 @@ async function main(): Promise<void> {
     // In order of preference: a direct WebRTC channel once one opens, the relay until then (or when none can).
     transports: [webrtcTransport({ signaling: [server] }), relayTransport({ url: server })],
     antiEntropyMs: 2000,
+    text: yjsText(), // collaborative text fields: the notes of each todo
   })
   const todos = replica.collection<Todo>('todos')
   const conflicts: string[] = []
@@ -103,6 +112,7 @@ async function main(): Promise<void> {
     rename: (id, title) => todos.update(id, { title }),
     remove: (id) => todos.delete(id),
     todos: () => todos.all().sort((a, b) => a.id.localeCompare(b.id)),
+    notes: (id) => todos.text(id, 'notes').toString(),
   }
 
   $('#app').hidden = false
@@ -127,18 +137,39 @@ async function main(): Promise<void> {
     if (id && el.matches('input.edit')) void app.rename(id, el.value)
   }
 
+  /** One list item per todo, kept across renders (its notes textarea stays bound, keeps focus and cursor). */
+  const items = new Map<string, { li: HTMLLIElement; unbind: () => void }>()
+
   function render(): void {
     const list = $('#list')
-    // Not while the user types in a title: the list is redrawn on the next change after they leave the field.
-    if (!list.contains(document.activeElement) || !(document.activeElement instanceof HTMLInputElement && document.activeElement.matches('.edit'))) {
-      list.innerHTML = app
-        .todos()
-        .map(
-          (t) =>
-            `<li data-id="${escape(t.id)}" class="${t.done ? 'done' : ''}"><input type="checkbox" ${t.done ? 'checked' : ''}>` +
-            `<input class="edit" value="${escape(t.title ?? '')}"><button class="remove" title="delete">✕</button></li>`,
-        )
-        .join('')
+    const shown = app.todos()
+    const ids = new Set(shown.map((t) => t.id))
+    for (const [id, item] of items) {
+      if (ids.has(id)) continue
+      item.unbind()
+      item.li.remove()
+      items.delete(id)
+    }
+    let cursor = list.firstElementChild
+    for (const t of shown) {
+      let item = items.get(t.id)
+      if (!item) {
+        const li = document.createElement('li')
+        li.dataset.id = t.id
+        li.innerHTML =
+          '<div class="row"><input type="checkbox"><input class="edit"><button class="remove" title="delete">✕</button></div>' +
+          '<textarea class="notes" rows="1" placeholder="notes (shared, merged as you type)"></textarea>'
+        item = { li, unbind: bindTextarea(li.querySelector('textarea')!, todos.text(t.id, 'notes')) }
+        items.set(t.id, item)
+      }
+      const { li } = item
+      li.className = t.done ? 'done' : ''
+      li.querySelector<HTMLInputElement>('input[type=checkbox]')!.checked = t.done === true
+      const title = li.querySelector<HTMLInputElement>('input.edit')!
+      if (document.activeElement !== title) title.value = t.title ?? '' // not while the user types in it
+      // In order, moving an item only when it is out of place (a move would take the focus from its textarea).
+      if (li === cursor) cursor = cursor.nextElementSibling
+      else list.insertBefore(li, cursor)
     }
     renderStatus(replica.status())
     $('#conflicts').innerHTML = conflicts.map((c) => `<li>${escape(c)}</li>`).join('') || '<li class="none">none yet</li>'
@@ -163,6 +194,69 @@ async function main(): Promise<void> {
   window.todoApp = app
   document.title = `ready · ${room}`
 }
+
+/** Transaction origin of the textarea's own edits (its observer skips them). */
+const TEXTAREA = Symbol('textarea')
+
+/**
+ * Binds a textarea to a Y.Text both ways: typing becomes the smallest Yjs edit (the changed span between the common
+ * prefix and suffix, never splitting a surrogate pair); remote changes rewrite the textarea and move the selection
+ * with the text around it. Returns the unbind function.
+ */
+export function bindTextarea(area: HTMLTextAreaElement, ytext: Y.Text): () => void {
+  let last = ytext.toString()
+  area.value = last
+  const onInput = (): void => {
+    const next = area.value
+    let start = 0
+    while (start < last.length && start < next.length && last[start] === next[start]) start++
+    let endLast = last.length
+    let endNext = next.length
+    while (endLast > start && endNext > start && last[endLast - 1] === next[endNext - 1]) {
+      endLast--
+      endNext--
+    }
+    if (start > 0 && isHigh(last.charCodeAt(start - 1))) start-- // keep a surrogate pair whole
+    if (endLast < last.length && isLow(last.charCodeAt(endLast))) {
+      endLast++
+      endNext++
+    }
+    ytext.doc!.transact(() => {
+      if (endLast > start) ytext.delete(start, endLast - start)
+      if (endNext > start) ytext.insert(start, next.slice(start, endNext))
+    }, TEXTAREA)
+    last = next
+  }
+  const onChange = (event: Y.YTextEvent, tr: Y.Transaction): void => {
+    if (tr.origin === TEXTAREA) return
+    // Move the selection with the text: an insertion before it shifts it right, a deletion left.
+    let [from, to] = [area.selectionStart, area.selectionEnd]
+    let at = 0
+    for (const op of event.delta) {
+      if (op.retain !== undefined) at += op.retain
+      else if (typeof op.insert === 'string') {
+        if (at <= from) from += op.insert.length
+        if (at < to) to += op.insert.length
+        at += op.insert.length
+      } else if (op.delete !== undefined) {
+        if (at < from) from -= Math.min(op.delete, from - at)
+        if (at < to) to -= Math.min(op.delete, to - at)
+      }
+    }
+    last = ytext.toString()
+    area.value = last
+    if (document.activeElement === area) area.setSelectionRange(from, to)
+  }
+  area.addEventListener('input', onInput)
+  ytext.observe(onChange)
+  return () => {
+    area.removeEventListener('input', onInput)
+    ytext.unobserve(onChange)
+  }
+}
+
+const isHigh = (c: number): boolean => c >= 0xd800 && c <= 0xdbff
+const isLow = (c: number): boolean => c >= 0xdc00 && c <= 0xdfff
 
 main().catch((err: unknown) => {
   const e = err instanceof Error ? err : new Error(String(err))

@@ -14,6 +14,7 @@ export const SOURCE_ALIASES: Record<string, string> = {
   syncmesh: root('src/index.ts'),
   'syncmesh/crdt': root('crdt/index.ts'),
   'syncmesh/testkit': root('src/testkit/index.ts'),
+  'syncmesh/text': root('src/text/index.ts'),
   'syncmesh/storage/indexeddb': root('src/storage/indexeddb.ts'),
   'syncmesh/transports/webrtc': root('transports/webrtc/index.ts'),
   'syncmesh/transports/relay': root('transports/relay.ts'),

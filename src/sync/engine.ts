@@ -11,6 +11,7 @@ import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
+import type { TextApplyResult, TextState } from '../text/types.js'
 import {
   MAX_REACHED,
   Reassembler,
@@ -20,6 +21,7 @@ import {
   encodeFrontierMessage,
   encodeLiveMessage,
   encodeNeighboursMessage,
+  encodeTextMessage,
   encodeVectorMessage,
   peerHash,
   toFrames,
@@ -32,6 +34,8 @@ export interface EngineHooks {
    * came over the tab link, from a replica on the same store, which has stored it already (or whose leader has).
    */
   applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean): void
+  /** A text delta from a peer was applied and changed something; `bytes` is its encoding (to persist). */
+  textApplied?(result: TextApplyResult, bytes: Uint8Array, fromTab: boolean): void
   /**
    * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
    * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
@@ -88,6 +92,8 @@ export interface EngineInit {
   readonly hooks: EngineHooks
   /** Tombstone collection; absent, the engine never collects (it still honours peers' frontiers). */
   readonly gc?: GcInit
+  /** The text half of the state, when the replica keeps text (TEXT_REQUEST, TEXT and TEXT_ACK; see protocol.ts). */
+  readonly text?: TextState
 }
 
 interface PeerState {
@@ -112,6 +118,8 @@ interface PeerState {
   catchingUp: ReadonlyMap<string, Timestamp> | undefined
   /** The collection frontier the peer announced (FRONTIER), undefined until it does. */
   frontier: VersionVector | undefined
+  /** The peer's text version vector, as last reported by a TEXT_REQUEST or TEXT_ACK; undefined: it keeps no text. */
+  textTheirs: VersionVector | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -141,6 +149,8 @@ export class SyncEngine {
   private neighboursDirty = false
   /** Peers remembered for tombstone collection (network peers only: tabs of our store are this replica). */
   private readonly known: Map<PeerId, KnownPeer>
+  /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
+  private readonly textPeers = new Set<PeerId>()
 
   constructor(private readonly init: EngineInit) {
     this.selfHash = peerHash(init.room.peerId)
@@ -183,11 +193,21 @@ export class SyncEngine {
    * names us and all of them: in a full mesh nobody forwards, in a sparser topology receivers forward to the rest.
    */
   broadcastLive(parts: readonly Uint8Array[]): void {
+    this.broadcast(parts, (part, reached) => encodeLiveMessage(part, reached, this.init.maxMessageBytes))
+  }
+
+  /** Sends a batch of local text edits (encoded text delta parts) to every connected peer, like {@link broadcastLive}. */
+  broadcastText(parts: readonly Uint8Array[]): void {
+    this.broadcast(parts, (part, reached) => encodeTextMessage(part, true, reached, this.init.maxMessageBytes))
+  }
+
+  /** Sends local changes to every connected peer that is not gated (see {@link gated}), through {@link sendAll}. */
+  private broadcast(parts: readonly Uint8Array[], encode: (part: Uint8Array, reached: number[]) => Uint8Array): void {
     const targets = [...this.peers.values()].filter((p) => !p.dropped && !this.gated(p))
     if (targets.length === 0) return
     this.flushNeighbours()
     const reached = [this.selfHash, ...targets.map((p) => p.hash)]
-    for (const part of parts) this.sendAll(targets, encodeLiveMessage(part, reached, this.init.maxMessageBytes))
+    for (const part of parts) this.sendAll(targets, encode(part, reached))
     this.notify()
   }
 
@@ -215,9 +235,14 @@ export class SyncEngine {
   antiEntropy(): void {
     this.flushNeighbours()
     const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
+    const text = this.init.text && encodeVectorMessage('text-request', this.init.text.versionVector())
     for (const p of this.peers.values()) {
-      if (this.gated(p)) this.sendFrontier(p)
-      else this.send(p, req)
+      if (this.gated(p)) {
+        this.sendFrontier(p)
+        continue
+      }
+      if (text) this.send(p, text)
+      this.send(p, req)
     }
   }
 
@@ -304,7 +329,10 @@ export class SyncEngine {
     } else if (p.frontier && !covers(p.frontier, after.vector)) {
       this.sendFrontier(p)
     }
-    if (wasGated && !this.gated(p)) this.send(p, encodeVectorMessage('sync-request', store.versionVector()))
+    if (wasGated && !this.gated(p)) {
+      if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
+      this.send(p, encodeVectorMessage('sync-request', store.versionVector()))
+    }
   }
 
   /**
@@ -348,10 +376,11 @@ export class SyncEngine {
   /** Per-peer status. */
   status(): PeerStatus[] {
     const { store, transports } = this.init
+    const text = this.init.text
     return [...this.peers.values()].filter((p) => !this.isTab(p)).map((p) => ({
       id: p.id,
       connected: !p.dropped,
-      behind: p.theirs ? countRegisters(store.changesSince(p.theirs)) : countRegisters(store.changesSince(new Map())),
+      behind: countRegisters(store.changesSince(p.theirs ?? new Map())) + (text && p.textTheirs ? text.count(p.textTheirs) : 0),
       via: p.links[0] ? transports.indexOf(p.links[0]) : -1,
     }))
   }
@@ -401,15 +430,32 @@ export class SyncEngine {
     return true
   }
 
+  /** Whether `p` holds what we hold: the records, and the text when it keeps text (it sent a TEXT_REQUEST or TEXT_ACK). */
   private inAgreement(p: PeerState, ours = this.init.store.versionVector()): boolean {
-    return p.theirs !== undefined && covers(p.theirs, ours) && covers(ours, p.theirs)
+    if (p.theirs === undefined || !covers(p.theirs, ours) || !covers(ours, p.theirs)) return false
+    if (!this.init.text || (p.textTheirs === undefined && !this.textPeers.has(p.id))) return true
+    if (p.textTheirs === undefined) return false // it keeps text, and has not told us what it holds since it came back
+    const text = this.init.text.versionVector()
+    return covers(p.textTheirs, text) && covers(text, p.textTheirs)
   }
 
   private linkUp(t: Transport, peer: PeerId): void {
     if (this.stopped || peer === this.init.room.peerId) return
     let p = this.peers.get(peer)
     if (!p) {
-      p = { id: peer, hash: peerHash(peer), neighbours: undefined, links: [], reassembler: new Reassembler(this.init.maxMessageBytes), theirs: undefined, catchingUp: undefined, frontier: undefined, dropped: false, synced: false }
+      p = {
+        id: peer,
+        hash: peerHash(peer),
+        neighbours: undefined,
+        links: [],
+        reassembler: new Reassembler(this.init.maxMessageBytes),
+        theirs: undefined,
+        textTheirs: undefined,
+        catchingUp: undefined,
+        frontier: undefined,
+        dropped: false,
+        synced: false,
+      }
       this.peers.set(peer, p)
     }
     if (p.links.includes(t)) return
@@ -419,6 +465,8 @@ export class SyncEngine {
       p.dropped = false
       if (t !== this.init.tabLink) this.init.hooks.peerJoin(peer)
       this.sendFrontier(p)
+      // The text request first: a peer that keeps text then knows it before it can agree on the records alone.
+      if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
       this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
@@ -517,6 +565,9 @@ export class SyncEngine {
       }
       else if (msg.type === 'neighbours') p.neighbours = new Set(msg.peers)
       else if (msg.type === 'frontier') this.onFrontier(p, msg.frontier, msg.newest, msg.held)
+      else if (msg.type === 'text') {
+        if (!this.gated(p)) this.onText(p, msg.payload, msg.live, msg.reached)
+      } else if (msg.type === 'text-request' || msg.type === 'text-ack') this.onTextVector(p, msg.vv, msg.type === 'text-request')
       else this.onVector(p, msg.vv, msg.type === 'sync-request')
     } catch (err) {
       const e = asError(err)
@@ -559,12 +610,49 @@ export class SyncEngine {
       if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
-    const changed = result.changed.length > 0 || result.advanced
+    // A raised floor is new state even when nothing visible changed (and it erases text stamped below it).
+    const changed = result.changed.length > 0 || result.advanced || result.floors.length > 0
     if (changed) hooks.applied(result, payload, this.isTab(p))
-    if (live && changed) this.forward(p, payload, reached)
+    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeLiveMessage(part, seen, this.init.maxMessageBytes))
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()
     for (const other of this.peers.values()) this.checkSynced(other, ours)
+    this.notify()
+  }
+
+  /** A TEXT_REQUEST (answered with what the peer's text vector lacks) or a TEXT_ACK. Ignored without text support. */
+  private onTextVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
+    const text = this.init.text
+    if (!text) return
+    // Like the records' vector, it only moves forward (a late, reordered TEXT_ACK says nothing new).
+    p.textTheirs = p.textTheirs ? mergeVersionVectors(p.textTheirs, vv) : vv
+    this.textPeers.add(p.id)
+    const { hlc, writerId } = this.init
+    const mine = vv.get(writerId)
+    if (mine) hlc.receive(mine)
+    // A gated peer gets no text either (its SYNC_REQUEST, sent with this, is answered with our FRONTIER).
+    if (isRequest && !this.gated(p)) {
+      const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
+      const parts = text.changesSince(vv, durable, this.messageLimit(p) - 16)
+      if (parts.length > 0) for (const part of parts) this.send(p, encodeTextMessage(part, false))
+      else this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    }
+    this.checkSynced(p)
+    this.notify()
+  }
+
+  /** A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. */
+  private onText(p: PeerState, payload: Uint8Array, live: boolean, reached: readonly number[]): void {
+    const text = this.init.text
+    if (!text) return
+    const decoded = text.decode(payload)
+    if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
+    const result = text.apply(decoded)
+    const changed = result.changed.length > 0 || result.advanced
+    if (changed) this.init.hooks.textApplied?.(result, payload, this.isTab(p))
+    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeTextMessage(part, true, seen, this.init.maxMessageBytes))
+    this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    for (const other of this.peers.values()) this.checkSynced(other)
     this.notify()
   }
 
@@ -573,7 +661,7 @@ export class SyncEngine {
    * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
    */
-  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined): void {
+  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined, encode: (payload: Uint8Array, reached: Set<number>) => Uint8Array): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
@@ -582,7 +670,7 @@ export class SyncEngine {
     this.flushNeighbours()
     seen.add(this.selfHash)
     for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
-    this.sendAll(targets, encodeLiveMessage(payload, seen, this.init.maxMessageBytes))
+    this.sendAll(targets, encode(payload, seen))
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */

@@ -1,5 +1,5 @@
 /**
- * The syncmesh sync protocol, version 1. This comment is the specification.
+ * The syncmesh sync protocol, version 1, revision 3 (see "Revisions" below). This comment is the specification.
  *
  * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
  *
@@ -41,7 +41,19 @@
  *                                      lists some reached neighbour of T always sends; a list made stale by a link
  *                                      change can leave T to anti-entropy. A peer that never sent NEIGHBOURS
  *                                      (an older build) is always sent to.
- *   7 FRONTIER      vv frontier  vv newest  vv held
+ *   7 TEXT_REQUEST  vv                 the same as SYNC_REQUEST for the text half of the state (collaborative text
+ *                                      fields, see below): `vv` is the sender's *text* version vector. The receiver
+ *                                      answers with TEXT parts for every text write newer than vv (or a TEXT_ACK).
+ *                                      Sending it also says "I keep text": peers that never sent one (older builds,
+ *                                      replicas opened without text support) are left out of text sync and of the
+ *                                      text half of sync() agreement.
+ *   8 TEXT          u8 flags  uint n  n × u32 reached  textDelta
+ *                                      text changes, idempotent (the text delta format of src/text/codec.ts, which
+ *                                      carries its own format version). flags bit 0: a live change, forwarded like a
+ *                                      LIVE (`reached` as there, n ≤ {@link MAX_REACHED}; sync answers have flags 0
+ *                                      and n = 0). After applying, the receiver sends a TEXT_ACK.
+ *   9 TEXT_ACK      vv                 "after your last message, this is the text I hold" (text version vector).
+ *  10 FRONTIER      vv frontier  vv newest  vv held
  *                                      what the sender knows of tombstone collection: `frontier` covers every
  *                                      tombstone that it or a peer it heard from dropped, `newest` (0 or 1 entries)
  *                                      is the newest of them, `held` the sender's own vector. Sent when a peer
@@ -52,11 +64,31 @@
  *                                      newer than `newest` or on records `held` never knew), then takes the
  *                                      frontier as its own. A replica whose frontier is not empty exchanges
  *                                      changes with a peer only once that peer's FRONTIER covers it: until then it
- *                                      neither applies the peer's deltas nor sends it any, so a peer returning
- *                                      after its writes' tombstones were dropped cannot bring deleted data back.
+ *                                      neither applies the peer's deltas nor sends it any (records or text:
+ *                                      DELTA, LIVE, TEXT), so a peer returning after its writes' tombstones were
+ *                                      dropped cannot bring deleted data back.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
- * Flow: when two peers meet, each sends SYNC_REQUEST; each answers with what the other lacks; both ACK. Local
+ * Revisions of version 1 (each only adds message types, which older builds ignore): r1 types 1–4; r2 LIVE and
+ * NEIGHBOURS; r3 (this build, {@link PROTOCOL_REVISION}) TEXT_REQUEST, TEXT, TEXT_ACK and FRONTIER. A build without text
+ * support (r1, r2, or r3 opened without `text`) ignores types 7–9: it neither stores nor forwards text, so text
+ * crosses only replicas that keep it, and an r2 peer never holds up a text replica's sync().
+ *
+ * Text. A record's text fields are Yjs documents (one Y.Text each). Every local Yjs transaction is stamped with a
+ * timestamp of the replica's HLC, and the text half of the state has a version vector of its own over those stamps,
+ * with the same advancement rule as the records'. A text delta names, per document, the runs of Yjs structs
+ * (client, clock range, stamp) and the deletions (newest stamp per origin) the receiver lacks, plus one Yjs update
+ * holding them: the update is computed against the Yjs state vector *derived* from the receiver's text vector (a
+ * client's covered prefix of runs), so a peer that was offline gets only what it lacks — by Yjs state vector, without
+ * sending one per document. A text answer larger than the message limit is cut between documents into parts of one
+ * session (id, index, count); the parts' data applies as it arrives, their from/to claim only once every part of the
+ * session has arrived. One document's update must fit in one message (otherwise MessageTooLargeError on 'error').
+ * Limits: decoding checks every count against the remaining bytes; a Yjs update must stay inside the runs it is
+ * sent with (or already held), else DecodeError; at most {@link MAX_TEXT_SESSIONS} incomplete sessions per replica.
+ *
+ * Flow: when two peers meet, each sends SYNC_REQUEST (preceded by TEXT_REQUEST when it keeps text; a replica
+ * remembers which peers keep text, and waits for their text vector before it calls them in agreement); each answers
+ * with what the other lacks; both ACK. Local
  * writes are coalesced per field and flushed once per tick as one LIVE to every connected peer. Peers repeat
  * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped (or a hash collision in a
  * `reached` set skipped). LIVE messages that changed state are forwarded to the peers not yet reached, so changes
@@ -90,6 +122,10 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 
 /** Version byte at the start of every frame. */
 export const PROTOCOL_VERSION = 1
+/** Revision of version 1 this build speaks (see the spec: r3 added the text messages, types 7–9, and FRONTIER, 10). */
+export const PROTOCOL_REVISION = 3
+/** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */
+export const MAX_TEXT_SESSIONS = 16
 /** Default limit of a reassembled message, in bytes. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 /** Partial (chunked) messages a peer may have in flight; the oldest is dropped beyond this. */
@@ -109,7 +145,10 @@ const enum Type {
   Chunk = 4,
   Live = 5,
   Neighbours = 6,
-  Frontier = 7,
+  TextRequest = 7,
+  Text = 8,
+  TextAck = 9,
+  Frontier = 10,
 }
 
 /** A decoded protocol message. */
@@ -127,6 +166,15 @@ export type Message =
   | { readonly type: 'ack'; readonly vv: VersionVector }
   | { readonly type: 'neighbours'; readonly peers: readonly number[] }
   | { readonly type: 'frontier'; readonly frontier: VersionVector; readonly newest: Timestamp | undefined; readonly held: VersionVector }
+  | { readonly type: 'text-request' | 'text-ack'; readonly vv: VersionVector }
+  | {
+      readonly type: 'text'
+      readonly live: boolean
+      /** The encoded text delta (opaque here: src/text/codec.ts), a view into the message. */
+      readonly payload: Uint8Array
+      /** For a live change: the peer hashes it has reached. */
+      readonly reached: readonly number[]
+    }
 
 /** The 32-bit hash that stands for a peer id in a LIVE message's `reached` set: FNV-1a over its UTF-8 bytes. */
 export function peerHash(peer: string): number {
@@ -136,11 +184,13 @@ export function peerHash(peer: string): number {
 }
 const utf8 = new TextEncoder()
 
-/** Encodes a SYNC_REQUEST or ACK. */
-export function encodeVectorMessage(type: 'sync-request' | 'ack', vv: ReadonlyMap<string, Timestamp>): Uint8Array {
+const VECTOR_TYPES = { 'sync-request': Type.SyncRequest, ack: Type.Ack, 'text-request': Type.TextRequest, 'text-ack': Type.TextAck } as const
+
+/** Encodes a SYNC_REQUEST or ACK (or their text counterparts, TEXT_REQUEST and TEXT_ACK). */
+export function encodeVectorMessage(type: keyof typeof VECTOR_TYPES, vv: ReadonlyMap<string, Timestamp>): Uint8Array {
   const w = new Writer(16 + 24 * vv.size)
   w.u8(PROTOCOL_VERSION)
-  w.u8(type === 'ack' ? Type.Ack : Type.SyncRequest)
+  w.u8(VECTOR_TYPES[type])
   writeVersionVector(w, vv)
   return w.finish()
 }
@@ -209,6 +259,22 @@ export function encodeLiveMessage(deltaBytes: Uint8Array, reached: Iterable<numb
   return w.finish()
 }
 
+/**
+ * Encodes a TEXT message: an encoded text delta, live or not, and for a live one the peers it has reached (cut short
+ * like {@link encodeLiveMessage}'s).
+ */
+export function encodeTextMessage(textDelta: Uint8Array, live: boolean, reached: Iterable<number> = [], maxMessageBytes = Infinity): Uint8Array {
+  const room = Math.floor((maxMessageBytes - textDelta.length - 6) / 4)
+  const hashes = live ? [...reached].slice(0, Math.max(0, Math.min(MAX_REACHED, room))) : []
+  const w = new Writer(textDelta.length + 9 + 4 * hashes.length)
+  w.u8(PROTOCOL_VERSION)
+  w.u8(Type.Text)
+  w.u8(live ? 1 : 0)
+  writeHashes(w, hashes)
+  w.raw(textDelta)
+  return w.finish()
+}
+
 /** Decodes a whole (reassembled) message; returns undefined for message types this version does not know. */
 export function decodeMessage(bytes: Uint8Array): Message | undefined {
   const r = new Reader(bytes)
@@ -216,10 +282,19 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
   const type = r.u8()
   switch (type) {
     case Type.SyncRequest:
-    case Type.Ack: {
+    case Type.Ack:
+    case Type.TextRequest:
+    case Type.TextAck: {
       const vv = readVersionVector(r)
-      if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a ${type === Type.Ack ? 'ACK' : 'SYNC_REQUEST'}`)
-      return { type: type === Type.Ack ? 'ack' : 'sync-request', vv }
+      const name = (Object.keys(VECTOR_TYPES) as (keyof typeof VECTOR_TYPES)[]).find((k) => VECTOR_TYPES[k] === type)!
+      if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a ${name} message`)
+      return name === 'sync-request' || name === 'ack' ? { type: name, vv } : { type: name, vv }
+    }
+    case Type.Text: {
+      const flags = r.u8()
+      if (flags > 1) throw new DecodeError(`bad TEXT flags ${flags}`)
+      const reached = readHashes(r, MAX_REACHED)
+      return { type: 'text', live: flags === 1, reached, payload: bytes.subarray(r.pos) }
     }
     case Type.Delta: {
       const flags = r.u8()

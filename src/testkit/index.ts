@@ -2,11 +2,12 @@
  * `syncmesh/testkit` — prove that your use of syncmesh converges.
  *
  * - {@link arbitraries}: fast-check generators for values (every awkward corner the codec must carry), operations
- *   (put / update / delete over small pools so that writes collide) and whole schedules mixing operations with network
+ *   (put / update / delete over small pools so that writes collide, and with `text: { fields }` edits of
+ *   collaborative text fields) and whole schedules mixing operations with network
  *   events (delivery, drop and duplicate bursts, partitions, cut links, restarts, one amnesiac replica, anti-entropy).
  * - {@link runSchedule}: runs a schedule over N real replicas on a manual, seeded {@link MemoryNetwork} with an
  *   injected clock — fully deterministic — then drives the system to quiescence.
- * - {@link assertConverged}: compares the replicas' visible states and digests; on failure it throws a
+ * - {@link assertConverged}: compares the replicas' visible states (text fields' content included) and digests; on failure it throws a
  *   {@link ConvergenceError} with a readable per-field diff and the replay line.
  * - {@link runConvergenceProperty}: all of the above as one seeded, replayable property (one line in your tests).
  *
@@ -70,8 +71,24 @@ export interface DeleteOp {
   readonly id: string
 }
 
+/**
+ * Edits a collaborative text field (runs need text support: see {@link RunScheduleOptions.text}): at position
+ * `index % (length + 1)` removes up to `remove` characters, then inserts `insert`. Text ops make the run load yjs.
+ */
+export interface TextOp {
+  readonly kind: 'text'
+  /** Index of the replica that edits. */
+  readonly replica: number
+  readonly collection: string
+  readonly id: string
+  readonly field: string
+  readonly index: number
+  readonly remove: number
+  readonly insert: string
+}
+
 /** One local write on one replica. Consecutive ops in a schedule are issued in the same tick (so they coalesce). */
-export type Op = PutOp | UpdateOp | DeleteOp
+export type Op = PutOp | UpdateOp | DeleteOp | TextOp
 
 /** A network or lifecycle event of a schedule. */
 export type NetworkStep =
@@ -175,10 +192,23 @@ export interface OpOptions {
    */
   value?: fc.Arbitrary<Value>
   /**
-   * Relative weights of put / update / delete.
-   * @default { put: 3, update: 4, delete: 1 }
+   * Relative weights of put / update / delete, and of text edits (0 unless `text` is given).
+   * @default { put: 3, update: 4, delete: 1, text: 4 with `text` }
    */
-  kinds?: { put?: number; update?: number; delete?: number }
+  kinds?: { put?: number; update?: number; delete?: number; text?: number }
+  /**
+   * Text fields to edit (text ops, {@link TextOp}); without it, schedules hold no text edits.
+   * @default none
+   */
+  text?: {
+    /** Text field names. */
+    fields: readonly string[]
+    /**
+     * Strings to insert.
+     * @default short strings of ASCII, accented letters, emoji (surrogate pairs) and newlines
+     */
+    insert?: fc.Arbitrary<string>
+  }
 }
 
 /** Options of {@link arbitraries.schedule}. */
@@ -325,6 +355,12 @@ function buildValueArb(long: boolean, maxDepth: number): fc.Arbitrary<Value> {
   return fc.oneof({ weight: 8, arbitrary: scalar }, { weight: 2, arbitrary: nested })
 }
 
+/** Text to insert: well-formed strings (Yjs sends a lone surrogate as U+FFFD, so a local copy would differ). */
+const textInsertArb: fc.Arbitrary<string> = fc.oneof(
+  { weight: 3, arbitrary: fc.string({ maxLength: 6 }) },
+  { weight: 1, arbitrary: fc.array(fc.constantFrom('a', 'é', '😀', '\n', ' ', '€'), { maxLength: 6 }).map((a) => a.join('')) },
+)
+
 function checkPool(name: string, pool: readonly string[]): readonly string[] {
   if (!Array.isArray(pool) || pool.length === 0) throw new TypeError(`testkit: ${name} must be a non-empty array of strings`)
   return pool
@@ -339,7 +375,7 @@ function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
   const fields = checkPool('fields', options.fields ?? DEFAULT_FIELDS)
   if (fields.includes('id')) throw new TypeError("testkit: 'id' is not a field name (it is the record's key)")
   const value = options.value ?? valueArb()
-  const kinds = { put: 3, update: 4, delete: 1, ...options.kinds }
+  const kinds = { put: 3, update: 4, delete: 1, text: options.text ? 4 : 0, ...options.kinds }
   const replica = fc.nat({ max: replicas - 1 })
   const collection = fc.constantFrom(...collections)
   const id = fc.constantFrom(...ids)
@@ -374,6 +410,17 @@ function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
     arbs.push({
       weight: kinds.delete,
       arbitrary: fc.record({ replica, collection, id }).map((o): Op => ({ kind: 'delete', ...o })),
+    })
+  }
+  if (kinds.text > 0) {
+    if (!options.text) throw new TypeError('testkit: text ops need text: { fields }')
+    const field = fc.constantFrom(...checkPool('text fields', options.text.fields))
+    const insert = options.text.insert ?? textInsertArb
+    arbs.push({
+      weight: kinds.text,
+      arbitrary: fc
+        .record({ replica, collection, id, field, index: fc.nat({ max: 64 }), remove: fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.nat({ max: 4 }) }), insert })
+        .map((o): Op => ({ kind: 'text', ...o })),
     })
   }
   if (arbs.length === 0) throw new TypeError('testkit: at least one of put / update / delete needs a positive weight')
@@ -492,6 +539,11 @@ export interface RunScheduleOptions {
   maxDeliveries?: number
   /** Called with each replica as it opens (again after every restart), and the run's network: attach listeners, count events. */
   onReplica?: (replica: Replica, index: number, network: MemoryNetwork) => void
+  /**
+   * Open the replicas with text support (`yjsText()`, which loads yjs).
+   * @default whether the schedule holds text ops
+   */
+  text?: boolean
 }
 
 /** An error a replica or the network reported during a run. */
@@ -522,6 +574,21 @@ export interface RunResult {
 /** The system did not become quiescent: a round still changed state after `maxRounds`, or frames ping-ponged forever. */
 export class NotQuiescentError extends SyncmeshError {
   override readonly code = 'NOT_QUIESCENT'
+}
+
+/** What a text op needs of a text field (a Y.Text has it). */
+interface EditableText {
+  readonly length: number
+  insert(index: number, text: string): void
+  delete(index: number, length: number): void
+}
+
+/** Applies a {@link TextOp} to a text field. */
+function editText(t: EditableText, op: TextOp): void {
+  const at = op.index % (t.length + 1)
+  const remove = Math.min(op.remove, t.length - at)
+  if (remove > 0) t.delete(at, remove)
+  if (op.insert.length > 0) t.insert(at, op.insert)
 }
 
 /** Resolves on the next macrotask (setImmediate in Node, setTimeout elsewhere). */
@@ -637,6 +704,8 @@ function describeStep(step: Step): string {
       return `r${step.replica} update ${step.collection}/${JSON.stringify(step.id)} ${formatFields(step.patch)}`
     case 'delete':
       return `r${step.replica} delete ${step.collection}/${JSON.stringify(step.id)}`
+    case 'text':
+      return `r${step.replica} text ${step.collection}/${JSON.stringify(step.id)}.${JSON.stringify(step.field)} @${step.index} -${step.remove} +${formatValue(step.insert, 12)}`
     case 'deliver':
       return `deliver ${step.count}`
     case 'deliverAll':
@@ -660,8 +729,8 @@ function describeStep(step: Step): string {
   }
 }
 
-function vvString(replica: ReplicaImpl): string {
-  return [...replica.store.versionVector().values()]
+function vvString(replica: ReplicaImpl, text = false): string {
+  return [...(text ? replica.text!.versionVector() : replica.store.versionVector()).values()]
     .map((ts) => `${ts.peer}@${ts.wall}.${ts.counter}`)
     .sort()
     .join(',')
@@ -697,6 +766,8 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
   })
   const ids = Array.from({ length: n }, (_, i) => `r${i}`)
   const disks = Array.from({ length: n }, () => new SimDisk())
+  const withText = options.text ?? schedule.some((s) => s.kind === 'text')
+  const text = withText ? (await import('../text/index.js')).yjsText() : undefined
   const slots: Slot[] = []
 
   // Link state: topology ∧ ¬cut ∧ same partition group. Only pairs whose state changes are touched.
@@ -732,6 +803,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
       ...(options.replica?.maxMessageBytes !== undefined ? { maxMessageBytes: options.replica.maxMessageBytes } : {}),
       ...(options.replica?.room !== undefined ? { room: options.replica.room } : {}),
       ...(options.replica?.app !== undefined ? { app: options.replica.app } : {}),
+      ...(text ? { text } : {}),
     })
     if (!(replica instanceof ReplicaImpl)) throw new TypeError('runSchedule: createReplica did not return a ReplicaImpl')
     const off = replica.on('error', (error) => errors.push({ replica: i, step: stepIndex, error }))
@@ -760,7 +832,10 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
     let p: Promise<void>
     try {
       const c = replica.collection(op.collection)
-      p = op.kind === 'put' ? c.put({ ...op.fields, id: op.id }) : op.kind === 'update' ? c.update(op.id, op.patch) : c.delete(op.id)
+      if (op.kind === 'text') {
+        editText(c.text(op.id, op.field) as EditableText, op)
+        p = replica.whenFlushed()
+      } else p = op.kind === 'put' ? c.put({ ...op.fields, id: op.id }) : op.kind === 'update' ? c.update(op.id, op.patch) : c.delete(op.id)
     } catch (error) {
       p = Promise.reject(error)
     }
@@ -788,7 +863,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
     if (i % 64 === 63) await yieldToEventLoop()
     stepIndex = i
     now += stepMs
-    if (step.kind === 'put' || step.kind === 'update' || step.kind === 'delete') {
+    if (step.kind === 'put' || step.kind === 'update' || step.kind === 'delete' || step.kind === 'text') {
       checkReplica(step.replica, step)
       issue(step, i)
       line(i, describeStep(step))
@@ -888,7 +963,8 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
   cut.clear()
   applyLinks()
   drain('quiescence')
-  const fingerprint = (): string[] => slots.map((s) => `${s.replica.store.digest()} ${vvString(s.replica)}`)
+  const fingerprint = (): string[] =>
+    slots.map((s) => `${s.replica.store.digest()} ${vvString(s.replica)}${s.replica.text ? ` text ${s.replica.text.digest()} ${vvString(s.replica, true)}` : ''}`)
   let before = fingerprint()
   let rounds = 0
   for (;;) {
@@ -968,16 +1044,27 @@ interface Snapshot {
   readonly name: string
   readonly digest: string | undefined
   readonly records: Map<string, Map<string, StoredRecord>>
+  /** Per collection and id, the alive text fields' content (replicas with text support). */
+  readonly text: Map<string, Map<string, Map<string, string>>>
 }
 
 function snapshot(replica: Replica, collections: readonly string[]): Snapshot {
   const records = new Map<string, Map<string, StoredRecord>>()
+  const text = new Map<string, Map<string, Map<string, string>>>()
+  const state = replica instanceof ReplicaImpl ? replica.text : undefined
   for (const c of collections) {
     const byId = new Map<string, StoredRecord>()
-    for (const rec of replica.collection(c).all() as StoredRecord[]) byId.set(rec.id, rec)
+    const texts = new Map<string, Map<string, string>>()
+    for (const rec of replica.collection(c).all() as StoredRecord[]) {
+      byId.set(rec.id, rec)
+      const fields = state?.fields(c, rec.id) ?? []
+      if (fields.length > 0) texts.set(rec.id, new Map(fields.map((f) => [f, state!.content(c, rec.id, f)])))
+    }
     records.set(c, byId)
+    text.set(c, texts)
   }
-  return { name: replica.peerId, digest: replica instanceof ReplicaImpl ? replica.store.digest() : undefined, records }
+  const digest = replica instanceof ReplicaImpl ? replica.store.digest() + (state ? `+${state.digest()}` : '') : undefined
+  return { name: replica.peerId, digest, records, text }
 }
 
 /** Groups replicas by exact value: `[{ replicas: ['r0','r2'], value: '"x"' }, …]`, or undefined when all agree. */
@@ -999,7 +1086,7 @@ export function compareReplicas(replicas: readonly Replica[], options: Pick<Asse
     const names = new Set<string>()
     for (const r of replicas) {
       if (!(r instanceof ReplicaImpl)) throw new TypeError('assertConverged: pass { collections } for replicas not made by createReplica')
-      for (const c of r.store.collections()) names.add(c)
+      for (const c of [...r.store.collections(), ...(r.text?.collections() ?? [])]) names.add(c)
     }
     collections = [...names].sort()
   }
@@ -1037,6 +1124,17 @@ export function compareReplicas(replicas: readonly Replica[], options: Pick<Asse
           (v) => formatValue(v),
         )
         if (d) out.push({ where: `${where}.${JSON.stringify(f)}`, values: d })
+      }
+      const textFields = new Set<string>()
+      for (const s of present) for (const f of s.text.get(c)!.get(id)?.keys() ?? []) textFields.add(f)
+      for (const f of [...textFields].sort()) {
+        const d = distinct(
+          present,
+          (s) => s.text.get(c)!.get(id)?.get(f),
+          (a, b) => a === b,
+          (v) => (v === undefined ? '<no text>' : formatValue(v, 60)),
+        )
+        if (d) out.push({ where: `${where}~text.${JSON.stringify(f)}`, values: d })
       }
     }
   }
@@ -1106,6 +1204,8 @@ export function formatSchedule(steps: readonly Step[]): string {
         return `{ kind: 'update', replica: ${s.replica}, collection: ${JSON.stringify(s.collection)}, id: ${JSON.stringify(s.id)}, patch: ${fieldsToCode(s.patch)} }`
       case 'delete':
         return `{ kind: 'delete', replica: ${s.replica}, collection: ${JSON.stringify(s.collection)}, id: ${JSON.stringify(s.id)} }`
+      case 'text':
+        return `{ kind: 'text', replica: ${s.replica}, collection: ${JSON.stringify(s.collection)}, id: ${JSON.stringify(s.id)}, field: ${JSON.stringify(s.field)}, index: ${s.index}, remove: ${s.remove}, insert: ${stringToCode(s.insert)} }`
       default:
         return `{ ${Object.entries(s)
           .map(([k, v]) => `${k}: ${typeof v === 'string' ? `'${v}'` : Array.isArray(v) ? `[${v.join(', ')}]` : String(v)}`)
@@ -1149,6 +1249,7 @@ async function simplifyValues(steps: Step[], fails: (steps: Step[]) => Promise<b
     let simpler: Step | undefined
     if (s.kind === 'put' && Object.values(s.fields).some((v) => v !== 0)) simpler = { ...s, fields: small(s.fields) as PutOp['fields'] }
     else if (s.kind === 'update' && Object.values(s.patch).some((v) => v !== undefined && v !== 0)) simpler = { ...s, patch: small(s.patch) }
+    else if (s.kind === 'text' && s.insert.length > 1) simpler = { ...s, insert: 'x' }
     if (!simpler) continue
     const candidate = [...current.slice(0, i), simpler, ...current.slice(i + 1)]
     if (await fails(candidate)) current = candidate

@@ -99,6 +99,29 @@ describe.skipIf(!haveChromium)('the web example in real Chromium', () => {
     await screenshot(b, 'bob-after-offline-conflict')
   })
 
+  it('notes typed in both browsers at once (one offline) merge character by character: a Y.Text bound to a textarea', async () => {
+    const [a, b] = [alice.context.pages().at(-1)!, bob.context.pages().at(-1)!]
+    const id = (await todos(a))[0]!.id
+    const notes = (p: Page) => p.locator(`#list li[data-id="${id}"] textarea.notes`)
+    await notes(a).click()
+    await notes(a).pressSequentially('oat milk')
+    await until('bob to see alice’s notes', async () => (await notes(b).inputValue()) === 'oat milk')
+    await b.locator('#online').uncheck()
+    await until('bob to be offline', async () => (await status(b)).online === false && (await status(a)).peers.length === 0)
+    await notes(a).press('End')
+    await notes(a).pressSequentially(', 2 cartons')
+    await notes(b).click()
+    await notes(b).press('Home')
+    await notes(b).pressSequentially('barista ')
+    await b.locator('#online').check()
+    const merged = 'barista oat milk, 2 cartons'
+    await until('both to hold the merged notes, in the page and in the replica', async () =>
+      (await notes(a).inputValue()) === merged && (await notes(b).inputValue()) === merged && (await b.evaluate((id) => window.todoApp!.notes(id), id)) === merged,
+    )
+    expect(await b.evaluate(() => window.todoApp!.conflicts.filter((c) => c.includes('notes')))).toEqual([]) // merged, not a conflict
+    await screenshot(a, 'alice-merged-notes')
+  })
+
   it('a reload keeps everything (IndexedDB), the same peer id, before any peer is reached', async () => {
     const b = bob.context.pages().at(-1)!
     const before = { todos: await todos(b), peerId: (await status(b)).peerId }
@@ -106,6 +129,7 @@ describe.skipIf(!haveChromium)('the web example in real Chromium', () => {
     await b.waitForFunction(() => document.title.startsWith('ready'), undefined, { timeout: 20_000 })
     expect(await todos(b)).toEqual(before.todos) // read at once from IndexedDB
     expect((await status(b)).peerId).toBe(before.peerId)
+    expect(await b.locator('#list textarea.notes').first().inputValue()).toBe('barista oat milk, 2 cartons') // text too
   })
 
   it('a browser whose WebRTC is blocked falls back to the relay within 5 s and syncs', async () => {

@@ -1,0 +1,349 @@
+/**
+ * Collaborative text fields (syncmesh/text, on Yjs): the API, character-level merging across replicas, delta sync by
+ * derived state vector, storage and compaction, the record floor rule, events, old / text-less peers, hostile input,
+ * and the bundle split (the core entry point never pulls yjs in).
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import {
+  DecodeError,
+  MemoryStorage,
+  TextUnavailableError,
+  createReplica,
+  type RecordChangeEvent,
+  type Replica,
+  type ReplicaInit,
+} from '../../src/index.js'
+import { yjsText } from '../../src/text/index.js'
+import { decodeTextDelta, encodeTextDelta } from '../../src/text/codec.js'
+import { encodeTextMessage } from '../../src/sync/protocol.js'
+import type { ReplicaImpl } from '../../src/replica.js'
+import { MemoryNetwork } from '../../transports/memory.js'
+import { bundleDetails } from '../../examples/web/bundle.js'
+import { record, until } from './helpers.js'
+
+const open: Replica[] = []
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((r) => r.close()))
+})
+
+type TextReplica = Replica<Y.Text>
+
+/** A replica with text support on `net`, closed after the test. */
+async function textReplica(net: MemoryNetwork, peerId: string, init: Partial<ReplicaInit<Y.Text>> = {}): Promise<TextReplica> {
+  const r = await createReplica<Y.Text>({ peerId, transports: [net.transport()], antiEntropyMs: 0, text: yjsText(), ...init })
+  open.push(r)
+  return r
+}
+
+async function settle(...rs: Replica[]): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 5))
+    await Promise.all(rs.map((r) => r.sync({ timeoutMs: 5000 })))
+  }
+}
+
+function reopen(s: MemoryStorage): MemoryStorage {
+  Object.assign(s, { closed: false })
+  return s
+}
+
+describe('text fields', () => {
+  it('concurrent edits of one text on three replicas merge character by character everywhere', async () => {
+    const net = new MemoryNetwork({ seed: 3 })
+    const rs = [await textReplica(net, 'a'), await textReplica(net, 'b'), await textReplica(net, 'c')]
+    await settle(...rs)
+    const texts = rs.map((r) => r.collection('todos').text('milk', 'notes'))
+    texts[0]!.insert(0, 'buy milk')
+    await settle(...rs)
+    net.partition(['a'])
+    net.partition(['b'])
+    texts[0]!.insert(3, ' oat') // in the middle
+    texts[1]!.insert(0, 'please ') // prepended
+    texts[2]!.insert(8, ' today') // appended
+    texts[2]!.delete(0, 1) // and a deletion of a character the others keep editing around
+    texts[2]!.insert(0, 'B')
+    net.heal()
+    await settle(...rs)
+    const result = texts.map((t) => t.toString())
+    expect(new Set(result).size).toBe(1)
+    expect(result[0]).toBe('please Buy oat milk today')
+    expect(rs[1]!.collection('todos').get('milk')).toEqual({ id: 'milk' })
+  })
+
+  it('one record holds LWW fields and text fields; a text field does not touch the LWW field of that name', async () => {
+    const net = new MemoryNetwork({ seed: 4 })
+    const [a, b] = [await textReplica(net, 'a'), await textReplica(net, 'b')]
+    const todosA = a.collection<{ id: string; title?: string; notes?: string }>('todos')
+    await todosA.put({ id: 't', title: 'Milk', notes: 'an LWW string' })
+    todosA.text('t', 'notes').insert(0, 'oat, not soy')
+    await settle(a, b)
+    const todosB = b.collection<{ id: string; title?: string; notes?: string }>('todos')
+    expect(todosB.get('t')).toEqual({ id: 't', title: 'Milk', notes: 'an LWW string' })
+    expect(todosB.text('t', 'notes').toString()).toBe('oat, not soy')
+    expect(todosB.textFields('t')).toEqual(['notes'])
+    expect(todosB.text('t', 'notes')).toBe(todosB.text('t', 'notes'))
+  })
+
+  it('a replica without text support throws TextUnavailableError, ignores text, and still agrees on records', async () => {
+    const net = new MemoryNetwork({ seed: 5 })
+    const a = await textReplica(net, 'a')
+    const plain = await createReplica({ peerId: 'p', transports: [net.transport()], antiEntropyMs: 0 })
+    open.push(plain)
+    expect(() => plain.collection('todos').text('x', 'notes')).toThrow(TextUnavailableError)
+    a.collection('todos').text('x', 'notes').insert(0, 'only for text replicas')
+    await a.collection('todos').update('y', { done: true })
+    await settle(a, plain) // a's sync() does not wait for text agreement with a peer that keeps no text
+    expect(plain.collection('todos').get('y')).toEqual({ id: 'y', done: true })
+    expect(plain.collection('todos').get('x')).toBeUndefined()
+    expect(a.status().peers[0]!.behind).toBe(0)
+  })
+
+  it('a peer that was offline gets only what it lacks (delta by derived state vector), in both directions', async () => {
+    const net = new MemoryNetwork({ seed: 6 })
+    const [a, b] = [await textReplica(net, 'a'), await textReplica(net, 'b')]
+    const ta = a.collection('docs').text('d', 'body')
+    ta.insert(0, 'x'.repeat(20_000))
+    await settle(a, b)
+    await b.setOnline(false)
+    ta.insert(5, 'hello') // a few keystrokes while b is offline
+    ta.delete(0, 2)
+    b.collection('docs').text('d', 'body').insert(20_000, '!')
+    const before = net.stats().bytes
+    await b.setOnline(true)
+    await until(() => a.status().peers.length === 1 && b.status().peers.length === 1, 5000, 'reconnect')
+    await settle(a, b)
+    expect(b.collection('docs').text('d', 'body').toString()).toBe(ta.toString())
+    expect(ta.toString()).toBe('xxxhelloxx' + 'x'.repeat(19_993) + '!')
+    expect(net.stats().bytes - before).toBeLessThan(2000) // the 20 kB body is not sent again
+  })
+
+  it('keeps text across restarts, and compaction folds the Yjs history into the snapshot', async () => {
+    const net = new MemoryNetwork({ seed: 7 })
+    const storage = new MemoryStorage()
+    const a = await createReplica<Y.Text>({ peerId: 'a', storage, text: yjsText(), compactAfterEntries: 50 })
+    const t = a.collection('notes').text('n1', 'body')
+    for (let i = 0; i < 400; i++) {
+      t.insert(t.length, `word${i} `)
+      if (i % 3 === 0) t.delete(0, 3)
+      await new Promise((r) => setImmediate(r)) // one flush per edit: a long log
+    }
+    const content = t.toString()
+    await a.close()
+    const keys = (await reopen(storage).loadRange([])).map((e) => e.key.join('/'))
+    expect(keys.filter((k) => k.startsWith('text/0/log/')).length).toBeLessThan(50)
+    expect(keys.some((k) => k.startsWith('text/0/snapshot/'))).toBe(true)
+    const a2 = await createReplica<Y.Text>({ peerId: 'a', storage: reopen(storage), text: yjsText(), transports: [net.transport()], antiEntropyMs: 0 })
+    open.push(a2)
+    expect(a2.collection('notes').text('n1', 'body').toString()).toBe(content)
+    // It keeps syncing (and writing) after the restart.
+    const b = await textReplica(net, 'b')
+    await settle(a2, b)
+    expect(b.collection('notes').text('n1', 'body').toString()).toBe(content)
+    a2.collection('notes').text('n1', 'body').insert(0, '>')
+    await settle(a2, b)
+    expect(b.collection('notes').text('n1', 'body').toString()).toBe('>' + content)
+  })
+
+  it('a replica opened without text leaves stored text alone; reopened with text, it is all there', async () => {
+    const storage = new MemoryStorage()
+    const a = await createReplica<Y.Text>({ peerId: 'a', storage, text: yjsText() })
+    a.collection('n').text('x', 'f').insert(0, 'kept')
+    await a.collection('n').put({ id: 'y', v: 1 })
+    await a.close()
+    const plain = await createReplica({ peerId: 'a', storage: reopen(storage), compactAfterEntries: 1 })
+    await plain.collection('n').put({ id: 'z', v: 2 })
+    await plain.close()
+    const again = await createReplica<Y.Text>({ peerId: 'a', storage: reopen(storage), text: yjsText() })
+    open.push(again)
+    expect(again.collection('n').text('x', 'f').toString()).toBe('kept')
+    expect(again.collection('n').get('z')).toEqual({ id: 'z', v: 2 })
+  })
+
+  it('syncs over an encrypted room', async () => {
+    const net = new MemoryNetwork({ seed: 8 })
+    const room = { room: 'secret-notes', secret: 'a long shared passphrase' }
+    const [a, b] = [await textReplica(net, 'a', room), await textReplica(net, 'b', room)]
+    await until(() => a.status().peers.length === 1, 10_000, 'peers')
+    a.collection('n').text('x', 'f').insert(0, 'sealed')
+    await settle(a, b)
+    expect(b.collection('n').text('x', 'f').toString()).toBe('sealed')
+  })
+
+  it('a text backlog larger than one message travels as a multi-part session and the vectors still agree', async () => {
+    const net = new MemoryNetwork({ seed: 9 })
+    const a = await textReplica(net, 'a', { maxMessageBytes: 8192 })
+    for (let i = 0; i < 60; i++) a.collection('n').text(`r${i}`, 'f').insert(0, `${i}:` + 'y'.repeat(500))
+    await settle(a)
+    const b = await textReplica(net, 'b', { maxMessageBytes: 8192 })
+    await settle(a, b)
+    for (let i = 0; i < 60; i++) expect(b.collection('n').text(`r${i}`, 'f').toString()).toBe(`${i}:` + 'y'.repeat(500))
+    expect(b.status().peers[0]!.behind).toBe(0)
+  })
+})
+
+describe('text and the record floor (put, delete)', () => {
+  it('a delete at D erases text written at or before D, even text the deleter never saw; later typing revives the record with only the later text', async () => {
+    let now = 1_700_000_000_000
+    const clock = { now: () => now }
+    const net = new MemoryNetwork({ seed: 10 })
+    const [a, b] = [await textReplica(net, 'a', { clock }), await textReplica(net, 'b', { clock })]
+    const ta = a.collection('todos').text('t', 'notes')
+    const tb = b.collection('todos').text('t', 'notes')
+    ta.insert(0, 'shared ')
+    await settle(a, b)
+    net.partition(['a'])
+    now += 10
+    tb.insert(7, 'b-before ') // at D − 5, unseen by the deleter
+    now += 5
+    await a.collection('todos').delete('t') // D
+    now += 5
+    tb.insert(0, 'b-after ') // after D, concurrent with the delete
+    net.heal()
+    await settle(a, b)
+    expect(ta.toString()).toBe('b-after ')
+    expect(tb.toString()).toBe('b-after ')
+    expect(a.collection('todos').get('t')).toEqual({ id: 't' })
+    // And with nothing after D, the record stays deleted.
+    now += 5
+    await b.collection('todos').delete('t')
+    await settle(a, b)
+    expect(ta.toString()).toBe('')
+    expect(a.collection('todos').get('t')).toBeUndefined()
+    expect(a.collection('todos').textFields('t')).toEqual([])
+  })
+
+  it('a put replaces the record: text written before it is erased; text arriving later but stamped before it is erased on arrival', async () => {
+    let now = 1_700_000_000_000
+    const clock = { now: () => now }
+    const net = new MemoryNetwork({ seed: 11 })
+    const [a, b] = [await textReplica(net, 'a', { clock }), await textReplica(net, 'b', { clock })]
+    net.partition(['a'])
+    b.collection('todos').text('t', 'notes').insert(0, 'old notes')
+    now += 10
+    await a.collection('todos').put({ id: 't', title: 'fresh' })
+    net.heal()
+    await settle(a, b)
+    expect(b.collection('todos').get('t')).toEqual({ id: 't', title: 'fresh' })
+    expect(a.collection('todos').text('t', 'notes').toString()).toBe('')
+    expect(b.collection('todos').text('t', 'notes').toString()).toBe('')
+    now += 10
+    b.collection('todos').text('t', 'notes').insert(0, 'new notes')
+    await settle(a, b)
+    expect(a.collection('todos').text('t', 'notes').toString()).toBe('new notes')
+    expect(a.collection('todos').get('t')).toEqual({ id: 't', title: 'fresh' })
+  })
+})
+
+describe('text events', () => {
+  it('subscriptions get the Yjs delta beside the record; merged text never fires conflict', async () => {
+    let now = 1_700_000_000_000
+    const clock = { now: () => now }
+    const net = new MemoryNetwork({ seed: 12 })
+    const [a, b] = [await textReplica(net, 'a', { clock }), await textReplica(net, 'b', { clock })]
+    const seen = record<RecordChangeEvent>((fn) => b.collection('todos').subscribe((cs) => cs.forEach(fn)))
+    const conflicts = record<unknown>((fn) => a.on('conflict', fn))
+    const bConflicts = record<unknown>((fn) => b.on('conflict', fn))
+    await a.collection('todos').put({ id: 't', title: 'Milk' })
+    await settle(a, b)
+    net.partition(['a'])
+    now += 1
+    a.collection('todos').text('t', 'notes').insert(0, 'AAA')
+    now += 1
+    b.collection('todos').text('t', 'notes').insert(0, 'BBB')
+    net.heal()
+    await settle(a, b)
+    expect(conflicts).toEqual([])
+    expect(bConflicts).toEqual([])
+    const local = seen.find((e) => e.origin === 'local' && e.text)
+    expect(local).toMatchObject({ type: 'updated', id: 't', record: { id: 't', title: 'Milk' }, text: { notes: [{ insert: 'BBB' }] } })
+    const remote = seen.find((e) => e.origin === 'remote' && e.text)
+    expect(remote?.text?.notes).toBeDefined()
+    const merged = b.collection('todos').text('t', 'notes').toString()
+    expect(merged === 'AAABBB' || merged === 'BBBAAA').toBe(true)
+    // A delete reports the erased text with the deletion.
+    now += 1
+    seen.length = 0
+    await a.collection('todos').delete('t')
+    await settle(a, b)
+    expect(seen).toMatchObject([{ type: 'deleted', id: 't', origin: 'remote', text: { notes: [{ delete: 6 }] } }])
+  })
+
+  it('typing into a text field of an unknown record adds it (an "added" event with its delta)', async () => {
+    const net = new MemoryNetwork({ seed: 13 })
+    const [a, b] = [await textReplica(net, 'a'), await textReplica(net, 'b')]
+    const seen = record<RecordChangeEvent>((fn) => b.on('change', (cs) => cs.forEach(fn)))
+    a.collection('todos').text('new', 'notes').insert(0, 'hi')
+    await settle(a, b)
+    expect(seen).toEqual([{ type: 'added', collection: 'todos', id: 'new', record: { id: 'new' }, origin: 'remote', text: { notes: [{ insert: 'hi' }] } }])
+  })
+})
+
+describe('hostile text input', () => {
+  it('random and mutated text deltas fail with DecodeError only', () => {
+    const doc = new Y.Doc()
+    doc.getText('text').insert(0, 'hello')
+    const good = encodeTextDelta({
+      session: 0,
+      index: 0,
+      count: 1,
+      from: new Map(),
+      to: new Map([['p', { wall: 5, counter: 0, peer: 'p' }]]),
+      docs: [{ collection: 'c', id: 'i', field: 'f', runs: [{ client: doc.clientID, clock: 0, len: 5, ts: { wall: 5, counter: 0, peer: 'p' } }], dels: [], update: Y.encodeStateAsUpdate(doc) }],
+    })
+    expect(decodeTextDelta(good).docs[0]!.runs[0]!.len).toBe(5)
+    let seed = 1
+    const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+    for (let i = 0; i < 3000; i++) {
+      const bytes = i % 2 ? good.slice() : new Uint8Array(Math.floor(rand() * 64)).map(() => Math.floor(rand() * 256))
+      if (i % 2) for (let k = 0; k < 1 + Math.floor(rand() * 3); k++) bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256)
+      try {
+        decodeTextDelta(bytes)
+      } catch (err) {
+        expect(err).toBeInstanceOf(DecodeError)
+      }
+    }
+  })
+
+  it('a peer sending structs outside the runs it declares is dropped and nothing changes', async () => {
+    const net = new MemoryNetwork({ seed: 14 })
+    const victim = await textReplica(net, 'v')
+    victim.collection('c').text('i', 'f').insert(0, 'mine')
+    const errors = record<Error>((fn) => victim.on('error', (e) => fn(e)))
+    const rogue = net.transport()
+    const room = (victim as unknown as { engine: { init: { room: { room: string } } } }).engine.init.room.room
+    await rogue.start({ room, peerId: 'rogue' })
+    await until(() => victim.status().peers.length === 1, 2000, 'rogue to connect')
+    const doc = new Y.Doc()
+    doc.getText('text').insert(0, 'unstamped')
+    const delta = encodeTextDelta({ session: 0, index: 0, count: 1, from: new Map(), to: new Map(), docs: [{ collection: 'c', id: 'i', field: 'f', runs: [], dels: [], update: Y.encodeStateAsUpdate(doc) }] })
+    rogue.send('v', encodeTextMessage(delta, false))
+    await until(() => errors.length > 0, 2000, 'the error')
+    expect(errors[0]).toBeInstanceOf(DecodeError)
+    expect(victim.collection('c').text('i', 'f').toString()).toBe('mine')
+    expect(victim.status().peers[0]!.connected).toBe(false)
+    await rogue.stop()
+  })
+})
+
+describe('bundles', () => {
+  it('a bundle of createReplica alone takes in no yjs; one of syncmesh/text does', async () => {
+    const core = await bundleDetails(`import { createReplica } from 'syncmesh'\nexport const x = createReplica`)
+    expect(core.inputs.filter((f) => /yjs|lib0|src\/text\/store/.test(f))).toEqual([])
+    const text = await bundleDetails(`import { createReplica } from 'syncmesh'\nimport { yjsText } from 'syncmesh/text'\nexport const x = [createReplica, yjsText]`)
+    expect(text.inputs.some((f) => f.includes('node_modules/yjs/'))).toBe(true)
+  })
+})
+
+describe('the test kit sees text (ReplicaImpl.text)', () => {
+  it('exposes digests that agree once converged', async () => {
+    const net = new MemoryNetwork({ seed: 15 })
+    const [a, b] = [await textReplica(net, 'a'), await textReplica(net, 'b')]
+    a.collection('c').text('i', 'f').insert(0, 'abc')
+    await settle(a, b)
+    const digest = (r: Replica): string => (r as unknown as ReplicaImpl).text!.digest()
+    expect(digest(a)).toBe(digest(b))
+    b.collection('c').text('i', 'f').insert(0, 'z')
+    expect(digest(a)).not.toBe(digest(b))
+  })
+})
