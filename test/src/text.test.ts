@@ -347,3 +347,26 @@ describe('the test kit sees text (ReplicaImpl.text)', () => {
     expect(digest(a)).not.toBe(digest(b))
   })
 })
+
+describe('text and tombstone collection', () => {
+  it('a gated peer (not yet shown to cover our collection frontier) neither gets nor gives text until it does', async () => {
+    const net = new MemoryNetwork({ seed: 5 })
+    const a = await textReplica(net, 'a')
+    const b = await textReplica(net, 'b')
+    await a.collection('todos').put({ id: 'milk', title: 'Buy milk' })
+    await settle(a, b)
+    const impl = (r: Replica): ReplicaImpl => r as ReplicaImpl
+    // As if a had collected tombstones that both hold: b is gated until it shows a FRONTIER covering a's.
+    impl(a).store.restoreFrontier(impl(a).store.versionVector(), undefined)
+    const notes = (r: TextReplica): Y.Text => r.collection('todos').text('milk', 'notes')
+    notes(b).insert(0, 'from b')
+    notes(a).insert(0, 'from a')
+    await new Promise((r) => setTimeout(r, 50))
+    expect(notes(a).toString()).toBe('from a') // b's live TEXT was not applied
+    expect(notes(b).toString()).toBe('from b') // a's was not sent
+    impl(a).engine.antiEntropy() // a's FRONTIER: b takes it and answers with its own, which opens a's gate
+    await new Promise((r) => setTimeout(r, 50))
+    impl(b).engine.antiEntropy()
+    await until(() => notes(a).toString() === notes(b).toString() && notes(a).length === 12, 2000, 'text once the gate opened')
+  })
+})
