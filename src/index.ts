@@ -34,4 +34,6 @@ export {
 export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto.js'
 export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './storage/types.js'
 export { MemoryStorage } from './storage/memory.js'
-export type { Transport, RoomContext, RoomCipher, PeerId } from '../transports/types.js'
+export type { Transport, RoomContext, RoomCipher, PeerId, RoomStoreLink, RoomStoreInfo, RoomStorePage } from '../transports/types.js'
+export { AccessDeniedError, StoreRefusedError } from '../transports/errors.js'
+export type { StoreSyncInit } from './sync/store-sync.js'

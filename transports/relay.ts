@@ -109,10 +109,6 @@ export const RELAY_PROTOCOL_VERSION = 2
 export const RELAY_MIN_PROTOCOL_VERSION = 1
 /** Longest access token in a JOIN, in bytes. */
 export const RELAY_MAX_TOKEN_BYTES = 4096
-/** First byte of a plain stored blob (see the Store section of the spec). */
-export const BLOB_PLAIN = 0xb0
-/** First byte of a stored blob sealed with the room key. */
-export const BLOB_SEALED = 0xb1
 /** Most ops in one message. */
 export const RELAY_MAX_OPS = 1024
 /** Longest topic or peer id, in UTF-8 bytes. */
@@ -1321,6 +1317,8 @@ class RelayTransportImpl implements RelayTransport {
       case 'error': {
         const error = this.errorFor(op.code, op.message)
         if (error instanceof StoreRefusedError) this.refusal = error
+        // A refused JOIN has no request to fail: tell the replica too (its 'error' event, in an encrypted room).
+        if (error instanceof AccessDeniedError) this.ctx?.onError?.(error)
         this.report(error)
         this.abandon(1000, 'refused')
         return undefined
