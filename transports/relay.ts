@@ -18,6 +18,8 @@
  * Version 2 adds store-and-forward (`PUT`/`FETCH`/`COMPACT` and their answers) and an access token in `JOIN`.
  * A server speaks both versions: it answers each connection in the version of its first message, and a version-1
  * connection is never sent a version-2 op (version-1 JOIN has no token field; the store ops do not exist in it).
+ * A client meeting a version-1-only server (it closes with 1008 "unsupported relay protocol version 2" before
+ * WELCOME) joins it with version-1 messages from then on, without store and token.
  *
  * Wire shape (every integer big-endian):
  *
@@ -109,10 +111,6 @@ export const RELAY_PROTOCOL_VERSION = 2
 export const RELAY_MIN_PROTOCOL_VERSION = 1
 /** Longest access token in a JOIN, in bytes. */
 export const RELAY_MAX_TOKEN_BYTES = 4096
-/** First byte of a plain stored blob (see the Store section of the spec). */
-export const BLOB_PLAIN = 0xb0
-/** First byte of a stored blob sealed with the room key. */
-export const BLOB_SEALED = 0xb1
 /** Most ops in one message. */
 export const RELAY_MAX_OPS = 1024
 /** Longest topic or peer id, in UTF-8 bytes. */
@@ -809,6 +807,10 @@ class RelayTransportImpl implements RelayTransport {
   private readonly storeReady = new Set<(info: RoomStoreInfo) => void>()
   private readonly requests = new Map<number, StoreRequest>()
   private nextRequest = 1
+  /** Servers that refused a version-2 message: they get version-1 JOINs (no store, no token). */
+  private readonly v1Servers = new Set<string>()
+  /** The version byte of this connection's messages. */
+  private wireVersion = RELAY_PROTOCOL_VERSION
   /** Why the server is about to close the connection (a refused upload), for the requests it fails. */
   private refusal: Error | undefined
 
@@ -1097,7 +1099,7 @@ class RelayTransportImpl implements RelayTransport {
       opsPacer.take(parts.length)
       bytesPacer.take(size)
       try {
-        ws.send(encodeRelayMessage(parts))
+        ws.send(encodeRelayMessage(parts, this.wireVersion))
         this.counters.messagesOut++
       } catch (error) {
         this.counters.dropped += parts.length
@@ -1150,7 +1152,11 @@ class RelayTransportImpl implements RelayTransport {
       void this.tokenBytes().then(
         (token) => {
           if (gen !== this.gen) return
-          ws.send(encodeRelayMessage([encodeClientOp({ op: 'join', topic: room, peer: peerId, token })]))
+          const join = encodeClientOp({ op: 'join', topic: room, peer: peerId, token })
+          // A server that speaks only version 1 gets a v1 JOIN (the v2 one minus its empty token field): relay only.
+          const v1 = this.v1Servers.has(this.url) && token.byteLength === 0
+          this.wireVersion = v1 ? 1 : RELAY_PROTOCOL_VERSION
+          ws.send(v1 ? encodeRelayMessage([join.subarray(0, join.byteLength - 2)], 1) : encodeRelayMessage([join]))
           this.counters.messagesOut++
         },
         (error: unknown) => this.report(asError(error)),
@@ -1166,6 +1172,7 @@ class RelayTransportImpl implements RelayTransport {
     ws.onclose = (event: { code?: number; reason?: string }) => {
       if (gen !== this.gen) return
       if (!this.joined) this.report(new TransportError(`relay ${this.url}: connection closed before joining (code ${event.code ?? '?'}${event.reason ? `, ${event.reason}` : ''})`))
+      if (!this.joined && event.code === 1008 && /unsupported relay protocol version 2/.test(event.reason ?? '')) this.v1Servers.add(this.url)
       this.ws = undefined
       this.connectionLost()
     }
@@ -1321,6 +1328,8 @@ class RelayTransportImpl implements RelayTransport {
       case 'error': {
         const error = this.errorFor(op.code, op.message)
         if (error instanceof StoreRefusedError) this.refusal = error
+        // A refused JOIN has no request to fail: tell the replica too (its 'error' event, in an encrypted room).
+        if (error instanceof AccessDeniedError) this.ctx?.onError?.(error)
         this.report(error)
         this.abandon(1000, 'refused')
         return undefined

@@ -150,6 +150,8 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
   const hash = (topic: string): string => createHash('sha256').update(topic, 'utf8').digest('hex')
   /** Rooms this node is subscribed to: channel → topic (and how the subscription is going). */
   const channels = new Map<string, { topic: string; ready: Promise<void> }>()
+  /** Joins under way per channel: the last local member leaving must not unsubscribe under them. */
+  const joining = new Map<string, number>()
   const publish = (topic: string, message: Buffer): void => {
     void cmd.sendCommand(['PUBLISH', `${ns}:c:${hash(topic)}`, message]).catch(report)
   }
@@ -173,8 +175,16 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
         channels.set(channel, room)
         room.ready.catch(() => channels.delete(channel))
       }
-      await room.ready
-      const all = (await cmd.sendCommand(['EVAL', CLAIM, '1', `${ns}:m:${h}`, peer, node, nodePrefix])) as string[] | null
+      joining.set(channel, (joining.get(channel) ?? 0) + 1)
+      let all: string[] | null
+      try {
+        await room.ready
+        all = (await cmd.sendCommand(['EVAL', CLAIM, '1', `${ns}:m:${h}`, peer, node, nodePrefix])) as string[] | null
+      } finally {
+        const n = (joining.get(channel) ?? 1) - 1
+        if (n > 0) joining.set(channel, n)
+        else joining.delete(channel)
+      }
       if (all === null) return undefined
       const remote = new Map<string, string>()
       for (let i = 0; i + 1 < all.length; i += 2) if (all[i + 1] !== node) remote.set(String(all[i]), String(all[i + 1]))
@@ -193,7 +203,7 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
       const h = hash(topic)
       void cmd.sendCommand(['EVAL', RELEASE, '1', `${ns}:m:${h}`, peer, node]).catch(report)
       publish(topic, encode(DOWN, node, peer, undefined))
-      if (lastLocal) {
+      if (lastLocal && !joining.has(`${ns}:c:${h}`)) {
         const channel = `${ns}:c:${h}`
         channels.delete(channel)
         void sub.unsubscribe(channel).catch(report)

@@ -60,8 +60,6 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import {
-  BLOB_PLAIN,
-  BLOB_SEALED,
   RELAY_MAX_OPS,
   RELAY_PROTOCOL_VERSION,
   type RelayClientOp,
@@ -73,6 +71,7 @@ import {
   relayMessageVersion,
 } from '../../transports/relay.js'
 import { SEAL_OVERHEAD } from '../crypto.js'
+import { BLOB_PLAIN, BLOB_SEALED } from '../sync/store-sync.js'
 import { type Cluster, startCluster } from './cluster.js'
 import { type BlobStore, type StoreLimits, StoreLimitError, openBlobStore } from './store.js'
 
@@ -889,6 +888,7 @@ export async function startServer(init: ServerInit = {}): Promise<SyncmeshServer
         if (cluster !== undefined && !rooms.get(op.topic)?.has(op.peer)) {
           remote = await cluster.join(op.topic, op.peer)
           if (remote === undefined) {
+            if (!rooms.has(op.topic)) cluster.leave(op.topic, op.peer, true) // unsubscribes (its DOWN is ignored: not ours)
             log(`conn=${c.id} join refused room=${topicLabel(op.topic)}: peer id in use on another server`)
             reply(c, { op: 'error', code: RelayErrorCode.PEER_ID_IN_USE, message: 'peer id in use in this room' })
           } else if (c.closed) {

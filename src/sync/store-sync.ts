@@ -39,9 +39,9 @@ import { AuthError } from '../../transports/errors.js'
 import type { RoomCipher, RoomStoreInfo, RoomStoreLink } from '../../transports/types.js'
 import { encodeDeltaParts } from './protocol.js'
 
-/** First byte of a plain blob. */
+/** First byte of a plain blob (the relay spec's Store section; the server refuses other first bytes). */
 export const BLOB_PLAIN = 0xb0
-/** First byte of a sealed blob. */
+/** First byte of a blob sealed with the room key. */
 export const BLOB_SEALED = 0xb1
 
 /** What the store sync needs from its replica. */

@@ -298,6 +298,44 @@ describe('bad input: a typed error and only that connection closed; rooms never 
   })
 })
 
+describe('an older server', () => {
+  it('a client meeting a version-1-only relay falls back to version-1 messages and syncs (no store)', async () => {
+    // A stand-in for a server of the previous build: v1 only, refusing v2 as that build did.
+    const { WebSocketServer } = await import('ws')
+    const { decodeClientMessage, encodeServerOp } = await import('../../transports/relay.js')
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    await new Promise((r) => wss.once('listening', r))
+    const members = new Map<string, import('ws').WebSocket>()
+    wss.on('connection', (ws) => {
+      let me: string | undefined
+      ws.on('message', (data: Buffer) => {
+        const msg = new Uint8Array(data)
+        if (msg[0] !== 1) return ws.close(1008, `malformed relay message: unsupported relay protocol version ${msg[0]} (this build speaks 1)`)
+        const send = (ops: Uint8Array[]): void => ws.send(encodeRelayMessage(ops, 1))
+        for (const op of decodeClientMessage(msg)) {
+          if (op.op === 'join') {
+            me = op.peer
+            send([encodeServerOp({ op: 'welcome', limits: { maxMessageBytes: 131072, opsPerSecond: 1000, opsBurst: 2000, bytesPerSecond: 4 << 20, bytesBurst: 4 << 20, maxOps: 1024 } }), encodeServerOp({ op: 'peers', peers: [...members.keys()] })])
+            for (const m of members.values()) m.send(encodeRelayMessage([encodeServerOp({ op: 'up', peer: op.peer })], 1))
+            members.set(op.peer, ws)
+          } else if (op.op === 'send') members.get(op.to)?.send(encodeRelayMessage([encodeServerOp({ op: 'from', from: me!, payload: op.payload })], 1))
+          else if (op.op === 'broadcast') for (const [p, m] of members) if (p !== me) m.send(encodeRelayMessage([encodeServerOp({ op: 'from', from: me!, payload: op.payload })], 1))
+        }
+      })
+    })
+    const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}`
+    try {
+      const a = await replica(url, { peerId: 'a' })
+      const b = await replica(url, { peerId: 'b' })
+      await a.collection<Note>('notes').put({ id: 'old', text: 'server', n: 1 })
+      await until(() => b.collection('notes').get('old') !== undefined, 10_000, 'sync through a v1 relay')
+    } finally {
+      for (const r of replicas.splice(0)) await r.close()
+      wss.close()
+    }
+  })
+})
+
 describe('access control', () => {
   it('--token: a replica without the token gets AccessDeniedError; with it, it joins and syncs', async () => {
     const s = await server({ tokens: ['s3cret-token'], store: memoryBlobStore() })
