@@ -45,7 +45,10 @@ describe('a 50-node libp2p room', () => {
     const states = await room.state()
     // Bounded degree: 50 × 6 / 2 = 150 connections in all, not 1 225.
     for (const s of states) expect(s.conns, `${s.id} connections (seed ${SEED})`).toBeLessThanOrEqual(7)
-    const { ms, reach } = await converge(room, rand, 30_000)
+    // 50 replicas in 5 processes share 2 cores: on a machine busy with other work, convergence has taken 29 s (and
+    // once more than 30 s) where it takes well under 1 s when quiet. The figure is printed; the bound only catches a
+    // room that does not converge at all.
+    const { ms, reach } = await converge(room, rand, 90_000)
     console.log(`[libp2p 50 nodes, ring of degree 6, seed ${SEED}] started and connected in ${(Date.now() - t0 - ms).toFixed(0)} ms; ` + `all 50 × concurrent writes converged in ${ms.toFixed(0)} ms; one write reached the other 49 in ${reach[reach.length - 1]!.toFixed(1)} ms`)
   })
 })
