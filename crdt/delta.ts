@@ -208,6 +208,10 @@ function isHigh(c: number): boolean {
 export interface StampReaders {
   readonly readTs: () => Timestamp
   readonly readVV: () => VersionVector
+  /** The table's base wall time. */
+  readonly baseWall: number
+  /** Reads the `counter × n + peerIndex` half of a timestamp whose wall time the caller decoded itself. */
+  readonly readStamp: (wall: number) => Timestamp
 }
 
 /**
@@ -231,9 +235,9 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`${what} base wall ${baseWall} out of range`)
   between?.()
-  const readTs = (): Timestamp => {
-    const wall = baseWall + r.uint()
-    if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
+  const readTs = (): Timestamp => readStamp(baseWall + r.uint())
+  const readStamp = (wall: number): Timestamp => {
+    if (wall > MAX_WALL || wall < 0) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
     const x = r.uint()
     const peer = peers[x % nPeers]
     const counter = Math.floor(x / nPeers)
@@ -250,7 +254,7 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
     }
     return vv
   }
-  return { readTs, readVV }
+  return { readTs, readVV, baseWall, readStamp }
 }
 
 /**

@@ -11,7 +11,11 @@
  *                vv from   vv to                          text version vectors: uint n, n × ts
  *                uint nDocs    nDocs × doc
  *   doc       := string collection  string id  string field
- *                uint nRuns  nRuns × (uint client, uint clock, uint len ≥ 1, ts)   Yjs struct runs and their stamps
+ *                uint nClients  nClients × runs             Yjs struct runs and their stamps, per Yjs client
+ *   runs      := uint client  uint nRuns  nRuns × (int gap, uint len ≥ 1, int wallDelta, uint counter × nPeers + peerIndex)
+ *                                                         the run's clock is the previous run's end + gap (the first
+ *                                                         run's: gap), its wall the previous run's wall + wallDelta
+ *                                                         (the first run's: baseWall + wallDelta); ints are zig-zag
  *                uint nDels  nDels × ts                   newest deleting transaction per origin (one per origin)
  *                bytes update                             a Yjs update (format v1) holding those runs' structs
  *   ts        := uint (wall − baseWall)  uint (counter × nPeers + peerIndex)
@@ -101,12 +105,26 @@ export function encodeTextDelta(d: TextDelta): Uint8Array {
     w.string(doc.collection)
     w.string(doc.id)
     w.string(doc.field)
-    w.uint(doc.runs.length)
+    const byClient = new Map<number, TextRun[]>()
     for (const r of doc.runs) {
-      w.uint(r.client)
-      w.uint(r.clock)
-      w.uint(r.len)
-      ts(r.ts)
+      let list = byClient.get(r.client)
+      if (!list) byClient.set(r.client, (list = []))
+      list.push(r)
+    }
+    w.uint(byClient.size)
+    for (const [client, list] of byClient) {
+      w.uint(client)
+      w.uint(list.length)
+      let end = 0
+      let wall = baseWall
+      for (const r of list) {
+        w.int(r.clock - end)
+        w.uint(r.len)
+        w.int(r.ts.wall - wall)
+        w.uint(r.ts.counter * n + peers.get(r.ts.peer)!)
+        end = r.clock + r.len
+        wall = r.ts.wall
+      }
     }
     w.uint(doc.dels.length)
     for (const t of doc.dels) ts(t)
@@ -124,7 +142,7 @@ export function decodeTextDelta(bytes: Uint8Array): TextDelta {
   const index = r.uint()
   const count = r.uint()
   if (count < 1 || index >= count || (count === 1 && session !== 0)) throw new DecodeError(`bad text delta part ${index} of ${count} (session ${session})`)
-  const { readTs: ts, readVV: vv } = readStampTable(r, 'text delta')
+  const { readTs: ts, readVV: vv, baseWall, readStamp: stampAt } = readStampTable(r, 'text delta')
   const from = vv()
   const to = vv()
   const nDocs = r.count(7)
@@ -134,14 +152,22 @@ export function decodeTextDelta(bytes: Uint8Array): TextDelta {
     const id = r.string()
     const field = r.string()
     if (collection.length === 0 || id.length === 0) throw new DecodeError('text delta names an empty collection or record id')
-    const nRuns = r.count(5)
+    const nClients = r.count(2)
     const runs: TextRun[] = []
-    for (let k = 0; k < nRuns; k++) {
+    for (let c = 0; c < nClients; c++) {
       const client = r.uint()
-      const clock = r.uint()
-      const len = r.uint()
-      if (client > MAX_CLIENT || len < 1) throw new DecodeError(`bad text run (client ${client}, length ${len}) at byte ${r.pos}`)
-      runs.push({ client, clock, len, ts: ts() })
+      if (client > MAX_CLIENT) throw new DecodeError(`bad text run client ${client} at byte ${r.pos}`)
+      const nRuns = r.count(4)
+      let end = 0
+      let wall = baseWall
+      for (let k = 0; k < nRuns; k++) {
+        const clock = end + r.int()
+        const len = r.uint()
+        wall += r.int()
+        if (clock < 0 || len < 1 || !Number.isSafeInteger(clock + len)) throw new DecodeError(`bad text run (clock ${clock}, length ${len}) at byte ${r.pos}`)
+        runs.push({ client, clock, len, ts: stampAt(wall) })
+        end = clock + len
+      }
     }
     const nDels = r.count(2)
     const dels: Timestamp[] = []

@@ -22,13 +22,13 @@ import { murmur3x128 } from '../../crdt/hash.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, advance, applyClaims, claimsFor, isNewer } from '../../crdt/version-vector.js'
 import { MessageTooLargeError, StorageCorruptError } from '../errors.js'
+import { MAX_TEXT_SESSIONS } from '../sync/protocol.js'
 import { type TextDelta as WireDelta, type TextDocDelta, type TextRun, decodeTextDelta, encodeTextDelta, newestTextTimestamp } from './codec.js'
 import type { DecodedText, RecordTextChange, TextApplyResult, TextContext, TextDelta, TextState } from './types.js'
 
 /** Transaction origins of our own applies: anything else on a field's Y.Doc is a local edit. */
 const REMOTE = Symbol('syncmesh/text remote')
 const ERASE = Symbol('syncmesh/text erase')
-const MAX_SESSIONS = 16
 
 interface Field {
   readonly collection: string
@@ -509,7 +509,7 @@ export class YjsTextState implements TextState<Y.Text> {
       const key = `${d.session}/${d.count}/${vvKey(d.from)}/${vvKey(d.to)}`
       let seen = this.sessions.get(key)
       if (!seen) {
-        if (this.sessions.size >= MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!)
+        if (this.sessions.size >= MAX_TEXT_SESSIONS) this.sessions.delete(this.sessions.keys().next().value!)
         this.sessions.set(key, (seen = new Set()))
       }
       seen.add(d.index)

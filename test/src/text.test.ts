@@ -20,6 +20,8 @@ import { encodeTextMessage } from '../../src/sync/protocol.js'
 import type { ReplicaImpl } from '../../src/replica.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import { bundleDetails } from '../../examples/web/bundle.js'
+import { IDBFactory, IDBKeyRange } from 'fake-indexeddb'
+import { indexedDBStorage } from '../../src/storage/indexeddb.js'
 import { record, until } from './helpers.js'
 
 const open: Replica[] = []
@@ -179,6 +181,28 @@ describe('text fields', () => {
     await settle(a, b)
     for (let i = 0; i < 60; i++) expect(b.collection('n').text(`r${i}`, 'f').toString()).toBe(`${i}:` + 'y'.repeat(500))
     expect(b.status().peers[0]!.behind).toBe(0)
+  })
+})
+
+describe('text on a shared store (tabs of one origin)', () => {
+  it('an edit in one tab shows in the other at once, reaches the network through the leader, and survives both closing', async () => {
+    const factory = new IDBFactory()
+    const net = new MemoryNetwork({ seed: 16 })
+    const tab = async (): Promise<TextReplica> => {
+      const r = await createReplica<Y.Text>({ storage: indexedDBStorage('text-tabs', { indexedDB: factory, IDBKeyRange }), transports: [net.transport()], antiEntropyMs: 200, text: yjsText() })
+      open.push(r)
+      return r
+    }
+    const [t1, t2] = [await tab(), await tab()]
+    const remote = await textReplica(net, 'remote', { antiEntropyMs: 200 })
+    t2.collection('n').text('x', 'f').insert(0, 'from a follower tab')
+    await until(() => t1.collection('n').text('x', 'f').toString() === 'from a follower tab', 5000, 'the other tab')
+    await until(() => remote.collection('n').text('x', 'f').toString() === 'from a follower tab', 10_000, 'the network peer')
+    remote.collection('n').text('x', 'f').insert(0, '> ')
+    await until(() => t2.collection('n').text('x', 'f').toString() === '> from a follower tab', 10_000, 'the remote edit in both tabs')
+    await Promise.all([t1.close(), t2.close()])
+    const again = await tab()
+    expect(again.collection('n').text('x', 'f').toString()).toBe('> from a follower tab')
   })
 })
 
