@@ -13,7 +13,10 @@
  * - syncmesh only: a new replica's full sync of the state over the memory network (start → its vector covers the
  *   source's), and cold start of a replica stored on LevelDB until readable.
  *
- *   npx tsx bench/scale.ts [--sizes 10000,100000,1000000] [--systems syncmesh,yjs]
+ *   npx tsx bench/scale.ts [--sizes 10000,100000,1000000] [--systems syncmesh,yjs] [--parts core]
+ *
+ * `--parts core` measures the state alone (no full sync, no LevelDB start: those take minutes at 1 M on a busy
+ * machine, and each child has 15 minutes).
  *
  * Prints a markdown table (with the growth 10 k → 100 k → 1 M) and writes `.bench-results/scale.json`.
  */
@@ -105,8 +108,9 @@ async function childSyncmesh(count: number): Promise<ScaleResult> {
     runs.push(ms)
     deltaBytes = encodeDelta(delta).byteLength
   }
-  const syncMs = await fullSync(loaded)
-  const levelStartMs = await levelStart(loaded)
+  const coreOnly = arg('parts', 'all') === 'core'
+  const syncMs = coreOnly ? undefined : await fullSync(loaded)
+  const levelStartMs = coreOnly ? undefined : await levelStart(loaded)
   return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, syncMs, levelStartMs }
 }
 
@@ -201,7 +205,7 @@ async function childYjs(count: number): Promise<ScaleResult> {
 // ---------------------------------------------------------------------------------------------------------------------
 
 function runChild(system: string, size: number): ScaleResult | { system: string; records: number; error: string } {
-  const out = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=12000', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', system, '--size', String(size)], {
+  const out = spawnSync(process.execPath, ['--expose-gc', '--max-old-space-size=12000', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', system, '--size', String(size), '--parts', arg('parts', 'all')], {
     cwd: ROOT,
     encoding: 'utf8',
     maxBuffer: 16 * 1024 * 1024,
