@@ -329,7 +329,19 @@ export class Persistence {
     const puts = [{ key, data: snapshot }]
     if (this.text && this.textSource) puts.push({ key: seqKey(this.slot, 'snapshot', Number(key.at(-1)), true), data: wrap(this.textSource.encodeState()) })
     this.snapshotBytes = puts.reduce((n, p) => n + p.data.length, 0)
-    const stale = redundant.filter((k) => !puts.some((p) => sameKey(p.key, k)))
+    // A key sharing the new snapshot's first two parts stays (on a shared store, a slot k ≥ 1 keeps its own entries:
+    // another process may be loading them); text keys follow the same rule for their slot.
+    const text = puts[1]?.key
+    const own = (k: string[]): boolean => (k[0] === 'text' ? k[1] === String(this.slot) && (this.slot > 0 || sameKey(k, text!)) : k[0] === key[0] && k[1] === key[1])
+    const stale = redundant.filter((k) => {
+      // A snapshot written before the text state exists (absorbing a dead slot at open) holds no text: its text keys
+      // wait for the next snapshot that does.
+      if (k[0] === 'text' && !text) {
+        if (this.text) this.obsolete.push(k)
+        return false
+      }
+      return !own(k)
+    })
     if (this.storage.batch) {
       await this.storage.batch([...puts.map((p) => ({ type: 'put' as const, ...p })), ...stale.map((k) => ({ type: 'del' as const, key: k }))])
       return
