@@ -214,13 +214,8 @@ export interface StampReaders {
   readonly readStamp: (wall: number) => Timestamp
 }
 
-/**
- * Reads a peer table and base wall (`uint n, n × string peer, uint baseWall`, with `between` read in between them,
- * e.g. a field-name table) and returns readers of timestamps relative to them (`uint wall − baseWall, uint counter ×
- * n + peerIndex`) and of version vectors (`uint k, k × ts`). Used by the text delta codec ({@link readDelta} reads
- * the same table inline, without an object per timestamp); errors name `what`.
- */
-export function readStampTable(r: Reader, what: string, between?: () => void): StampReaders {
+/** Reads a peer table (`uint n, n × string peer`): valid, distinct peer ids; errors name `what`. */
+function readPeerTable(r: Reader, what: string): string[] {
   const nPeers = r.count(2, MAX_DELTA_PEERS)
   const peers: string[] = []
   const seen = new Set<string>()
@@ -232,6 +227,17 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
     seen.add(p)
     peers.push(p)
   }
+  return peers
+}
+
+/**
+ * Reads a peer table and base wall (`uint n, n × string peer, uint baseWall`, with `between` read in between them,
+ * e.g. a field-name table) and returns readers of timestamps relative to them (`uint wall − baseWall, uint counter ×
+ * n + peerIndex`) and of version vectors (`uint k, k × ts`). Used by the text delta codec ({@link readDelta} reads
+ * the same table inline, without an object per timestamp); errors name `what`.
+ */
+export function readStampTable(r: Reader, what: string, between?: () => void): StampReaders {
+  const peers = readPeerTable(r, what)
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`${what} base wall ${baseWall} out of range`)
   between?.()
@@ -239,13 +245,13 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
   const readStamp = (wall: number): Timestamp => {
     if (wall > MAX_WALL || wall < 0) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
     const x = r.uint()
-    const peer = peers[x % nPeers]
-    const counter = Math.floor(x / nPeers)
+    const peer = peers[x % peers.length]
+    const counter = Math.floor(x / peers.length)
     if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
     return { wall, counter, peer }
   }
   const readVV = (): VersionVector => {
-    const n = r.count(2, nPeers)
+    const n = r.count(2, peers.length)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
       const ts = readTs()
@@ -291,17 +297,7 @@ export function readDelta(
   if (version !== DELTA_FORMAT_VERSION) {
     throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
   }
-  const nPeers = r.count(2, MAX_DELTA_PEERS)
-  const peers: string[] = []
-  const seen = new Set<string>()
-  for (let i = 0; i < nPeers; i++) {
-    const p = r.string()
-    const bad = invalidPeerReason(p)
-    if (bad) throw new DecodeError(`delta peer table: ${bad}`)
-    if (seen.has(p)) throw new DecodeError(`delta peer table: duplicate peer ${JSON.stringify(p)}`)
-    seen.add(p)
-    peers.push(p)
-  }
+  const peers = readPeerTable(r, 'delta')
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`delta base wall ${baseWall} out of range`)
   const nNames = r.count(1)
@@ -319,15 +315,15 @@ export function readDelta(
     const wall = baseWall + r.uint()
     if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
     const x = r.uint()
-    const peer = peers[x % nPeers]
-    const counter = Math.floor(x / nPeers)
+    const peer = peers[x % peers.length]
+    const counter = Math.floor(x / peers.length)
     if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
     tsWall = wall
     tsCounter = counter
     tsPeer = peer
   }
   const readVV = (): VersionVector => {
-    const n = r.count(2, nPeers)
+    const n = r.count(2, peers.length)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
       readTs()
