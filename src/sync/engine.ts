@@ -289,7 +289,7 @@ export class SyncEngine {
 
   /** Whether we may not exchange changes with `p` yet: our frontier is not empty and `p` has not shown it covers it. */
   private gated(p: PeerState): boolean {
-    const ours = this.init.store.gcFrontier().vector
+    const ours = this.init.store.frontierView()
     return ours.size > 0 && (p.frontier === undefined || !covers(p.frontier, ours))
   }
 
