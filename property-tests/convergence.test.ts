@@ -171,6 +171,22 @@ describe('pinned schedules', () => {
     await result.close()
   })
 
+  it('an amnesiac replica whose wall clock was set back to its first start gets a new origin all the same', async () => {
+    // Replicas open at wall T. r1 writes x at T+1, then its clock steps back 4 ms, so when it loses its disk (step 3,
+    // wall T+4-4 = T) its new history starts at the same ms as its first one, and its next write is again stamped
+    // T+1, counter 0. An origin id made of the ms alone repeated: r0 took y for x's already-known timestamp.
+    const result = await run([
+      { kind: 'put', replica: 1, collection: 'todos', id: 'x', fields: { title: 'first history' } },
+      { kind: 'deliverAll' },
+      { kind: 'clock', replica: 1, ms: -4 },
+      { kind: 'amnesia', replica: 1 },
+      { kind: 'put', replica: 1, collection: 'todos', id: 'y', fields: { title: 'second history, same wall ms' } },
+    ])
+    assertConverged(result.replicas, { replay: 'Replay: the schedule of this test (no randomness)' })
+    expect(result.replicas[0]!.collection('todos').get('y')).toBeDefined()
+    await result.close()
+  })
+
   it('a write broadcast before it was durable comes back to its replica after a crash (kill -9) and a new write', async () => {
     const result = await run([
       { kind: 'put', replica: 1, collection: 'todos', id: 'x', fields: { title: 'in flight when r1 crashed' } },

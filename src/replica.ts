@@ -64,6 +64,12 @@ export interface ReplicaInit<X = unknown> {
   /** The hybrid logical clock's physical clock and drift bound (see {@link HLCInit}). */
   clock?: { now?: () => number; maxDriftMs?: number }
   /**
+   * Where new ids (a random peer id, a new storage history's origin id) get their randomness: a function returning
+   * numbers in [0, 1), as `Math.random` does. Inject a seeded one for deterministic tests.
+   * @default the platform's cryptographic random source
+   */
+  random?: () => number
+  /**
    * Largest sync message accepted from a peer or produced for one, after reassembly.
    * @default 1_048_576 (1 MiB)
    */
@@ -249,7 +255,7 @@ async function openState(
 ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; gc: string | undefined; tabs?: TabGroup; text: Uint8Array[] }> {
   const load = async (slot?: number) => {
     const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot, text: init.text !== undefined })
-    const peerId = init.peerId ?? opened.peerId ?? randomPeerId()
+    const peerId = init.peerId ?? opened.peerId ?? randomHex(init, 32)
     const writerId = opened.writerId ?? newWriterId(peerId, init)
     if (peerId !== opened.peerId || writerId !== opened.writerId) await opened.persistence.saveIdentity(peerId, writerId)
     return { ...opened, peerId, writerId }
@@ -266,15 +272,21 @@ export function roomTopic(app: string, room: string): string {
   return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
 }
 
-/** A new storage history's origin id (see {@link writerIdFor}), from the injected clock so tests stay deterministic. */
+/** A new storage history's origin id (see {@link writerIdFor}), from the injected clock and randomness. */
 function newWriterId(peerId: string, init: ReplicaInit<unknown>): string {
-  return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, (init.clock?.now ?? Date.now)())
+  return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, (init.clock?.now ?? Date.now)(), randomHex(init, 8))
 }
 
-function randomPeerId(): string {
-  const bytes = new Uint8Array(16)
+/** `digits` random hex digits from `init.random`, else from the platform's cryptographic source. */
+function randomHex(init: ReplicaInit<unknown>, digits: number): string {
+  if (init.random) {
+    let out = ''
+    for (let i = 0; i < digits; i++) out += Math.floor(init.random() * 16).toString(16)
+    return out
+  }
+  const bytes = new Uint8Array(Math.ceil(digits / 2))
   globalThis.crypto.getRandomValues(bytes)
-  return bytesToHex(bytes)
+  return bytesToHex(bytes).slice(0, digits)
 }
 
 type Listeners = { [E in keyof ReplicaEvents]: Set<ReplicaEvents[E]> }

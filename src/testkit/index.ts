@@ -769,6 +769,9 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
   const withText = options.text ?? schedule.some((s) => s.kind === 'text')
   const text = withText ? (await import('../text/index.js')).yjsText() : undefined
   const slots: Slot[] = []
+  // Randomness for new origin ids (an amnesiac replica's new history), drawn from the seed so runs replay exactly.
+  let idDraws = 0
+  const idRandom = (): number => (Math.imul((options.seed ?? 0) + 0x632be5ab * ++idDraws, 0x9e3779b1) >>> 0) / 2 ** 32
 
   // Link state: topology ∧ ¬cut ∧ same partition group. Only pairs whose state changes are touched.
   const linkUp = new Map<string, boolean>()
@@ -798,6 +801,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
       storage: handle,
       transports: [transport],
       antiEntropyMs: 0,
+      random: idRandom,
       clock: { now: () => now + skew[i]!, ...(options.replica?.maxDriftMs !== undefined ? { maxDriftMs: options.replica.maxDriftMs } : {}) },
       ...(options.replica?.compactAfterEntries !== undefined ? { compactAfterEntries: options.replica.compactAfterEntries } : {}),
       ...(options.replica?.maxMessageBytes !== undefined ? { maxMessageBytes: options.replica.maxMessageBytes } : {}),
