@@ -6,7 +6,7 @@ import type { RecordRef } from '../crdt/delta.js'
 import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
-import { type Value, encodeValue } from '../crdt/value.js'
+import { MAX_VALUE_DEPTH, type Value } from '../crdt/value.js'
 import { AuthError } from '../transports/errors.js'
 import type { PeerId, RoomCipher, RoomContext, Transport } from '../transports/types.js'
 import { AuthErrorThrottle, type RoomSecret, roomCipher } from './crypto.js'
@@ -15,16 +15,15 @@ import { Persistence } from './persistence.js'
 import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, sumTraffic, vectorSnapshot } from './inspect.js'
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
-import { type PeerStatus, SyncEngine, newestTimestamp, slotWriterId, writerIdFor } from './sync/engine.js'
+import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
 import { StoreSync, type StoreSyncInit } from './sync/store-sync.js'
 import type { Delta } from '../crdt/delta.js'
 import { GatedTransport } from './sync/gate.js'
 import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './sync/sealed.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
-import { DEFAULT_MAX_MESSAGE_BYTES, encodeDeltaParts } from './sync/protocol.js'
+import { DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
 import type { RecordTextChange, TextDelta, TextState, TextSupport } from './text/types.js'
-import { compareTimestamps } from '../crdt/timestamp.js'
 
 /** Options of {@link createReplica}; `X` is the type of text fields (`Y.Text` with `yjsText()`). */
 export interface ReplicaInit<X = unknown> {
@@ -310,9 +309,6 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   /** Records written since the last flush, per collection. */
   private dirty = new Map<string, Set<string>>()
   private batch: Batch | undefined
-  private lastFlushed: Timestamp | undefined
-  /** The newest own write that is durable in storage (see SyncEngine: nothing newer is handed to peers). */
-  private durable: Timestamp | undefined
   private pendingWrites = 0
   /** Settles when the latest flushed batch is durable and sent. */
   private settled: Promise<void> = Promise.resolve()
@@ -354,44 +350,53 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     this.lost = new Ring(init.inspect?.conflicts ?? 100)
     this.hlc = new HLC(writerId, init.clock)
     this.text = init.text ? this.openText(init.text, storedText) : undefined
-    let own = store.versionVector().get(writerId)
-    const ownText = this.text?.versionVector().get(writerId)
-    if (ownText && (!own || compareTimestamps(ownText, own) > 0)) own = ownText
-    if (own) this.hlc.restore(own)
-    this.lastFlushed = store.versionVector().get(writerId)
-    this.durable = own
     const report = (err: Error): void => this.emit('error', err, {})
     this.gates = (init.transports ?? []).map((t) => new GatedTransport(cipher ? sealedTransport(t) : t, !tabs, report))
     const gc = gcText === undefined ? undefined : decodeGcState(gcText)
     if (gc) store.restoreFrontier(gc.frontier, gc.newest)
     const now = init.clock?.now ?? Date.now
+    const topic = roomTopic(init.app ?? 'syncmesh', init.room ?? 'default')
+    // Store-and-forward: each transport that reaches a server's store. Not on a shared store (tabs): only its
+    // leader runs transports, and the others' writes would have to be uploaded by it (not done yet).
+    for (const t of tabs ? [] : (init.transports ?? [])) {
+      if (t.store === undefined) continue
+      const host = {
+        topic,
+        writerId,
+        cipher,
+        store,
+        durable: () => this.engine.durable(),
+        apply: (delta: Delta, bytes: Uint8Array) => this.engine.applyStored(delta, bytes),
+        changed: () => this.engine.antiEntropy(),
+        load: (key: string[]) => storage.load(key),
+        save: (key: string[], data: Uint8Array) => storage.save(key, data),
+        error: report,
+      }
+      this.storeSyncs.push(new StoreSync(t.store, host, init.storeSync))
+    }
     this.engine = new SyncEngine({
       store,
       hlc: this.hlc,
       transports: tabs ? [...this.gates, tabs.link] : this.gates,
       tabLink: tabs?.link,
-      room: this.roomContext(roomTopic(init.app ?? 'syncmesh', init.room ?? 'default'), peerId, cipher),
+      room: this.roomContext(topic, peerId, cipher),
       writerId,
-      durable: () => this.durable,
+      log: { append: (delta) => persistence.append(delta, store), appendText: (delta) => persistence.appendText(delta, store) },
+      uploads: this.storeSyncs,
       maxMessageBytes: this.maxMessageBytes,
       antiEntropyMs: init.antiEntropyMs ?? 5_000,
       gc: tabs ? undefined : { horizonMs: init.tombstoneHorizonMs ?? 30 * 24 * 3_600_000, now, known: gc?.known ?? new Map() },
       text: this.text,
       hooks: {
-        applied: (result, bytes, fromTab) => {
+        applied: (changes, fromTab) => {
           if (fromTab) this.unstored = true
-          else this.persistence.append(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
-          // With text, raised floors erase text first (see TextState.afterRecords).
-          const changes = this.text ? this.text.afterRecords(result.changed, result.floors, (c, id) => this.store.has(c, id)) : result.changed
           if (this.listeners.change.size === 0) return
-          const events = changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', (c as { text?: RecordChangeEvent['text'] }).text))
-          this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
+          this.emitChanges(changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', c.text)).filter((e): e is RecordChangeEvent => e !== undefined))
         },
-        textApplied: (result, bytes, fromTab) => {
+        textApplied: (changes, fromTab) => {
           if (fromTab) this.unstored = true
-          else this.persistence.appendText(bytes, this.store).catch((err) => err !== this.abandoned && this.emit('error', asError(err), {}))
           if (this.listeners.change.size === 0) return
-          this.emitChanges(result.changed.map((c) => this.textEvent(c, 'remote')).filter((e): e is RecordChangeEvent => e !== undefined))
+          this.emitChanges(changes.map((c) => this.textEvent(c, 'remote')).filter((e): e is RecordChangeEvent => e !== undefined))
         },
         conflict: (o) => this.emit('conflict', { collection: o.collection, id: o.id, field: o.field, winner: o.winner, loser: o.loser }),
         peerJoin: (peer) => {
@@ -423,50 +428,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
           this.tabs?.postStatus()
           this.emit('sync', peer)
         },
-        error: (err, peer) => this.emit('error', err, { peer }),
+        // A storage failure that closed the replica (see abandon) was reported once already.
+        error: (err, peer) => err !== this.abandoned && this.emit('error', err, { peer }),
       },
     })
-    // Store-and-forward: each transport that reaches a server's store. Not on a shared store (tabs): only its
-    // leader runs transports, and the others' writes would have to be uploaded by it (not done yet).
-    const topic = roomTopic(init.app ?? 'syncmesh', init.room ?? 'default')
-    for (const t of tabs ? [] : (init.transports ?? [])) {
-      if (t.store === undefined) continue
-      this.storeSyncs.push(
-        new StoreSync(
-          t.store,
-          {
-            topic,
-            writerId,
-            cipher,
-            store,
-            durable: () => this.durable,
-            apply: (delta, bytes) => this.applyStored(delta, bytes),
-            changed: () => this.engine.antiEntropy(),
-            load: (key) => storage.load(key),
-            save: (key, data) => storage.save(key, data),
-            error: report,
-          },
-          init.storeSync,
-        ),
-      )
-    }
-  }
-
-  /** Applies a delta fetched from a server's store; resolves once it is durable here. */
-  private applyStored(delta: Delta, bytes: Uint8Array): Promise<void> {
-    const newest = newestTimestamp(delta)
-    if (newest) this.hlc.receive(newest) // throws ClockDriftError for a far-future writer: nothing is applied
-    const result = this.store.apply(delta)
-    if (result.changed.length === 0 && !result.advanced && result.floors.length === 0) return Promise.resolve()
-    const stored = this.persistence.append(bytes, this.store)
-    // With text, raised floors erase text first (see TextState.afterRecords).
-    const changes = this.text ? this.text.afterRecords(result.changed, result.floors, (c, id) => this.store.has(c, id)) : result.changed
-    if (this.listeners.change.size > 0) {
-      const events = changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', (c as { text?: RecordChangeEvent['text'] }).text))
-      this.emitChanges(events.filter((e): e is RecordChangeEvent => e !== undefined))
-    }
-    this.engine.notify()
-    return stored
   }
 
   /** What the transports are told: the topic, our id, and for an encrypted room the cipher and an error sink. */
@@ -727,7 +692,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     return this.batch.promise
   }
 
-  /** Sends the writes made since the last flush to every peer and appends them to storage, as one delta. */
+  /** Commits the writes made since the last flush (see SyncEngine.commit: durable, then sent, as one delta). */
   private flush(): void {
     const batch = this.batch
     if (!batch) return
@@ -736,24 +701,9 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
     this.dirty = new Map()
     try {
-      const parts = refs.length > 0 ? encodeDeltaParts(this.store.changesOf(this.writerId, this.lastFlushed, refs), this.maxMessageBytes - 16) : []
-      const recordsFlushed = (this.lastFlushed = this.store.versionVector().get(this.writerId))
-      let flushed = recordsFlushed
-      const text = this.text?.dirty ? this.text.takeLocal(this.maxMessageBytes - 16) : undefined
-      if (text?.newest && (!flushed || compareTimestamps(text.newest, flushed) > 0)) flushed = text.newest
-      // Durable first, then sent: a peer must never hold a write of ours that a crash could take from us, or our
-      // version vector would later claim it while we lack it.
-      const stored = parts.map((p) => this.persistence.append(p, this.store))
-      for (const p of text?.parts ?? []) stored.push(this.persistence.appendText(p, this.store))
-      this.settled = Promise.all(stored).then(
+      this.settled = this.engine.commit(refs).then(
         () => {
-          if (flushed && (!this.durable || compareTimestamps(flushed, this.durable) > 0)) this.durable = flushed
           this.pendingWrites -= batch.writes
-          if (parts.length > 0) {
-            this.engine.broadcastLive(parts)
-            for (const s of this.storeSyncs) s.pushLocal(parts, recordsFlushed)
-          }
-          if (text && text.parts.length > 0) this.engine.broadcastText(text.parts)
           batch.resolve()
         },
         (err: unknown) => {
@@ -768,14 +718,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     }
   }
 
+  /** Refuses a write whose values would not fit a sync message (estimated from above, without encoding them). */
   private checkSize(id: string, fields: object): void {
-    let size = 0
-    for (const key in fields) {
-      const v = (fields as Record<string, unknown>)[key]
-      if (typeof v === 'string') size += v.length * 3
-      else if (typeof v === 'object' && v !== null) size += v instanceof Uint8Array ? v.length : encodedSize(v)
-    }
     const limit = this.maxMessageBytes - 4096
+    const size = sizeBound(fields, limit)
     if (size > limit) {
       throw new MessageTooLargeError(`record ${JSON.stringify(id)}: a write of ~${size} bytes exceeds the ${limit}-byte limit (maxMessageBytes)`, size, limit)
     }
@@ -828,12 +774,36 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   }
 }
 
-function encodedSize(v: unknown): number {
-  try {
-    return encodeValue(v as Value).length
-  } catch {
-    return 0 // not a storable value: the store's own validation reports it precisely
+/**
+ * An upper bound of the encoded size of a record's values (crdt/value.ts), or a number above `limit` as soon as it
+ * exceeds it: 3 bytes per UTF-16 unit, 9 per number, 5 of tag and length per string, byte array, array, object and
+ * key. 0 for a value nested too deep (or cyclic: depth first, a cycle gets there fast), which the store refuses.
+ */
+function sizeBound(fields: object, limit: number): number {
+  let size = 0
+  const stack: [unknown, number][] = []
+  for (const key in fields) {
+    size += key.length * 3
+    stack.push([(fields as Record<string, unknown>)[key], 0])
   }
+  while (stack.length > 0 && size <= limit) {
+    const [v, depth] = stack.pop()!
+    if (typeof v === 'string') size += 5 + v.length * 3
+    else if (typeof v !== 'object' || v === null) size += 9
+    else if (v instanceof Uint8Array) size += 5 + v.length
+    else if (depth > MAX_VALUE_DEPTH) return 0 // too deep or cyclic: the store's validation refuses it precisely
+    else {
+      size += 5
+      if (Array.isArray(v)) for (const item of v) stack.push([item, depth + 1])
+      else {
+        for (const key in v) {
+          size += 5 + key.length * 3
+          stack.push([(v as Record<string, unknown>)[key], depth + 1])
+        }
+      }
+    }
+  }
+  return size
 }
 
 class CollectionImpl<T extends RecordShape, X> implements Collection<T, X> {

@@ -2,8 +2,13 @@
  * The sync engine: runs the protocol of protocol.ts between one replica's {@link RecordStore} and its peers, over
  * any number of transports. A peer reachable over several transports is one peer; frames go over the first link
  * that reports it (transports are listed in order of preference).
+ *
+ * It owns both paths of a change. Outbound ({@link SyncEngine.commit}): the replica names the records it wrote; the
+ * engine builds their delta once, makes it durable, then sends it to every peer, cut up front to each peer's
+ * message limit, and hands it to the store uploads. Inbound: decode, apply (text erased by raised floors first),
+ * make durable, forward, acknowledge, then tell the replica what changed through {@link EngineHooks}.
  */
-import type { Delta } from '../../crdt/delta.js'
+import type { Delta, RecordRef } from '../../crdt/delta.js'
 import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../../crdt/errors.js'
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
@@ -11,7 +16,7 @@ import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
-import type { TextApplyResult, TextState } from '../text/types.js'
+import type { RecordTextChange, TextState } from '../text/types.js'
 import {
   MAX_REACHED,
   Reassembler,
@@ -27,15 +32,23 @@ import {
   toFrames,
 } from './protocol.js'
 
-/** What the engine tells its replica. */
+/** A record that a remote delta changed, with its text fields' changes when it has text. */
+export interface AppliedChange extends RecordRef {
+  /** Whether the record was visible before. */
+  readonly existed: boolean
+  readonly text?: RecordTextChange['text']
+}
+
+/** What the engine tells its replica: the one interface from the engine back to the replica. */
 export interface EngineHooks {
   /**
-   * A delta from a peer was applied; `bytes` is its encoding (to persist) when it changed anything. `fromTab`: it
-   * came over the tab link, from a replica on the same store, which has stored it already (or whose leader has).
+   * Remote changes were applied and handed to storage: records changed, text erased by raised floors (`fromTab`:
+   * they came over the tab link, from a replica on the same store, which has stored them, so they were not
+   * stored again here).
    */
-  applied(result: ApplyResult, bytes: Uint8Array, fromTab: boolean): void
-  /** A text delta from a peer was applied and changed something; `bytes` is its encoding (to persist). */
-  textApplied?(result: TextApplyResult, bytes: Uint8Array, fromTab: boolean): void
+  applied(changes: readonly AppliedChange[], fromTab: boolean): void
+  /** A remote text delta was applied and handed to storage (`fromTab` as for {@link applied}). */
+  textApplied(changes: readonly RecordTextChange[], fromTab: boolean): void
   /**
    * A value was lost to a write made without knowledge of it (a conflict), while applying a peer's delta. Overwrites
    * by the value's own writer, or by a sender whose last reported vector shows it had seen the loser, are not.
@@ -71,6 +84,20 @@ export interface GcInit {
   readonly known: ReadonlyMap<PeerId, KnownPeer>
 }
 
+/** Where the engine makes deltas durable (the replica's storage log). */
+export interface DeltaLog {
+  /** Appends an encoded record delta; resolves once it is durable. */
+  append(delta: Uint8Array): Promise<void>
+  /** Appends an encoded text delta; resolves once it is durable. */
+  appendText(delta: Uint8Array): Promise<void>
+}
+
+/** A store upload (store-and-forward, see store-sync.ts): it receives every local delta once durable. */
+export interface Upload {
+  /** A batch of local writes (encoded delta parts, newest own write `upto`) is durable: upload it. */
+  pushLocal(parts: readonly Uint8Array[], upto: Timestamp | undefined): void
+}
+
 /** Options of the engine. */
 export interface EngineInit {
   readonly store: RecordStore
@@ -84,8 +111,10 @@ export interface EngineInit {
   readonly room: RoomContext
   /** The origin id of this replica's own timestamps. */
   readonly writerId: string
-  /** The newest of this replica's own writes that is durable; newer ones are never handed to a peer. */
-  readonly durable: () => Timestamp | undefined
+  /** Where deltas become durable: local ones before they are sent, remote ones as they are applied. */
+  readonly log: DeltaLog
+  /** Store uploads, handed every local delta once it is durable. */
+  readonly uploads?: readonly Upload[]
   readonly maxMessageBytes: number
   /** Interval of anti-entropy rounds in ms; 0 disables the timer (tests drive rounds by hand). */
   readonly antiEntropyMs: number
@@ -151,10 +180,24 @@ export class SyncEngine {
   private readonly known: Map<PeerId, KnownPeer>
   /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
   private readonly textPeers = new Set<PeerId>()
+  /** Our newest write already committed (its delta built): the next commit starts after it. */
+  private committed: Timestamp | undefined
+  /** Our newest write that is durable; newer ones are never handed to a peer. */
+  private durableUpTo: Timestamp | undefined
 
   constructor(private readonly init: EngineInit) {
     this.selfHash = peerHash(init.room.peerId)
     this.known = new Map(init.gc?.known)
+    this.committed = init.store.versionVector().get(init.writerId)
+    const text = init.text?.versionVector().get(init.writerId)
+    this.durableUpTo = text && (!this.committed || compareTimestamps(text, this.committed) > 0) ? text : this.committed
+    // Never reissue a timestamp of ours that storage holds.
+    if (this.durableUpTo) init.hlc.restore(this.durableUpTo)
+  }
+
+  /** Our newest write that is durable (store uploads claim nothing newer). */
+  durable(): Timestamp | undefined {
+    return this.durableUpTo
   }
 
   /** Starts every transport and begins listening. */
@@ -189,26 +232,71 @@ export class SyncEngine {
   }
 
   /**
-   * Sends a batch of local changes (already encoded) to every connected peer, as LIVE messages whose `reached` set
-   * names us and all of them: in a full mesh nobody forwards, in a sparser topology receivers forward to the rest.
+   * Commits local writes: the records in `refs` (written since the last commit) and the text edits waiting to be
+   * taken. Builds their delta once and makes it durable, then sends it to every connected peer as LIVE messages
+   * whose `reached` set names us and all of them (in a full mesh nobody forwards; in a sparser topology receivers
+   * forward to the rest), and hands it to the store uploads. Durable first, then sent: a peer must never hold a
+   * write of ours that a crash could take from us, or our version vector would later claim it while we lack it.
+   * Resolves once durable and sent; throws at once when the delta cannot be encoded.
    */
-  broadcastLive(parts: readonly Uint8Array[]): void {
-    this.broadcast(parts, (part, reached) => encodeLiveMessage(part, reached, this.init.maxMessageBytes))
+  commit(refs: readonly RecordRef[]): Promise<void> {
+    const { store, writerId, log, maxMessageBytes } = this.init
+    const delta = refs.length > 0 ? store.changesOf(writerId, this.committed, refs) : undefined
+    const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : []
+    const upto = (this.committed = store.versionVector().get(writerId))
+    const text = this.init.text?.dirty ? this.init.text.takeLocal(maxMessageBytes - 16) : undefined
+    const newest = text?.newest && (!upto || compareTimestamps(text.newest, upto) > 0) ? text.newest : upto
+    const stored = parts.map((part) => log.append(part))
+    for (const part of text?.parts ?? []) stored.push(log.appendText(part))
+    return Promise.all(stored).then(() => {
+      if (newest && (!this.durableUpTo || compareTimestamps(newest, this.durableUpTo) > 0)) this.durableUpTo = newest
+      if (delta && parts.length > 0) {
+        this.sendLive(this.liveTargets(), parts, delta, encodeLiveMessage)
+        for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
+      }
+      if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
+      this.notify()
+    })
   }
 
-  /** Sends a batch of local text edits (encoded text delta parts) to every connected peer, like {@link broadcastLive}. */
-  broadcastText(parts: readonly Uint8Array[]): void {
-    this.broadcast(parts, (part, reached) => encodeTextMessage(part, true, reached, this.init.maxMessageBytes))
+  /** The peers a local change goes to: every connected one that is not gated (see {@link gated}). */
+  private liveTargets(): PeerState[] {
+    return [...this.peers.values()].filter((p) => !p.dropped && !this.gated(p))
   }
 
-  /** Sends local changes to every connected peer that is not gated (see {@link gated}), through {@link sendAll}. */
-  private broadcast(parts: readonly Uint8Array[], encode: (part: Uint8Array, reached: number[]) => Uint8Array): void {
-    const targets = [...this.peers.values()].filter((p) => !p.dropped && !this.gated(p))
+  /**
+   * Sends a live change (encoded `parts` of `delta`) to `targets`, naming them all and `reached` in the set it
+   * carries. A target whose link takes smaller messages gets `delta` cut again for it, from the decoded delta; a
+   * text change (no `delta`) goes whole.
+   */
+  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: Delta | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
     if (targets.length === 0) return
     this.flushNeighbours()
-    const reached = [this.selfHash, ...targets.map((p) => p.hash)]
-    for (const part of parts) this.sendAll(targets, encode(part, reached))
-    this.notify()
+    const seen = new Set(reached)
+    seen.add(this.selfHash)
+    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const largest = Math.max(...parts.map((part) => part.length)) + 16
+    const byLimit = new Map<number, PeerState[]>()
+    for (const t of targets) {
+      const limit = delta && largest > this.messageLimit(t) ? this.messageLimit(t) : this.init.maxMessageBytes
+      const group = byLimit.get(limit)
+      if (group) group.push(t)
+      else byLimit.set(limit, [t])
+    }
+    for (const [limit, group] of byLimit) {
+      const cut = limit < this.init.maxMessageBytes ? this.cut(delta!, limit, () => parts) : parts
+      for (const part of cut) this.sendAll(group, encode(part, seen, limit))
+    }
+  }
+
+  /** `delta` cut into parts of at most `limit` bytes, or `whole()` when a single write is larger than that. */
+  private cut(delta: Delta, limit: number, whole: () => readonly Uint8Array[]): readonly Uint8Array[] {
+    try {
+      return encodeDeltaParts(delta, limit - 16)
+    } catch (err) {
+      if (err instanceof MessageTooLargeError) return whole()
+      throw err
+    }
   }
 
   /**
@@ -365,7 +453,7 @@ export class SyncEngine {
 
   /** The newest own write we may hand out (see {@link RecordStore.changesSince}'s `ceiling`). */
   private ceiling(): Timestamp {
-    return this.init.durable() ?? { wall: -1, counter: 0, peer: this.init.writerId }
+    return this.durableUpTo ?? { wall: -1, counter: 0, peer: this.init.writerId }
   }
 
   /** Whether `p` is another replica of our shared store, reached over the tab link. */
@@ -493,16 +581,6 @@ export class SyncEngine {
     const link = p.links[0]
     if (!link || p.dropped) return
     try {
-      const limit = this.messageLimit(p)
-      if (message.length > limit) {
-        // A delta cut for a roomier link (a live batch, a forwarded change) is cut again, into parts that each apply
-        // on their own; anything that cannot be cut goes as it is.
-        const parts = this.resplit(message, limit)
-        if (parts) {
-          for (const part of parts) for (const frame of toFrames(part, link.maxFrameSize, this.nextMessageId++)) link.send(p.id, frame)
-          return
-        }
-      }
       for (const frame of toFrames(message, link.maxFrameSize, this.nextMessageId++)) link.send(p.id, frame)
     } catch (err) {
       this.init.hooks.error(asError(err), p.id)
@@ -519,37 +597,10 @@ export class SyncEngine {
   }
 
   /** A delta for `p`, cut into parts that fit its link; a single write larger than the link's hint goes whole. */
-  private deltaParts(p: PeerState, delta: Delta): Uint8Array[] {
+  private deltaParts(p: PeerState, delta: Delta): readonly Uint8Array[] {
     const limit = this.messageLimit(p)
-    if (limit < this.init.maxMessageBytes) {
-      try {
-        return encodeDeltaParts(delta, limit - 16)
-      } catch (err) {
-        if (!(err instanceof MessageTooLargeError)) throw err
-      }
-    }
-    return encodeDeltaParts(delta, this.init.maxMessageBytes - 16)
-  }
-
-  /** A DELTA (or LIVE) message re-cut into DELTA messages of at most `limit` bytes; undefined when it cannot be. */
-  private resplit(message: Uint8Array, limit: number): Uint8Array[] | undefined {
-    let msg
-    try {
-      msg = decodeMessage(message)
-    } catch {
-      return undefined
-    }
-    if (msg?.type !== 'delta') return undefined
-    let parts: Uint8Array[]
-    try {
-      parts = encodeDeltaParts(msg.delta, limit - 16)
-    } catch (err) {
-      if (err instanceof MessageTooLargeError) return undefined
-      throw err
-    }
-    if (parts.length < 2) return undefined
-    // A re-cut live change goes as a live DELTA (forwarded as if only we had it): a few duplicate frames at worst.
-    return parts.map((part) => encodeDeltaMessage(part, msg.live))
+    const whole = (): Uint8Array[] => encodeDeltaParts(delta, this.init.maxMessageBytes - 16)
+    return limit < this.init.maxMessageBytes ? this.cut(delta, limit, whole) : whole()
   }
 
   private receive(peer: PeerId, frame: Uint8Array): void {
@@ -601,23 +652,46 @@ export class SyncEngine {
   }
 
   private onDelta(p: PeerState, delta: Delta, live: boolean, payload: Uint8Array, reached: readonly number[] | undefined): void {
-    const { store, hlc, hooks } = this.init
-    const newest = newestTimestamp(delta)
-    if (newest) hlc.receive(newest) // throws ClockDriftError for a far-future peer: nothing is applied
+    const { store, hooks } = this.init
     const held = store.versionVector()
-    const result = store.apply(delta, (o) => {
+    const stored = this.apply(delta, payload, this.isTab(p), (o) => {
       // A loser we already held was reported when it first lost; one arriving again (forwarded, duplicated) is not news.
       if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
-    // A raised floor is new state even when nothing visible changed (and it erases text stamped below it).
-    const changed = result.changed.length > 0 || result.advanced || result.floors.length > 0
-    if (changed) hooks.applied(result, payload, this.isTab(p))
-    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeLiveMessage(part, seen, this.init.maxMessageBytes))
+    stored?.catch((err: unknown) => hooks.error(asError(err)))
+    if (live && stored) this.forward(p, payload, delta, reached, encodeLiveMessage)
     this.send(p, encodeVectorMessage('ack', store.versionVector()))
     const ours = store.versionVector()
     for (const other of this.peers.values()) this.checkSynced(other, ours)
     this.notify()
+  }
+
+  /**
+   * Applies a delta fetched from a server's store (see store-sync.ts); resolves once it is durable here. Throws
+   * (ClockDriftError for a far-future writer) to refuse it, changing nothing.
+   */
+  applyStored(delta: Delta, bytes: Uint8Array): Promise<void> {
+    const stored = this.apply(delta, bytes, false)
+    this.notify()
+    return stored ?? Promise.resolve()
+  }
+
+  /**
+   * Applies a remote delta after the clock accepts its newest timestamp (throws ClockDriftError for a far-future
+   * writer: nothing is applied), erases the text that raised floors cover, stores `bytes` (not when they came
+   * from a tab, which stored them) and tells the replica. Returns the storing, or undefined when nothing changed.
+   */
+  private apply(delta: Delta, bytes: Uint8Array, fromTab: boolean, onOverwrite?: (o: Overwrite) => void): Promise<void> | undefined {
+    const { store, hlc, text, log, hooks } = this.init
+    const newest = newestTimestamp(delta)
+    if (newest) hlc.receive(newest)
+    const result = store.apply(delta, onOverwrite)
+    // A raised floor is new state even when nothing visible changed (and it erases text stamped below it).
+    if (result.changed.length === 0 && !result.advanced && result.floors.length === 0) return undefined
+    const stored = fromTab ? Promise.resolve() : log.append(bytes)
+    hooks.applied(text ? text.afterRecords(result.changed, result.floors, (c, id) => store.has(c, id)) : result.changed, fromTab)
+    return stored
   }
 
   /** A TEXT_REQUEST (answered with what the peer's text vector lacks) or a TEXT_ACK. Ignored without text support. */
@@ -632,8 +706,7 @@ export class SyncEngine {
     if (mine) hlc.receive(mine)
     // A gated peer gets no text either (its SYNC_REQUEST, sent with this, is answered with our FRONTIER).
     if (isRequest && !this.gated(p)) {
-      const durable = this.init.durable() ?? { wall: -1, counter: 0, peer: writerId }
-      const parts = text.changesSince(vv, durable, this.messageLimit(p) - 16)
+      const parts = text.changesSince(vv, this.ceiling(), this.messageLimit(p) - 16)
       if (parts.length > 0) for (const part of parts) this.send(p, encodeTextMessage(part, false))
       else this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
     }
@@ -649,8 +722,12 @@ export class SyncEngine {
     if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
     const result = text.apply(decoded)
     const changed = result.changed.length > 0 || result.advanced
-    if (changed) this.init.hooks.textApplied?.(result, payload, this.isTab(p))
-    if (live && changed) this.forward(p, payload, reached, (part, seen) => encodeTextMessage(part, true, seen, this.init.maxMessageBytes))
+    if (changed) {
+      const fromTab = this.isTab(p)
+      if (!fromTab) this.init.log.appendText(payload).catch((err: unknown) => this.init.hooks.error(asError(err)))
+      this.init.hooks.textApplied(result.changed, fromTab)
+    }
+    if (live && changed) this.forward(p, payload, undefined, reached, encodeLiveText)
     this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
     for (const other of this.peers.values()) this.checkSynced(other)
     this.notify()
@@ -660,17 +737,14 @@ export class SyncEngine {
    * Sends a live change that changed our state on to the peers it has not reached (see LIVE in protocol.ts), naming
    * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
+   * A records change is cut again, from its decoded `delta`, for a peer whose link takes smaller messages.
    */
-  private forward(from: PeerState, payload: Uint8Array, reached: readonly number[] | undefined, encode: (payload: Uint8Array, reached: Set<number>) => Uint8Array): void {
+  private forward(from: PeerState, payload: Uint8Array, delta: Delta | undefined, reached: readonly number[] | undefined, encode: LiveEncoder): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
     for (const o of this.peers.values()) if (o !== from && !o.dropped && !this.gated(o) && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
-    if (targets.length === 0) return
-    this.flushNeighbours()
-    seen.add(this.selfHash)
-    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
-    this.sendAll(targets, encode(payload, seen))
+    this.sendLive(targets, [payload], delta, encode, seen)
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */
@@ -750,8 +824,16 @@ function isConflict(o: Overwrite, sender: PeerState): boolean {
   return !(!o.incomingLost && senderWrote && senderSawLoser)
 }
 
+/** Encodes a live change (one encoded delta part) with the peers it has reached, in at most `maxBytes`. */
+type LiveEncoder = (part: Uint8Array, reached: Iterable<number>, maxBytes: number) => Uint8Array
+
+/** A live TEXT message (see {@link LiveEncoder}). */
+function encodeLiveText(part: Uint8Array, reached: Iterable<number>, maxBytes: number): Uint8Array {
+  return encodeTextMessage(part, true, reached, maxBytes)
+}
+
 /** The newest timestamp a delta carries (what the local clock must move past), if any. */
-export function newestTimestamp(delta: Delta): Timestamp | undefined {
+function newestTimestamp(delta: Delta): Timestamp | undefined {
   let max: Timestamp | undefined
   const see = (ts: Timestamp): void => {
     if (!max || compareTimestamps(ts, max) > 0) max = ts

@@ -1,5 +1,5 @@
 /**
- * The syncmesh sync protocol, version 1, revision 3 (see "Revisions" below). This comment is the specification.
+ * The syncmesh sync protocol, version 1, revision 3. This comment is the specification.
  *
  * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
  *
@@ -26,8 +26,7 @@
  *                                      sends it on only to its peers not in `reached`, after adding them and itself.
  *                                      n ≤ {@link MAX_REACHED}; a longer set is refused with DecodeError. A sender
  *                                      whose set is full sends on without adding (duplicates cost frames, not
- *                                      correctness). Added in version 1 as a new type: a build that predates it
- *                                      ignores LIVE and receives live changes by anti-entropy.
+ *                                      correctness).
  *   6 NEIGHBOURS    uint n  n × u32 peer   the peers the sender is connected to now ({@link peerHash}, big-endian),
  *                                      n ≤ {@link MAX_NEIGHBOURS}. Sent to a peer when it connects; to every peer
  *                                      at once when the sender loses a peer; after a gain, with the next LIVE the
@@ -39,14 +38,13 @@
  *                                      has the smallest hash; the others leave T to it. Each node decides once,
  *                                      deferring only to a smaller hash that was sent the change, so with current
  *                                      lists some reached neighbour of T always sends; a list made stale by a link
- *                                      change can leave T to anti-entropy. A peer that never sent NEIGHBOURS
- *                                      (an older build) is always sent to.
+ *                                      change can leave T to anti-entropy. A peer that has not sent NEIGHBOURS
+ *                                      is always sent to.
  *   7 TEXT_REQUEST  vv                 the same as SYNC_REQUEST for the text half of the state (collaborative text
  *                                      fields, see below): `vv` is the sender's *text* version vector. The receiver
  *                                      answers with TEXT parts for every text write newer than vv (or a TEXT_ACK).
- *                                      Sending it also says "I keep text": peers that never sent one (older builds,
- *                                      replicas opened without text support) are left out of text sync and of the
- *                                      text half of sync() agreement.
+ *                                      Sending it also says "I keep text": peers that never sent one are left out
+ *                                      of text sync and of the text half of sync() agreement.
  *   8 TEXT          u8 flags  uint n  n × u32 reached  textDelta
  *                                      text changes, idempotent (the text delta format of src/text/codec.ts, which
  *                                      carries its own format version). flags bit 0: a live change, forwarded like a
@@ -69,10 +67,12 @@
  *                                      dropped cannot bring deleted data back.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
- * Revisions of version 1 (each only adds message types, which older builds ignore): r1 types 1–4; r2 LIVE and
- * NEIGHBOURS; r3 (this build, {@link PROTOCOL_REVISION}) TEXT_REQUEST, TEXT, TEXT_ACK and FRONTIER. A build without text
- * support (r1, r2, or r3 opened without `text`) ignores types 7–9: it neither stores nor forwards text, so text
- * crosses only replicas that keep it, and an r2 peer never holds up a text replica's sync().
+ * Compatibility. Within version 1, a revision only adds message types, and a receiver ignores types it does not
+ * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 ({@link PROTOCOL_REVISION}) adds 7–10. A peer that
+ * ignores LIVE receives live changes by anti-entropy; one that never sends NEIGHBOURS is always sent to; one
+ * without text (an earlier revision, or a replica opened without `text`) ignores types 7–9, neither stores nor
+ * forwards text, and never holds up a text replica's sync(); one that ignores FRONTIER cannot sync with a replica
+ * whose frontier is not empty (it never opens that replica's gate).
  *
  * Text. A record's text fields are Yjs documents (one Y.Text each). Every local Yjs transaction is stamped with a
  * timestamp of the replica's HLC, and the text half of the state has a version vector of its own over those stamps,
@@ -89,7 +89,9 @@
  * Flow: when two peers meet, each sends SYNC_REQUEST (preceded by TEXT_REQUEST when it keeps text; a replica
  * remembers which peers keep text, and waits for their text vector before it calls them in agreement); each answers
  * with what the other lacks; both ACK. Local
- * writes are coalesced per field and flushed once per tick as one LIVE to every connected peer. Peers repeat
+ * writes are coalesced per field and flushed once per tick as one delta, durable before it is sent, as LIVE
+ * messages to every connected peer, cut to each peer's message limit (a relayed link may take less than
+ * `maxMessageBytes`; a forwarder cuts a change again for such a link). Peers repeat
  * SYNC_REQUEST every `antiEntropyMs`, which repairs anything a lossy transport dropped (or a hash collision in a
  * `reached` set skipped). LIVE messages that changed state are forwarded to the peers not yet reached, so changes
  * cross any connected topology (line, ring, star, bounded overlays) while a full mesh of n peers spends n − 1
@@ -122,7 +124,7 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 
 /** Version byte at the start of every frame. */
 export const PROTOCOL_VERSION = 1
-/** Revision of version 1 this build speaks (see the spec: r3 added the text messages, types 7–9, and FRONTIER, 10). */
+/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 3 has types 1–10). */
 export const PROTOCOL_REVISION = 3
 /** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */
 export const MAX_TEXT_SESSIONS = 16

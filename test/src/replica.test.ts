@@ -77,6 +77,10 @@ describe('replica API', () => {
     await expect(c.update('ok', { n: (() => 1) as unknown as number })).rejects.toThrow(InvalidValueError)
     await expect(c.update('ok', { n: new Date() as unknown as number })).rejects.toThrow(InvalidValueError)
     await expect(c.update('', { n: 1 })).rejects.toThrow(InvalidValueError)
+    // A cyclic value (wide, so that walking it naively would take forever) is refused as invalid, not as too large.
+    const cyclic: Record<string, unknown> = {}
+    for (const k of ['a', 'b', 'c', 'd']) cyclic[k] = cyclic
+    await expect(c.update('ok', { n: cyclic as unknown as number })).rejects.toThrow(InvalidValueError)
     expect(c.get('ok')).toEqual({ id: 'ok', n: 1 })
     expect(r!.status()).toEqual(before)
     expect(() => r!.collection('')).toThrow(InvalidValueError)
@@ -86,6 +90,7 @@ describe('replica API', () => {
     const { rs: [r] } = await make(1, { maxMessageBytes: 64 * 1024 })
     const c = r!.collection('blobs')
     await expect(c.put({ id: 'b', data: new Uint8Array(100_000) })).rejects.toThrow(MessageTooLargeError)
+    await expect(c.put({ id: 'b', data: { nested: ['x'.repeat(30_000)] } })).rejects.toThrow(MessageTooLargeError)
     expect(c.get('b')).toBeUndefined()
   })
 
