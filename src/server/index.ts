@@ -18,7 +18,7 @@
  *   Valid JSON without a known `type` is ignored (as y-webrtc does). Invalid JSON, `topics` that is not an array, a
  *   topic longer than `maxTopicLength` or more than `maxTopicsPerConnection` topics close the connection with 1008.
  * - **Binary** WebSocket messages speak the relay protocol specified (and encoded/decoded) in
- *   `transports/relay.ts` (versions 1 and 2): JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/
+ *   `transports/relay/wire.ts` (versions 1 and 2): JOIN/LEAVE/SEND/BROADCAST/PING from clients; WELCOME/PEERS/UP/DOWN/
  *   FROM/PONG/ERROR back; with a `store`, PUT/FETCH/COMPACT answered by STORE/STORED/BLOB/FETCHED/COMPACTED
  *   (store-and-forward: the server keeps per room the opaque blobs members upload, see ./store.ts). `authenticate` /
  *   `tokens` gate every JOIN; `redis` shares rooms with other server processes (see ./cluster.ts).
@@ -69,7 +69,7 @@ import {
   encodeRelayMessage,
   encodeServerOp,
   relayMessageVersion,
-} from '../../transports/relay.js'
+} from '../../transports/relay/wire.js'
 import { SEAL_OVERHEAD } from '../crypto.js'
 import { BLOB_PLAIN, BLOB_SEALED } from '../sync/store-sync.js'
 import { type Cluster, startCluster } from './cluster.js'

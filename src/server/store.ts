@@ -1,7 +1,7 @@
 /**
  * The server's store for store-and-forward (`syncmesh serve --store <dir | redis://…>`): per room topic, an
  * append-only sequence of opaque blobs that members upload and later joiners fetch (see the Store section of the
- * relay spec in transports/relay.ts). The server never reads a blob: in an encrypted room it holds sealed bytes only.
+ * relay spec in transports/relay/wire.ts). The server never reads a blob: in an encrypted room it holds sealed bytes only.
  *
  * A room is keyed by SHA-256 of its topic (hex), so no topic string, however crafted, can name another room's keys.
  * Each blob has a key `(seq, part)`: uploads take `(seq, 0)`; a compaction up to `upto` deletes every key with

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { HELP, parseCli, runCli } from '../../src/server/cli.js'
 import { startServer, type ServerInit, type SyncmeshServer } from '../../src/server/index.js'
-import { RELAY_PROTOCOL_VERSION, RelayErrorCode, RelayOp, encodeClientOp, encodeRelayMessage } from '../../transports/relay.js'
+import { RELAY_PROTOCOL_VERSION, RelayErrorCode, RelayOp, encodeClientOp, encodeRelayMessage } from '../../transports/relay/index.js'
 import { startYWebrtcServer } from '../transports/webrtc-helpers.js'
 import { RawClient, httpGet, killChildren, sleep, track, until } from './helpers.js'
 

@@ -20,7 +20,7 @@ import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Tran
 import { transportConformanceCases, type TransportHarness } from '../../src/testkit/transport-suite.js'
 import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
-import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
+import { decodeClientMessage, relayTransport } from '../../transports/relay/index.js'
 import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { RawClient, RecordingProxy } from '../server/helpers.js'
 import { until } from './helpers.js'
