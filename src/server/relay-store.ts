@@ -4,7 +4,7 @@
  * their blobs. A refused upload answers ERROR with its wire code and closes only that connection.
  */
 import { RelayErrorCode, type RelayClientOp, type RelayServerOp, encodeServerOp } from '../../transports/relay/wire.js'
-import { SEAL_OVERHEAD } from '../crypto.js'
+import { SEAL_OVERHEAD } from '../crypto/room-key.js'
 import { BLOB_PLAIN, BLOB_SEALED } from '../sync/store-sync.js'
 import { type Conn, type Connections, type ServerCounters, ServerCloseCode } from './connections.js'
 import { type ServerLog, topicLabel } from './log.js'

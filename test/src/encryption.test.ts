@@ -13,8 +13,8 @@ import {
   deriveRoomKey,
   roomCipher,
   roomKeySalt,
-} from '../../src/crypto.js'
-import { SEALED_FRAME_OVERHEAD, SEALED_FRAME_VERSION, sealedTransport } from '../../src/sync/sealed.js'
+} from '../../src/crypto/room-key.js'
+import { SEALED_FRAME_OVERHEAD, SEALED_FRAME_VERSION, sealedTransport } from '../../src/crypto/sealed.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from '../../transports/types.js'
 import { transportConformanceCases, type TransportHarness } from '../../src/testkit/transport-suite.js'
