@@ -51,8 +51,9 @@ import { SignalingProtocol } from './signaling.js'
 import { type BlobStore, openBlobStore } from './store.js'
 
 export { ServerCloseCode } from './connections.js'
+export { InvalidArgumentError, MissingDependencyError, StoreLimitError } from './errors.js'
 export type { JoinRequest, ServerInit } from './options.js'
-export { type BlobStore, type BlobPage, type StoreLimits, StoreLimitError, memoryBlobStore, levelBlobStore, redisBlobStore, openBlobStore } from './store.js'
+export { type BlobStore, type BlobPage, type StoreLimits, memoryBlobStore, levelBlobStore, redisBlobStore, openBlobStore } from './store.js'
 
 /** Counters of a running server. */
 export interface ServerStats {

@@ -1,4 +1,5 @@
 /** The options of `startServer` ({@link ServerInit}), and their validation into the values the server runs with. */
+import { InvalidArgumentError } from '../../crdt/errors.js'
 import type { BlobStore, StoreLimits } from './store.js'
 
 /** What {@link ServerInit.authenticate} is asked about: one JOIN. */
@@ -162,24 +163,24 @@ export interface ServerOptions {
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const v = value ?? fallback
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new RangeError(`${name} must be a positive number, got ${String(v)}`)
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got ${String(v)}`)
   return v
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number, max = 0xffffffff): number {
   const v = positive(name, value, fallback)
-  if (!Number.isSafeInteger(v) || v > max) throw new RangeError(`${name} must be an integer in 1..${max}, got ${v}`)
+  if (!Number.isSafeInteger(v) || v > max) throw new InvalidArgumentError(`${name} must be an integer in 1..${max}, got ${v}`)
   return v
 }
 
 /** Checks the options and fills in the defaults; throws before the server opens anything. */
 export function resolveServerOptions(init: ServerInit): ServerOptions {
   const host = init.host ?? '127.0.0.1'
-  if (typeof host !== 'string' || host === '') throw new RangeError('host must be a non-empty string')
+  if (typeof host !== 'string' || host === '') throw new InvalidArgumentError('host must be a non-empty string')
   const port = init.port ?? 4444
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be an integer in 0..65535, got ${String(port)}`)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`port must be an integer in 0..65535, got ${String(port)}`)
   const maxMessageBytes = positiveInt('maxMessageBytes', init.maxMessageBytes, 128 * 1024)
-  if (maxMessageBytes < 1024) throw new RangeError('maxMessageBytes must be at least 1024')
+  if (maxMessageBytes < 1024) throw new InvalidArgumentError('maxMessageBytes must be at least 1024')
   const rate = positiveInt('ratePerSecond', init.ratePerSecond, 1000)
   const rateBurst = positiveInt('rateBurst', init.rateBurst, 2 * rate)
   const bytesRate = positiveInt('bytesPerSecond', init.bytesPerSecond, 4 << 20)
@@ -196,7 +197,7 @@ export function resolveServerOptions(init: ServerInit): ServerOptions {
     maxStoreBytes: positiveInt('maxStoreBytes', init.maxStoreBytes, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
   }
   const tokens = (init.tokens ?? []).map((t) => Buffer.from(t, 'utf8'))
-  if (tokens.some((t) => t.byteLength === 0)) throw new RangeError('tokens must be non-empty strings')
+  if (tokens.some((t) => t.byteLength === 0)) throw new InvalidArgumentError('tokens must be non-empty strings')
   return {
     host,
     port,

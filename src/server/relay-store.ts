@@ -9,7 +9,8 @@ import { BLOB_PLAIN, BLOB_SEALED } from '../sync/store-sync.js'
 import { type Conn, type Connections, type ServerCounters, ServerCloseCode } from './connections.js'
 import { type ServerLog, topicLabel } from './log.js'
 import type { ServerOptions } from './options.js'
-import { type BlobStore, StoreLimitError } from './store.js'
+import { StoreLimitError } from './errors.js'
+import type { BlobStore } from './store.js'
 
 /** A store op from a client. */
 export type RelayStoreOp = Extract<RelayClientOp, { op: 'put' | 'fetch' | 'compact' }>
