@@ -29,7 +29,7 @@ export default defineConfig([
       'transports/memory': 'transports/memory.ts',
       'transports/broadcast': 'transports/broadcast.ts',
       'transports/webrtc/index': 'transports/webrtc/index.ts',
-      'transports/relay': 'transports/relay.ts',
+      'transports/relay/index': 'transports/relay/index.ts',
       'src/server/index': 'src/server/index.ts',
       'src/cli': 'src/cli.ts',
       'src/testkit/index': 'src/testkit/index.ts',

@@ -13,7 +13,7 @@ export default defineConfig({
       { find: /^syncmesh\/server$/, replacement: here('./src/server/index.ts') },
       { find: /^syncmesh\/storage\/(.*)$/, replacement: here('./src/storage/$1.ts') },
       // A transport split into modules is a folder with an index.ts; the others are one file.
-      { find: /^syncmesh\/transports\/(libp2p|webrtc)$/, replacement: here('./transports/$1/index.ts') },
+      { find: /^syncmesh\/transports\/(libp2p|relay|webrtc)$/, replacement: here('./transports/$1/index.ts') },
       { find: /^syncmesh\/transports\/(.*)$/, replacement: here('./transports/$1.ts') },
       { find: /^syncmesh$/, replacement: here('./src/index.ts') },
     ],

@@ -6,8 +6,8 @@
 import { pbkdf2Async } from '@noble/hashes/pbkdf2.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { createReplica } from '../src/index.js'
-import { ROOM_KEY_ITERATIONS, cipherFromKey, deriveRoomKey, roomKeySalt } from '../src/crypto.js'
-import { SEALED_FRAME_OVERHEAD } from '../src/sync/sealed.js'
+import { ROOM_KEY_ITERATIONS, cipherFromKey, deriveRoomKey, roomKeySalt } from '../src/crypto/room-key.js'
+import { SEALED_FRAME_OVERHEAD } from '../src/crypto/sealed.js'
 import { MemoryNetwork } from '../transports/memory.js'
 import { mulberry32 } from '../test/prng.js'
 

@@ -42,7 +42,7 @@ export {
   TextUnavailableError,
 } from './errors.js'
 export type { TextDelta, TextDeltaOp, TextSupport } from './text/types.js'
-export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto.js'
+export { ROOM_KEY_ITERATIONS, CryptoUnavailableError, type RoomSecret } from './crypto/room-key.js'
 export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './storage/types.js'
 export { MemoryStorage } from './storage/memory.js'
 export type { Transport, RoomContext, RoomCipher, PeerId, RoomStoreLink, RoomStoreInfo, RoomStorePage } from '../transports/types.js'

@@ -17,7 +17,7 @@ export const SOURCE_ALIASES: Record<string, string> = {
   'syncmesh/text': root('src/text/index.ts'),
   'syncmesh/storage/indexeddb': root('src/storage/indexeddb.ts'),
   'syncmesh/transports/webrtc': root('transports/webrtc/index.ts'),
-  'syncmesh/transports/relay': root('transports/relay.ts'),
+  'syncmesh/transports/relay': root('transports/relay/index.ts'),
   'syncmesh/transports/broadcast': root('transports/broadcast.ts'),
   'syncmesh/transports/memory': root('transports/memory.ts'),
 }

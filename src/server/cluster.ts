@@ -18,6 +18,7 @@
  * Delivery stays best-effort, as on one process.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { MissingDependencyError } from './errors.js'
 
 /** What a node learns from the others about one room. */
 export interface ClusterEvents {
@@ -129,7 +130,7 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
   try {
     redis = (await import('redis')) as unknown as typeof redis
   } catch (err) {
-    throw new Error('--redis needs the optional dependency redis: npm install redis', { cause: err })
+    throw new MissingDependencyError('--redis needs the optional dependency redis: npm install redis', { cause: err })
   }
   const ns = init.namespace ?? 'syncmesh:cluster'
   const ttl = init.nodeTtlMs ?? 3000

@@ -1,7 +1,7 @@
 /**
  * The server's store for store-and-forward (`syncmesh serve --store <dir | redis://…>`): per room topic, an
  * append-only sequence of opaque blobs that members upload and later joiners fetch (see the Store section of the
- * relay spec in transports/relay.ts). The server never reads a blob: in an encrypted room it holds sealed bytes only.
+ * relay spec in transports/relay/wire.ts). The server never reads a blob: in an encrypted room it holds sealed bytes only.
  *
  * A room is keyed by SHA-256 of its topic (hex), so no topic string, however crafted, can name another room's keys.
  * Each blob has a key `(seq, part)`: uploads take `(seq, 0)`; a compaction up to `upto` deletes every key with
@@ -24,18 +24,7 @@
  *   `b/h/seqpart`  blob           `ns:r:h:b` + `ns:r:h:i` hash key → blob, sorted set of keys (lex)
  */
 import { createHash, randomBytes } from 'node:crypto'
-
-/** Why the store refused to take an upload. */
-export class StoreLimitError extends Error {
-  constructor(
-    message: string,
-    /** `STORE_FULL`: the store's total limit; `QUOTA_EXCEEDED`: the room's; `MALFORMED_UPLOAD`: a compaction past what is stored. */
-    readonly code: 'STORE_FULL' | 'QUOTA_EXCEEDED' | 'MALFORMED_UPLOAD',
-  ) {
-    super(message)
-    this.name = 'StoreLimitError'
-  }
-}
+import { MissingDependencyError, StoreLimitError } from './errors.js'
 
 /** Limits a store enforces on one operation. */
 export interface StoreLimits {
@@ -210,7 +199,7 @@ export async function levelBlobStore(location: string): Promise<BlobStore> {
   try {
     ;({ ClassicLevel } = (await import('classic-level')) as unknown as { ClassicLevel: typeof ClassicLevel })
   } catch (err) {
-    throw new Error('--store <dir> needs the optional dependency classic-level: npm install classic-level', { cause: err })
+    throw new MissingDependencyError('--store <dir> needs the optional dependency classic-level: npm install classic-level', { cause: err })
   }
   const db = new ClassicLevel(location, { keyEncoding: 'utf8', valueEncoding: 'view' })
   await db.open()
@@ -408,7 +397,7 @@ export async function redisBlobStore(init: RedisBlobStoreInit): Promise<BlobStor
   try {
     redis = (await import('redis')) as unknown as typeof redis
   } catch (err) {
-    throw new Error('--store redis://… needs the optional dependency redis: npm install redis', { cause: err })
+    throw new MissingDependencyError('--store redis://… needs the optional dependency redis: npm install redis', { cause: err })
   }
   const BUFFERS = { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } }
   const ns = init.namespace ?? 'syncmesh:store'

@@ -13,7 +13,7 @@ import { startWebApp, type WebApp } from '../../examples/web/serve.js'
 import type { Todo } from '../../examples/web/app.js'
 import { createReplica } from '../../src/index.js'
 import type { ReplicaStatus } from '../../src/replica.js'
-import { relayTransport } from '../../transports/relay.js'
+import { relayTransport } from '../../transports/relay/index.js'
 import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { haveChromium, launchBrowser, warnIfNoChromium, type TestBrowser } from './chromium.js'
 

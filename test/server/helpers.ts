@@ -11,7 +11,7 @@ import {
   decodeServerMessage,
   encodeClientOp,
   encodeRelayMessage,
-} from '../../transports/relay.js'
+} from '../../transports/relay/index.js'
 
 /** Every child process a test spawned; {@link killChildren} (run in afterAll) kills whatever is still running. */
 const children = new Set<ChildProcess>()

@@ -25,7 +25,7 @@ import {
   decodeServerMessage,
   encodeClientOp,
   encodeRelayMessage,
-} from '../../transports/relay.js'
+} from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
 import { killChildren, sleep, track, until } from './helpers.js'
 

@@ -6,7 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createReplica, type Replica } from '../../src/index.js'
 import type { ReplicaImpl } from '../../src/replica.js'
-import { relayTransport, type RelayTransport } from '../../transports/relay.js'
+import { relayTransport, type RelayTransport } from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
 import { available as redisAvailable, RedisServer } from '../storage/redis-server.js'
 import { killChildren, sigkill, spawnServe, type ServeProcess, until } from './helpers.js'

@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { HELP, parseCli, runCli } from '../../src/server/cli.js'
-import { startServer, type ServerInit, type SyncmeshServer } from '../../src/server/index.js'
-import { RELAY_PROTOCOL_VERSION, RelayErrorCode, RelayOp, encodeClientOp, encodeRelayMessage } from '../../transports/relay.js'
+import { InvalidArgumentError, startServer, type ServerInit, type SyncmeshServer } from '../../src/server/index.js'
+import { RELAY_PROTOCOL_VERSION, RelayErrorCode, RelayOp, encodeClientOp, encodeRelayMessage } from '../../transports/relay/index.js'
 import { startYWebrtcServer } from '../transports/webrtc-helpers.js'
 import { RawClient, httpGet, killChildren, sleep, track, until } from './helpers.js'
 
@@ -219,6 +219,14 @@ describe('startServer basics', () => {
     expect((await httpGet(s.url, '/nope')).status).toBe(404)
     expect((await httpGet(s.url, '/')).status).toBe(200)
     await expect(RawClient.open(`${s.url}/health`)).rejects.toThrow(/400/)
+  })
+
+  it('refuses invalid options with a named InvalidArgumentError before opening anything', async () => {
+    for (const init of [{ port: 70_000 }, { host: '' }, { maxMessageBytes: 100 }, { ratePerSecond: 0 }, { tokens: [''] }] as ServerInit[]) {
+      const refused = startServer({ log: false, ...init })
+      await expect(refused).rejects.toThrow(InvalidArgumentError)
+      await expect(refused).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', name: 'InvalidArgumentError' })
+    }
   })
 
   it('refuses port collisions with an error instead of crashing', async () => {

@@ -23,7 +23,7 @@ import {
   encodeRelayMessage,
   relayTransport,
   type RelayTransportInit,
-} from '../../transports/relay.js'
+} from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
 import { available as redisAvailable, redisFixture } from '../storage/redis-server.js'
 import { RawClient, sleep, until } from './helpers.js'
@@ -303,7 +303,7 @@ describe('an older server', () => {
   it('a client meeting a version-1-only relay falls back to version-1 messages and syncs (no store)', async () => {
     // A stand-in for a server of the previous build: v1 only, refusing v2 as that build did.
     const { WebSocketServer } = await import('ws')
-    const { decodeClientMessage, encodeServerOp } = await import('../../transports/relay.js')
+    const { decodeClientMessage, encodeServerOp } = await import('../../transports/relay/index.js')
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
     await new Promise((r) => wss.once('listening', r))
     const members = new Map<string, import('ws').WebSocket>()

@@ -13,14 +13,14 @@ import {
   deriveRoomKey,
   roomCipher,
   roomKeySalt,
-} from '../../src/crypto.js'
-import { SEALED_FRAME_OVERHEAD, SEALED_FRAME_VERSION, sealedTransport } from '../../src/sync/sealed.js'
+} from '../../src/crypto/room-key.js'
+import { SEALED_FRAME_OVERHEAD, SEALED_FRAME_VERSION, sealedTransport } from '../../src/crypto/sealed.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from '../../transports/types.js'
 import { transportConformanceCases, type TransportHarness } from '../../src/testkit/transport-suite.js'
 import { mulberry32 } from '../prng.js'
 import { startServer, type SyncmeshServer } from '../../src/server/index.js'
-import { decodeClientMessage, relayTransport } from '../../transports/relay.js'
+import { decodeClientMessage, relayTransport } from '../../transports/relay/index.js'
 import { webrtcTransport } from '../../transports/webrtc/index.js'
 import { RawClient, RecordingProxy } from '../server/helpers.js'
 import { until } from './helpers.js'

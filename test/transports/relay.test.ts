@@ -23,7 +23,7 @@ import {
   type RelayTransport,
   type RelayTransportInit,
   type WebSocketLike,
-} from '../../transports/relay.js'
+} from '../../transports/relay/index.js'
 import { RawClient, RecordingProxy, sleep, until } from '../server/helpers.js'
 
 const servers: SyncmeshServer[] = []

@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { createReplica, type Replica } from '../../src/index.js'
 import { type SyncmeshServer, startServer } from '../../src/server/index.js'
-import { relayTransport } from '../../transports/relay.js'
+import { relayTransport } from '../../transports/relay/index.js'
 import { type RTCImplementation, webrtcTransport } from '../../transports/webrtc/index.js'
 import { blockableRtc, waitFor } from './webrtc-helpers.js'
 

@@ -17,7 +17,7 @@
 import { createInterface } from 'node:readline'
 import { createReplica } from '../../src/index.js'
 import { levelStorage } from '../../src/storage/level.js'
-import { relayTransport } from '../../transports/relay.js'
+import { relayTransport } from '../../transports/relay/index.js'
 import type { Transport } from '../../transports/types.js'
 import { webrtcTransport } from '../../transports/webrtc/index.js'
 

@@ -6,7 +6,7 @@
  * Wire shape (version 1):
  *
  * ```
- * sealed = version:u8 (=0xE1)  kind:u8  nonce[12]  ciphertext  tag[16]       (AES-256-GCM, see src/crypto.ts)
+ * sealed = version:u8 (=0xE1)  kind:u8  nonce[12]  ciphertext  tag[16]       (AES-256-GCM, see ./room-key.ts)
  * kind   = 0 DATA         plaintext: one sync-engine frame
  *          1 HELLO        plaintext: empty — "I hold the room key; are you there?"
  *          2 HELLO_REPLY  plaintext: empty — "I hold it too"
@@ -37,7 +37,7 @@ import { asError } from '../../crdt/errors.js'
 import { AuthError, FrameTooLargeError, TransportArgumentError, TransportStateError } from '../../transports/errors.js'
 import { TransportListeners } from '../../transports/listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomCipher, RoomContext, Transport } from '../../transports/types.js'
-import { SEAL_OVERHEAD } from '../crypto.js'
+import { SEAL_OVERHEAD } from './room-key.js'
 
 /**
  * First byte of sealed frames (format 1). Distinct from every sync protocol version, so a peer without the secret

@@ -1,5 +1,6 @@
 /**
- * Encrypted rooms: the room key and the cipher built on it.
+ * Encrypted rooms: the room key and the cipher built on it (./sealed.ts wraps every transport of an encrypted room
+ * with this cipher).
  *
  * - Key: PBKDF2-HMAC-SHA256 (`@noble/hashes`, the async variant, which yields to the event loop) over the secret,
  *   {@link ROOM_KEY_ITERATIONS} iterations, 32 bytes, salted with {@link roomKeySalt}: a versioned application constant
@@ -14,9 +15,9 @@
 import { pbkdf2Async } from '@noble/hashes/pbkdf2.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
-import { InvalidValueError, SyncmeshError } from '../crdt/errors.js'
-import { AuthError } from '../transports/errors.js'
-import type { PeerId, RoomCipher } from '../transports/types.js'
+import { InvalidValueError, SyncmeshError } from '../../crdt/errors.js'
+import { AuthError } from '../../transports/errors.js'
+import type { PeerId, RoomCipher } from '../../transports/types.js'
 
 /** PBKDF2-HMAC-SHA256 iterations of the room key (OWASP's 2023 figure for PBKDF2-SHA256). */
 export const ROOM_KEY_ITERATIONS = 600_000
