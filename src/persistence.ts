@@ -25,7 +25,7 @@
  * snapshot before it removes the log entries and the snapshot it replaces, so a crash at any point loses nothing:
  * replaying a log entry the snapshot already holds is harmless (deltas are idempotent).
  */
-import { DecodeError } from '../crdt/errors.js'
+import { DecodeError, InvalidArgumentError } from '../crdt/errors.js'
 import { murmur3x128 } from '../crdt/hash.js'
 import { RecordStore } from '../crdt/record-store.js'
 import { StorageCorruptError } from './errors.js'
@@ -267,7 +267,7 @@ export class Persistence {
 
   /** Appends one encoded text delta (see src/text/codec.ts); resolves once it is durable. */
   appendText(delta: Uint8Array, store: RecordStore): Promise<void> {
-    if (!this.text) throw new TypeError('appendText: this persistence was opened without text')
+    if (!this.text) throw new InvalidArgumentError('appendText: this persistence was opened without text')
     return this.appendEntry(delta, store, true)
   }
 

@@ -40,7 +40,7 @@
  * copied first, so only the viewed bytes travel. In Node, the channel and the heartbeat timer are unref'd: an open
  * transport does not keep a process alive.
  */
-import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportStateError } from './errors.js'
+import { FrameTooLargeError, PeerIdInUseError, TransportArgumentError, TransportStateError, toError } from './errors.js'
 import { TransportListeners } from './listeners.js'
 import type { FrameListener, PeerId, PeerListener, RoomContext, Transport } from './types.js'
 
@@ -302,7 +302,7 @@ class BroadcastTransportImpl implements BroadcastTransport {
 
   /** Reports an error no caller can receive: to `RoomContext.onError`, else as an uncaught exception. */
   private report(error: unknown, peer?: PeerId): void {
-    const e = error instanceof Error ? error : new Error(String(error))
+    const e = toError(error)
     const onError = this.room?.onError
     if (onError) onError(e, peer)
     else {

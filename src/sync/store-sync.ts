@@ -32,7 +32,7 @@
  *   lost, and the room's storage stays below about twice its state, whatever the history.
  */
 import { type Delta, decodeDelta } from '../../crdt/delta.js'
-import { SyncmeshError } from '../../crdt/errors.js'
+import { SyncmeshError, asError } from '../../crdt/errors.js'
 import type { RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { AuthError } from '../../transports/errors.js'
@@ -405,8 +405,4 @@ export class StoreSync {
       }
     })
   }
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
 }
