@@ -2,7 +2,7 @@
  * The convergence check: compares replicas' visible states (text fields' content included) and digests, and on a
  * difference throws a {@link ConvergenceError} with a readable per-field diff and the replay line.
  */
-import { SyncmeshError } from '../../crdt/errors.js'
+import { InvalidArgumentError, SyncmeshError } from '../../crdt/errors.js'
 import type { StoredRecord } from '../../crdt/record-store.js'
 import { type Value, valuesEqual } from '../../crdt/value.js'
 import { type Replica, ReplicaImpl } from '../replica.js'
@@ -91,7 +91,7 @@ export function compareReplicas(replicas: readonly Replica[], options: Pick<Asse
   if (!collections) {
     const names = new Set<string>()
     for (const r of replicas) {
-      if (!(r instanceof ReplicaImpl)) throw new TypeError('assertConverged: pass { collections } for replicas not made by createReplica')
+      if (!(r instanceof ReplicaImpl)) throw new InvalidArgumentError('assertConverged: pass { collections } for replicas not made by createReplica')
       for (const c of [...r.store.collections(), ...(r.text?.collections() ?? [])]) names.add(c)
     }
     collections = [...names].sort()

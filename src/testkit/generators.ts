@@ -3,7 +3,9 @@
  * and of whole schedules mixing them with network and lifecycle events.
  */
 import fc from 'fast-check'
+import { InvalidArgumentError } from '../../crdt/errors.js'
 import type { Value } from '../../crdt/value.js'
+import { positiveInt } from './args.js'
 import type { Op, Step, StepKind } from './schedule.js'
 import { buildObject, textInsertArb, valueArb } from './values.js'
 
@@ -95,18 +97,17 @@ const ABSENT: unique symbol = Symbol('absent')
 const REMOVE: unique symbol = Symbol('remove')
 
 function checkPool(name: string, pool: readonly string[]): readonly string[] {
-  if (!Array.isArray(pool) || pool.length === 0) throw new TypeError(`testkit: ${name} must be a non-empty array of strings`)
+  if (!Array.isArray(pool) || pool.length === 0) throw new InvalidArgumentError(`testkit: ${name} must be a non-empty array of strings`)
   return pool
 }
 
 /** Writes on records picked from small pools. */
 export function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
-  const replicas = options.replicas ?? 1
-  if (!Number.isSafeInteger(replicas) || replicas < 1) throw new TypeError('testkit: replicas must be a positive integer')
+  const replicas = positiveInt('testkit: replicas', options.replicas ?? 1)
   const collections = checkPool('collections', options.collections ?? DEFAULT_COLLECTIONS)
   const ids = checkPool('ids', options.ids ?? DEFAULT_IDS)
   const fields = checkPool('fields', options.fields ?? DEFAULT_FIELDS)
-  if (fields.includes('id')) throw new TypeError("testkit: 'id' is not a field name (it is the record's key)")
+  if (fields.includes('id')) throw new InvalidArgumentError("testkit: 'id' is not a field name (it is the record's key)")
   const value = options.value ?? valueArb()
   const kinds = { put: 3, update: 4, delete: 1, text: options.text ? 4 : 0, ...options.kinds }
   const replica = fc.nat({ max: replicas - 1 })
@@ -146,7 +147,7 @@ export function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
     })
   }
   if (kinds.text > 0) {
-    if (!options.text) throw new TypeError('testkit: text ops need text: { fields }')
+    if (!options.text) throw new InvalidArgumentError('testkit: text ops need text: { fields }')
     const field = fc.constantFrom(...checkPool('text fields', options.text.fields))
     const insert = options.text.insert ?? textInsertArb
     arbs.push({
@@ -156,19 +157,18 @@ export function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
         .map((o): Op => ({ kind: 'text', ...o })),
     })
   }
-  if (arbs.length === 0) throw new TypeError('testkit: at least one of put / update / delete needs a positive weight')
+  if (arbs.length === 0) throw new InvalidArgumentError('testkit: at least one of put / update / delete needs a positive weight')
   return fc.oneof(...arbs)
 }
 
 /** Schedules mixing writes with network and lifecycle events. */
 export function scheduleArb(options: ScheduleOptions): fc.Arbitrary<Step[]> {
-  const n = options.replicas
-  if (!Number.isSafeInteger(n) || n < 1) throw new TypeError('testkit: schedule({ replicas }) must be a positive integer')
+  const n = positiveInt('testkit: schedule({ replicas })', options.replicas)
   const steps = options.steps ?? 100
   const [minLength, maxLength] = typeof steps === 'number' ? [steps, steps] : [steps.min ?? 0, steps.max]
   const amnesiac = options.amnesiac === undefined ? (n >= 2 ? n - 1 : null) : options.amnesiac
   if (amnesiac !== null && !(Number.isSafeInteger(amnesiac) && amnesiac >= 0 && amnesiac < n)) {
-    throw new TypeError(`testkit: amnesiac must be a replica index in [0, ${n}) or null`)
+    throw new InvalidArgumentError(`testkit: amnesiac must be a replica index in [0, ${n}) or null`)
   }
   const w = { ...DEFAULT_STEP_WEIGHTS, ...options.weights }
   const replica = fc.nat({ max: n - 1 })
@@ -198,7 +198,7 @@ export function scheduleArb(options: ScheduleOptions): fc.Arbitrary<Step[]> {
     const weight = w[kind]
     if (arbitrary && weight > 0) arbs.push({ weight, arbitrary })
   }
-  if (arbs.length === 0) throw new TypeError('testkit: every step kind has weight 0')
+  if (arbs.length === 0) throw new InvalidArgumentError('testkit: every step kind has weight 0')
   return fc.array(fc.oneof(...arbs), { minLength, maxLength })
 }
 

@@ -95,6 +95,8 @@ export { formatSchedule } from './print.js'
 export { runConvergenceProperty } from './property.js'
 /** A convergence property failed; the message starts with the replay line and ends with the minimal schedule. */
 export { ConvergencePropertyError } from './property.js'
+/** A run reported errors (error events, failed writes) where none were allowed; the cause of a failed property. */
+export { RunErrorsError } from './property.js'
 /** Options of `runConvergenceProperty`. */
 export type { ConvergencePropertyOptions } from './property.js'
 /** One generated run of `runConvergenceProperty` (the failing case and its minimal form on the error). */

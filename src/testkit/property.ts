@@ -3,11 +3,11 @@
  * convergence; seeded and replayable (`SEED`, `PROP_PATH`, `NUM_RUNS`), with the failing schedule minimized.
  */
 import fc from 'fast-check'
-import { SyncmeshError } from '../../crdt/errors.js'
+import { InvalidArgumentError, SyncmeshError } from '../../crdt/errors.js'
 import { type AssertConvergedOptions, assertConverged } from './converge.js'
 import { type ScheduleOptions, scheduleArb } from './generators.js'
 import { formatSchedule } from './print.js'
-import { type RunResult, type RunScheduleOptions, runSchedule } from './run.js'
+import { type RunError, type RunResult, type RunScheduleOptions, runSchedule } from './run.js'
 import type { Faults, Step, Topology } from './schedule.js'
 import { minimizeSchedule, simplifyValues } from './shrink.js'
 
@@ -94,6 +94,22 @@ export class ConvergencePropertyError extends SyncmeshError {
   }
 }
 
+/**
+ * Replicas or the network reported errors during a run of {@link runConvergenceProperty} (`error` events, failed
+ * writes, throwing listeners), which fails the run unless `allowErrors` is set; `cause` is the first of them.
+ */
+export class RunErrorsError extends SyncmeshError {
+  override readonly code = 'RUN_ERRORS'
+  constructor(
+    message: string,
+    /** Every error reported, in order. */
+    readonly errors: readonly RunError[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
 function envValue(name: string): string | undefined {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
   const raw = env?.[name]?.trim()
@@ -104,7 +120,7 @@ function envInt(name: string): number | undefined {
   const raw = envValue(name)
   if (raw === undefined) return undefined
   const n = Number(raw)
-  if (!Number.isSafeInteger(n)) throw new TypeError(`${name} must be an integer, got ${JSON.stringify(raw)}`)
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`${name} must be an integer, got ${JSON.stringify(raw)}`)
   return n
 }
 
@@ -113,8 +129,8 @@ export function convergenceCaseArb(options: Pick<ConvergencePropertyOptions, 're
   const r = options.replicas ?? { min: 2, max: 5 }
   const [min, max] = typeof r === 'number' ? [r, r] : [r.min, r.max]
   const topologies: readonly Topology[] = options.topology === undefined ? ['mesh'] : typeof options.topology === 'string' ? [options.topology] : options.topology
-  if (topologies.length === 0) throw new TypeError('runConvergenceProperty: topology list is empty')
-  if (!(Number.isSafeInteger(min) && Number.isSafeInteger(max) && min >= 1 && max >= min)) throw new TypeError('runConvergenceProperty: replicas must be a positive integer or a { min, max } range')
+  if (topologies.length === 0) throw new InvalidArgumentError('runConvergenceProperty: topology list is empty')
+  if (!(Number.isSafeInteger(min) && Number.isSafeInteger(max) && min >= 1 && max >= min)) throw new InvalidArgumentError('runConvergenceProperty: replicas must be a positive integer or a { min, max } range')
   // One schedule arbitrary per replica count, built up front (not inside `chain`, which would rebuild it per run).
   const byCount = new Map<number, fc.Arbitrary<ConvergenceCase>>()
   for (let n = min; n <= max; n++) {
@@ -157,8 +173,9 @@ export async function runConvergenceProperty(options: ConvergencePropertyOptions
     try {
       if (!options.allowErrors && result.errors.length > 0) {
         const e = result.errors[0]!
-        throw new Error(
+        throw new RunErrorsError(
           `${result.errors.length} error(s) reported during the run; first, by ${e.replica < 0 ? 'a network listener' : `r${e.replica}`} at step ${e.step}: ${describeError(e.error)}`,
+          result.errors,
           { cause: e.error },
         )
       }

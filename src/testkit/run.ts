@@ -2,12 +2,13 @@
  * Runs a schedule over N real replicas on a manual, seeded {@link MemoryNetwork} with an injected clock — fully
  * deterministic — then drives the system to quiescence.
  */
-import { SyncmeshError } from '../../crdt/errors.js'
+import { InvalidArgumentError, SyncmeshError } from '../../crdt/errors.js'
 import { type MemoryFaults, type MemoryTransport, MemoryNetwork } from '../../transports/memory.js'
 import { StorageClosedError } from '../errors.js'
-import { type Replica, type ReplicaInit, ReplicaImpl, createReplica } from '../replica.js'
+import { type Replica, type ReplicaImpl, type ReplicaInit, createReplica } from '../replica.js'
 import { MemoryStorage } from '../storage/memory.js'
 import type { Storage } from '../storage/types.js'
+import { positiveInt } from './args.js'
 import { describeStep } from './print.js'
 import { DEFAULT_FAULTS, type Faults, type Op, type Step, type TextOp, type Topology, inTopology } from './schedule.js'
 
@@ -185,10 +186,9 @@ function vvString(replica: ReplicaImpl, text = false): string {
  * give the same trace. Throws {@link NotQuiescentError} when quiescence is not reached within `maxRounds`.
  */
 export async function runSchedule(schedule: readonly Step[], options: RunScheduleOptions): Promise<RunResult> {
-  const n = options.replicas
-  if (!Number.isSafeInteger(n) || n < 1) throw new TypeError('runSchedule: replicas must be a positive integer')
+  const n = positiveInt('runSchedule: replicas', options.replicas)
   const topology = options.topology ?? 'mesh'
-  if (!['mesh', 'line', 'ring', 'star'].includes(topology)) throw new TypeError(`runSchedule: unknown topology ${JSON.stringify(topology)}`)
+  if (!['mesh', 'line', 'ring', 'star'].includes(topology)) throw new InvalidArgumentError(`runSchedule: unknown topology ${JSON.stringify(topology)}`)
   const baseline: MemoryFaults = { ...DEFAULT_FAULTS, ...options.faults }
   const maxRounds = options.maxRounds ?? 50
   const maxDeliveries = options.maxDeliveries ?? 1_000_000
@@ -234,7 +234,8 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
   const open = async (i: number): Promise<void> => {
     const transport = network.transport()
     const handle = disks[i]!.open()
-    const replica = await createReplica({
+    // createReplica always makes a ReplicaImpl; the kit reaches into it (engine, store, text) to drive and fingerprint runs.
+    const replica = (await createReplica({
       peerId: ids[i]!,
       storage: handle,
       transports: [transport],
@@ -245,8 +246,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
       ...(options.replica?.room !== undefined ? { room: options.replica.room } : {}),
       ...(options.replica?.app !== undefined ? { app: options.replica.app } : {}),
       ...(text ? { text } : {}),
-    })
-    if (!(replica instanceof ReplicaImpl)) throw new TypeError('runSchedule: createReplica did not return a ReplicaImpl')
+    })) as ReplicaImpl
     const off = replica.on('error', (error) => errors.push({ replica: i, step: stepIndex, error }))
     slots[i] = { replica, transport, handle, off }
     options.onReplica?.(replica, i, network)
@@ -287,7 +287,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
     writes.push(w)
   }
   const checkReplica = (r: number, step: Step): number => {
-    if (!Number.isSafeInteger(r) || r < 0 || r >= n) throw new RangeError(`runSchedule: step ${describeStep(step)} names replica ${r}, but the run has ${n}`)
+    if (!Number.isSafeInteger(r) || r < 0 || r >= n) throw new InvalidArgumentError(`runSchedule: step ${describeStep(step)} names replica ${r}, but the run has ${n}`)
     return r
   }
 
@@ -339,7 +339,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
           burstLeft = step.steps + 1
           break
         case 'partition':
-          if (step.groups.length === 0) throw new RangeError('runSchedule: a partition needs at least one group entry')
+          if (step.groups.length === 0) throw new InvalidArgumentError('runSchedule: a partition needs at least one group entry')
           groups = step.groups
           applyLinks()
           break
@@ -388,7 +388,7 @@ export async function runSchedule(schedule: readonly Step[], options: RunSchedul
           break
         default: {
           const never: never = step
-          throw new TypeError(`runSchedule: unknown step ${JSON.stringify(never)}`)
+          throw new InvalidArgumentError(`runSchedule: unknown step ${JSON.stringify(never)}`)
         }
       }
       line(i, describeStep(step) + note)
