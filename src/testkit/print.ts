@@ -27,6 +27,11 @@ export function formatValue(v: Value | undefined, maxString = 40): string {
     .join(', ')}}`
 }
 
+/** An error as `Name: message` (anything else thrown as its string). */
+export function describeError(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+}
+
 /** 32-bit FNV-1a over UTF-16 code units, as 8 hex digits. */
 function fnv1a(s: string): string {
   let h = 0x811c9dc5

@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { InvalidArgumentError, SyncmeshError } from '../../crdt/errors.js'
 import { type AssertConvergedOptions, assertConverged } from './converge.js'
 import { type ScheduleOptions, scheduleArb } from './generators.js'
-import { formatSchedule } from './print.js'
+import { describeError, formatSchedule } from './print.js'
 import { type RunError, type RunResult, type RunScheduleOptions, runSchedule } from './run.js'
 import type { Faults, Step, Topology } from './schedule.js'
 import { minimizeSchedule, simplifyValues } from './shrink.js'
@@ -145,10 +145,6 @@ export function convergenceCaseArb(options: Pick<ConvergencePropertyOptions, 're
     )
   }
   return fc.integer({ min, max }).chain((n) => byCount.get(n)!)
-}
-
-function describeError(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err)
 }
 
 /**
