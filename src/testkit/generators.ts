@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { InvalidArgumentError } from '../../crdt/errors.js'
 import type { Value } from '../../crdt/value.js'
 import { positiveInt } from './args.js'
-import type { Op, Step, StepKind } from './schedule.js'
+import type { Op, PutOp, RecordOp, Step, StepKind, UpdateOp } from './schedule.js'
 import { buildObject, textInsertArb, valueArb } from './values.js'
 
 /** Options of {@link arbitraries.op}. */
@@ -101,6 +101,27 @@ function checkPool(name: string, pool: readonly string[]): readonly string[] {
   return pool
 }
 
+/** What a put / update / delete is made of, as arbitraries: {@link opArb} draws them from its pools. */
+export interface RecordOpParts {
+  readonly replica: fc.Arbitrary<number>
+  readonly collection: fc.Arbitrary<string>
+  readonly id: fc.Arbitrary<string>
+  /** The fields of a put. */
+  readonly fields: fc.Arbitrary<PutOp['fields']>
+  /** The patch of an update (`undefined` removes a field). */
+  readonly patch: fc.Arbitrary<UpdateOp['patch']>
+}
+
+/** Puts, updates and deletes assembled from `parts`, weighted by `kinds` (a kind of weight 0 is left out). */
+export function recordOpArbs(parts: RecordOpParts, kinds: { readonly put: number; readonly update: number; readonly delete: number }): fc.WeightedArbitrary<RecordOp>[] {
+  const { replica, collection, id, fields, patch } = parts
+  const arbs: fc.WeightedArbitrary<RecordOp>[] = []
+  if (kinds.put > 0) arbs.push({ weight: kinds.put, arbitrary: fc.record({ replica, collection, id, fields }).map((o): RecordOp => ({ kind: 'put', ...o })) })
+  if (kinds.update > 0) arbs.push({ weight: kinds.update, arbitrary: fc.record({ replica, collection, id, patch }).map((o): RecordOp => ({ kind: 'update', ...o })) })
+  if (kinds.delete > 0) arbs.push({ weight: kinds.delete, arbitrary: fc.record({ replica, collection, id }).map((o): RecordOp => ({ kind: 'delete', ...o })) })
+  return arbs
+}
+
 /** Writes on records picked from small pools. */
 export function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
   const replicas = positiveInt('testkit: replicas', options.replicas ?? 1)
@@ -127,25 +148,7 @@ export function opArb(options: OpOptions = {}): fc.Arbitrary<Op> {
       ),
     )
     .map((vals) => buildObject(vals.flatMap((v, i) => (v === ABSENT ? [] : [[fields[i]!, v === REMOVE ? undefined : v] as const]))))
-  const arbs: fc.WeightedArbitrary<Op>[] = []
-  if (kinds.put > 0) {
-    arbs.push({
-      weight: kinds.put,
-      arbitrary: fc.record({ replica, collection, id, fields: putFields }).map((o): Op => ({ kind: 'put', ...o })),
-    })
-  }
-  if (kinds.update > 0) {
-    arbs.push({
-      weight: kinds.update,
-      arbitrary: fc.record({ replica, collection, id, patch }).map((o): Op => ({ kind: 'update', ...o })),
-    })
-  }
-  if (kinds.delete > 0) {
-    arbs.push({
-      weight: kinds.delete,
-      arbitrary: fc.record({ replica, collection, id }).map((o): Op => ({ kind: 'delete', ...o })),
-    })
-  }
+  const arbs: fc.WeightedArbitrary<Op>[] = recordOpArbs({ replica, collection, id, fields: putFields, patch }, kinds)
   if (kinds.text > 0) {
     if (!options.text) throw new InvalidArgumentError('testkit: text ops need text: { fields }')
     const field = fc.constantFrom(...checkPool('text fields', options.text.fields))

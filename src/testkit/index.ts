@@ -31,6 +31,8 @@ export type { UpdateOp } from './schedule.js'
 export type { DeleteOp } from './schedule.js'
 /** A text step: edits a collaborative text field. */
 export type { TextOp } from './schedule.js'
+/** A put, update or delete (every op but a text edit). */
+export type { RecordOp } from './schedule.js'
 /** One local write on one replica. */
 export type { Op } from './schedule.js'
 /** A network or lifecycle event of a schedule. */

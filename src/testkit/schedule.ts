@@ -4,14 +4,14 @@
  */
 import type { Value } from '../../crdt/value.js'
 
-/** Replaces a record (fields absent from `fields` are removed). */
+/** Replaces a record (fields absent from `fields` are removed; an `undefined` field counts as absent, as in `put`). */
 export interface PutOp {
   readonly kind: 'put'
   /** Index of the replica that writes. */
   readonly replica: number
   readonly collection: string
   readonly id: string
-  readonly fields: { readonly [field: string]: Value }
+  readonly fields: { readonly [field: string]: Value | undefined }
 }
 
 /** Sets some fields of a record (`undefined` removes a field). */
@@ -49,8 +49,11 @@ export interface TextOp {
   readonly insert: string
 }
 
+/** A write of a whole record or of some of its fields (every op but a text edit). */
+export type RecordOp = PutOp | UpdateOp | DeleteOp
+
 /** One local write on one replica. Consecutive ops in a schedule are issued in the same tick (so they coalesce). */
-export type Op = PutOp | UpdateOp | DeleteOp | TextOp
+export type Op = RecordOp | TextOp
 
 /** A network or lifecycle event of a schedule. */
 export type NetworkStep =

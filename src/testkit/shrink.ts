@@ -3,7 +3,7 @@
  * values they write) yields a small schedule that fails every time.
  */
 import type { Value } from '../../crdt/value.js'
-import type { PutOp, Step } from './schedule.js'
+import type { Step } from './schedule.js'
 import { buildObject } from './values.js'
 
 /**
@@ -38,7 +38,7 @@ export async function simplifyValues(steps: Step[], fails: (steps: Step[]) => Pr
   for (let i = 0; i < current.length && Date.now() < deadline; i++) {
     const s = current[i]!
     let simpler: Step | undefined
-    if (s.kind === 'put' && Object.values(s.fields).some((v) => v !== 0)) simpler = { ...s, fields: small(s.fields) as PutOp['fields'] }
+    if (s.kind === 'put' && Object.values(s.fields).some((v) => v !== 0)) simpler = { ...s, fields: small(s.fields) }
     else if (s.kind === 'update' && Object.values(s.patch).some((v) => v !== undefined && v !== 0)) simpler = { ...s, patch: small(s.patch) }
     else if (s.kind === 'text' && s.insert.length > 1) simpler = { ...s, insert: 'x' }
     if (!simpler) continue

@@ -193,6 +193,15 @@ describe('runSchedule', () => {
     await expect(runSchedule([{ kind: 'delete', replica: 5, collection: 'c', id: 'a' }], { replicas: 2 })).rejects.toThrow(/names replica 5/)
   })
 
+  it('a put with an undefined field writes the record without that field, as Collection.put does', async () => {
+    const steps: Step[] = [{ kind: 'put', replica: 0, collection: 'todos', id: 'a', fields: { title: 'x', n: undefined } }]
+    const run = await runSchedule(steps, { replicas: 2, faults: { dropRate: 0, duplicateRate: 0, reorder: false } })
+    expect(run.errors).toEqual([])
+    assertConverged(run.replicas)
+    expect(run.replicas[1]!.collection('todos').get('a')).toEqual({ id: 'a', title: 'x' })
+    await run.close()
+  })
+
   it('refuses bad arguments with InvalidArgumentError (a SyncmeshError with a code), not a bare TypeError', async () => {
     const err = await runSchedule([], { replicas: 0 }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(InvalidArgumentError)
