@@ -110,13 +110,15 @@ export class RunErrorsError extends SyncmeshError {
   }
 }
 
-function envValue(name: string): string | undefined {
+/** The environment variable `name`, trimmed; undefined when unset or blank (or outside Node). */
+export function envValue(name: string): string | undefined {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
   const raw = env?.[name]?.trim()
   return raw === undefined || raw === '' ? undefined : raw
 }
 
-function envInt(name: string): number | undefined {
+/** The environment variable `name` as an integer (undefined when unset); anything else is an InvalidArgumentError. */
+export function envInt(name: string): number | undefined {
   const raw = envValue(name)
   if (raw === undefined) return undefined
   const n = Number(raw)
