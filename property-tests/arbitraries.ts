@@ -1,6 +1,8 @@
 /**
- * fast-check generators shared by the property suites: values (with every awkward corner the codec must carry),
- * timestamps biased towards collisions, and record-store operations over small pools so that writes collide.
+ * What the property suites generate beyond the test kit: timestamps biased towards collisions, version vectors,
+ * deltas, and record-store operations with the timestamps they are applied at. Values and the operations themselves
+ * come from the test kit (`src/testkit/values.ts`, `src/testkit/generators.ts`): one set of value generators and one
+ * `Op` type for the whole project; what is tuned here is only how the property suites weight them.
  */
 import fc from 'fast-check'
 import {
@@ -15,131 +17,13 @@ import {
   MAX_VALUE_DEPTH,
   MAX_WALL,
 } from '../crdt/index.js'
-
-/** Largest integer magnitude the value codec writes as an integer (beyond it numbers travel as float64). */
-export const MAX_EXACT_INT = 2 ** 52 - 1
-
-// ---------------------------------------------------------------------------------------------------------------
-// Strings
-// ---------------------------------------------------------------------------------------------------------------
-
-/**
- * Code units / sequences that stress string codecs: a byte-order mark, lone and paired surrogates (adjacent lone
- * halves join into pairs), NUL, the UTF-8 length boundaries (1/2/3/4 bytes), U+FFFD, a noncharacter.
- */
-export const TRICKY_UNITS: readonly string[] = [
-  '\uFEFF',
-  '\uD800',
-  '\uDBFF',
-  '\uDC00',
-  '\uDFFF',
-  '\uD83D\uDE00',
-  '\u0000',
-  '\u007F',
-  '\u0080',
-  '\u07FF',
-  '\u0800',
-  '\uFFFD',
-  '\uFFFF',
-  'a',
-  'é',
-  '€',
-  '\u{10FFFF}',
-]
-
-/** Strings assembled from {@link TRICKY_UNITS}. */
-export function trickyString(maxUnits: number): fc.Arbitrary<string> {
-  return fc.array(fc.constantFrom(...TRICKY_UNITS), { maxLength: maxUnits, size: 'max' }).map((a) => a.join(''))
-}
-
-/** Strings of at least 1 000 code units (cheap to build: a short tricky prefix and a repeated unit). */
-export const longStringArb: fc.Arbitrary<string> = fc.oneof(
-  fc
-    .tuple(trickyString(6), fc.integer({ min: 1000, max: 2500 }), fc.constantFrom('x', 'é', '\uD800', '\uDC00', '\uD83D\uDE00', '€'))
-    .map(([prefix, n, unit]) => prefix + unit.repeat(Math.ceil(n / unit.length))),
-  fc.string({ unit: 'binary', minLength: 1000, maxLength: 1100 }),
-)
-
-/** Any string, with the interesting ones (empty, lone surrogates, BOM, long) heavily represented. */
-export const stringArb: fc.Arbitrary<string> = fc.oneof(
-  { weight: 3, arbitrary: fc.string({ maxLength: 8 }) },
-  { weight: 3, arbitrary: fc.string({ unit: 'binary', maxLength: 12 }) },
-  { weight: 1, arbitrary: fc.string({ unit: 'grapheme', maxLength: 4 }) },
-  { weight: 3, arbitrary: trickyString(40) },
-  { weight: 1, arbitrary: fc.constant('') },
-  { weight: 1, arbitrary: longStringArb },
-)
+import { recordOpArbs } from '../src/testkit/generators.js'
+import { type RecordOp, arbitraries } from '../src/testkit/index.js'
+import { MAX_EXACT_INT, buildObject, bytesArb, longStringArb, numberArb, objectKeyArb, trickyString } from '../src/testkit/values.js'
 
 // ---------------------------------------------------------------------------------------------------------------
-// Numbers and values
+// Values
 // ---------------------------------------------------------------------------------------------------------------
-
-/** Numbers: the ±2^52−1 integer boundary and its neighbours, NaN, -0, ±Infinity, 2-decimal floats, any double. */
-export const numberArb: fc.Arbitrary<number> = fc.oneof(
-  {
-    weight: 3,
-    arbitrary: fc.constantFrom(
-      0,
-      -0,
-      NaN,
-      Infinity,
-      -Infinity,
-      MAX_EXACT_INT,
-      -MAX_EXACT_INT,
-      2 ** 52,
-      -(2 ** 52),
-      Number.MAX_SAFE_INTEGER,
-      Number.MIN_SAFE_INTEGER,
-      Number.MAX_VALUE,
-      Number.MIN_VALUE,
-      -Number.MIN_VALUE,
-      0.1,
-      0.1 + 0.2,
-      19.99,
-      -0.01,
-      1e21,
-      1e-7,
-    ),
-  },
-  { weight: 2, arbitrary: fc.integer({ min: -1000, max: 1000 }) },
-  { weight: 1, arbitrary: fc.integer({ min: -20, max: 20 }).map((d) => MAX_EXACT_INT + d) },
-  { weight: 1, arbitrary: fc.integer({ min: -20, max: 20 }).map((d) => -MAX_EXACT_INT + d) },
-  { weight: 1, arbitrary: fc.maxSafeInteger() },
-  { weight: 2, arbitrary: fc.integer({ min: -1_000_000, max: 1_000_000 }).map((n) => n / 100) },
-  {
-    weight: 1,
-    arbitrary: fc.tuple(fc.maxSafeInteger(), fc.integer({ min: 1, max: 17 })).map(([m, k]) => m / 10 ** k),
-  },
-  { weight: 2, arbitrary: fc.double() },
-)
-
-/** Uint8Arrays, the empty one included. */
-export const bytesArb: fc.Arbitrary<Uint8Array> = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(null).map(() => new Uint8Array(0)) },
-  { weight: 4, arbitrary: fc.uint8Array({ maxLength: 24 }) },
-)
-
-/** Object keys, including the awkward ones. */
-export const objectKeyArb: fc.Arbitrary<string> = fc.oneof(
-  { weight: 2, arbitrary: fc.constantFrom('__proto__', '', 'a', 'b', '0', '1', '10', 'constructor', 'id', '\uD800') },
-  { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 4 }) },
-)
-
-/** Builds a plain object with own enumerable data properties (so that `__proto__` is a key, not the prototype). */
-export function buildObject(entries: ReadonlyArray<readonly [string, Value]>): { [key: string]: Value } {
-  const out: { [key: string]: Value } = {}
-  for (const [k, v] of entries) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
-  return out
-}
-
-/** Atomic (non-container) values. */
-export const atomArb: fc.Arbitrary<Value> = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(null) },
-  { weight: 1, arbitrary: fc.boolean() },
-  { weight: 4, arbitrary: numberArb },
-  { weight: 4, arbitrary: stringArb },
-  { weight: 2, arbitrary: bytesArb },
-)
 
 /** Values nested exactly `depth` containers deep (the limit is {@link MAX_VALUE_DEPTH}). */
 export const deepValueArb: fc.Arbitrary<Value> = fc
@@ -154,24 +38,16 @@ export const deepValueArb: fc.Arbitrary<Value> = fc
     return v
   })
 
-/** Nested arrays/objects of atomic values, a few levels deep. */
-const nestedArb: fc.Arbitrary<Value> = fc.letrec<{ value: Value; array: Value; object: Value }>((tie) => ({
-  value: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    { weight: 3, arbitrary: atomArb },
-    { weight: 1, arbitrary: tie('array') },
-    { weight: 1, arbitrary: tie('object') },
-  ),
-  array: fc.array(tie('value'), { maxLength: 4 }),
-  object: fc.array(fc.tuple(objectKeyArb, tie('value')), { maxLength: 4 }).map(buildObject),
-})).value
-
-/** Any storable value. */
+/**
+ * Any storable value: the test kit's values, with bytes, containers (arrays and objects of them, a level deeper than
+ * the kit nests) and values at the codec's depth limit weighted up, since the codec properties are about them.
+ */
 export const valueArb: fc.Arbitrary<Value> = fc.oneof(
-  { weight: 6, arbitrary: atomArb },
-  { weight: 3, arbitrary: nestedArb },
-  { weight: 1, arbitrary: fc.array(nestedArb, { maxLength: 3 }) },
-  { weight: 1, arbitrary: fc.array(fc.tuple(objectKeyArb, nestedArb), { maxLength: 3 }).map(buildObject) },
+  { weight: 6, arbitrary: arbitraries.value({ maxDepth: 0 }) },
+  { weight: 1, arbitrary: bytesArb },
+  { weight: 2, arbitrary: arbitraries.value() },
+  { weight: 2, arbitrary: fc.array(arbitraries.value(), { maxLength: 4 }) },
+  { weight: 2, arbitrary: fc.array(fc.tuple(objectKeyArb, arbitraries.value()), { maxLength: 4 }).map(buildObject) },
   { weight: 1, arbitrary: deepValueArb },
 )
 
@@ -253,22 +129,8 @@ export const collectionArb = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(..
 export const idArb = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('r1', 'r2') }, { weight: 1, arbitrary: fc.constantFrom(...IDS) })
 export const fieldNameArb = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...HOT_FIELDS) }, { weight: 1, arbitrary: fc.constantFrom(...FIELDS) })
 
-/** Fields of a write: `undefined` values mean "remove" in an update and are skipped by a put. */
-export type Fields = ReadonlyArray<readonly [name: string, value: Value | undefined]>
-
-export type OpBody =
-  | { readonly kind: 'put'; readonly collection: string; readonly id: string; readonly fields: Fields }
-  | { readonly kind: 'update'; readonly collection: string; readonly id: string; readonly fields: Fields }
-  | { readonly kind: 'delete'; readonly collection: string; readonly id: string }
-
-export type Op = OpBody & { readonly ts: Timestamp }
-
-/** Turns a field list into the object handed to `put`/`update` (later duplicates win, like object literals). */
-export function fieldsObject(fields: Fields): object {
-  const out: Record<string, Value | undefined> = {}
-  for (const [k, v] of fields) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true })
-  return out
-}
+/** A test kit write (put / update / delete) with the timestamp a record store applies it at. */
+export type StampedOp = RecordOp & { readonly ts: Timestamp }
 
 /** Where operations write: which collections, records and field names. */
 export interface OpShape {
@@ -292,22 +154,22 @@ export const WIDE_SHAPE: OpShape = {
   maxFields: 10,
 }
 
-function fieldsArb(shape: OpShape, removalWeight: number): fc.Arbitrary<Fields> {
+/**
+ * The fields of a write: up to `maxFields` names of the shape (a name drawn twice keeps its last value, as in an object
+ * literal); `undefined` values mean "remove" in an update and are skipped by a put.
+ */
+function fieldsArb(shape: OpShape, removalWeight: number): fc.Arbitrary<{ [field: string]: Value | undefined }> {
   const v = fc.oneof(
     { weight: 8, arbitrary: opValueArb as fc.Arbitrary<Value | undefined> },
     { weight: removalWeight, arbitrary: fc.constant(undefined) },
   )
-  return fc.array(fc.tuple(shape.field, v), { maxLength: shape.maxFields })
+  return fc.array(fc.tuple(shape.field, v), { maxLength: shape.maxFields }).map(buildObject)
 }
 
-/** One operation without its timestamp. */
-export function opBodyArb(shape: OpShape = DEFAULT_SHAPE): fc.Arbitrary<OpBody> {
-  const { collection, id } = shape
-  return fc.oneof(
-    { weight: 3, arbitrary: fc.record({ kind: fc.constant('put' as const), collection, id, fields: fieldsArb(shape, 1) }) },
-    { weight: 4, arbitrary: fc.record({ kind: fc.constant('update' as const), collection, id, fields: fieldsArb(shape, 3) }) },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), collection, id }) },
-  )
+/** One operation without its timestamp (always by replica 0: the record-store properties have no replicas). */
+export function opBodyArb(shape: OpShape = DEFAULT_SHAPE): fc.Arbitrary<RecordOp> {
+  const parts = { replica: fc.constant(0), collection: shape.collection, id: shape.id, fields: fieldsArb(shape, 1), patch: fieldsArb(shape, 3) }
+  return fc.oneof(...recordOpArbs(parts, { put: 3, update: 4, delete: 2 }))
 }
 
 /**
@@ -319,12 +181,12 @@ export function opBodyArb(shape: OpShape = DEFAULT_SHAPE): fc.Arbitrary<OpBody> 
 export type TimestampMode = 'raw' | 'unique' | 'dup'
 
 /** A list of timestamped record-store operations. */
-export function opsArb(maxOps: number, shape: OpShape = DEFAULT_SHAPE): fc.Arbitrary<Op[]> {
+export function opsArb(maxOps: number, shape: OpShape = DEFAULT_SHAPE): fc.Arbitrary<StampedOp[]> {
   const raw = fc.record({ body: opBodyArb(shape), ts: timestampArb, dupOf: fc.option(fc.nat(), { freq: 3 }) })
   return fc
     .tuple(fc.array(raw, { minLength: 1, maxLength: maxOps, size: 'medium' }), fc.constantFrom<TimestampMode>('raw', 'unique', 'dup'))
     .map(([items, mode]) => {
-      const ops: Op[] = []
+      const ops: StampedOp[] = []
       items.forEach((item, i) => {
         let ts = item.ts
         if (mode === 'unique') ts = { wall: ts.wall, counter: Math.min(ts.counter, 1000) * 256 + i, peer: ts.peer }

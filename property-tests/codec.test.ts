@@ -16,7 +16,8 @@ import {
   encodeValue,
   encodeVersionVector,
 } from '../crdt/index.js'
-import { COLLECTIONS, MAX_EXACT_INT, deltaArb, opBodyArb, opsArb, valueArb, versionVectorArb } from './arbitraries.js'
+import { MAX_EXACT_INT } from '../src/testkit/values.js'
+import { COLLECTIONS, deltaArb, opBodyArb, opsArb, valueArb, versionVectorArb } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
 import { applyOp, assertSame, bytesHex, normalizeDelta, registerState, repr, visibleState } from './state.js'
 

@@ -9,7 +9,7 @@ import fc from 'fast-check'
 import { describe } from 'vitest'
 import { type Delta, type RecordDelta, RecordStore, type Timestamp, decodeDelta, encodeDelta } from '../crdt/index.js'
 import { isNewer } from '../crdt/version-vector.js'
-import { type Op, opsArb } from './arbitraries.js'
+import { type StampedOp, opsArb } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
 import { applyOp, assertSame, normalizeDelta, registerState } from './state.js'
 
@@ -52,7 +52,7 @@ describe('record store fast paths', () => {
         const before = other.versionVector()
         for (const op of remote) applyOp(other, op)
         store.apply(other.changesSince(before)) // merged writes arrive out of timestamp order
-        stamps.push(...[...local, ...remote].map((op: Op) => op.ts))
+        stamps.push(...[...local, ...remote].map((op: StampedOp) => op.ts))
         vectors.push(store.versionVector())
         for (const vv of vectors) {
           const ceiling = ceilingOf % 3 === 0 ? undefined : stamps[ceilingOf % stamps.length]

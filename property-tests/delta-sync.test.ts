@@ -8,7 +8,8 @@
 import fc from 'fast-check'
 import { describe } from 'vitest'
 import { HLC, RecordStore, type Timestamp, decodeDelta, encodeDelta } from '../crdt/index.js'
-import { COLLECTIONS, type Op, type OpBody, opBodyArb } from './arbitraries.js'
+import type { RecordOp } from '../src/testkit/index.js'
+import { COLLECTIONS, type StampedOp, opBodyArb } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
 import { referenceState } from './reference-model.js'
 import { applyOp, assertSame, normalizeDelta, registerState, visibleState } from './state.js'
@@ -16,7 +17,7 @@ import { applyOp, assertSame, normalizeDelta, registerState, visibleState } from
 const RUNS = 10_000
 
 type Event =
-  | { readonly t: 'write'; readonly at: number; readonly body: OpBody; readonly tick: number }
+  | { readonly t: 'write'; readonly at: number; readonly body: RecordOp; readonly tick: number }
   | { readonly t: 'sync'; readonly from: number; readonly to: number; readonly now: boolean }
   | { readonly t: 'deliver'; readonly pick: number; readonly keep: boolean }
   | { readonly t: 'drop'; readonly pick: number }
@@ -76,13 +77,13 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
         store: new RecordStore(),
         clock: new HLC(peers[i]!, { now: () => time + skew[i]!, maxDriftMs: 1_000 }),
       }))
-      const ops: Op[] = []
+      const ops: StampedOp[] = []
       const queue: Array<{ to: number; bytes: Uint8Array }> = []
       for (const ev of events) {
         if (ev.t === 'write') {
           time += ev.tick
           const node = nodes[ev.at % n]!
-          const op = { ...ev.body, ts: node.clock.now() } as Op
+          const op = { ...ev.body, ts: node.clock.now() } as StampedOp
           applyOp(node.store, op)
           ops.push(op)
         } else if (ev.t === 'sync') {
@@ -128,13 +129,13 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
         let time = 1
         const a: Node = { store: new RecordStore(), clock: new HLC('a', { now: () => time }) }
         const b: Node = { store: new RecordStore(), clock: new HLC('b', { now: () => time }) }
-        const ops: Op[] = []
+        const ops: StampedOp[] = []
         // A live delta covers every record written since the previous one (the caller's side of changesOf's contract).
         let since: Timestamp | undefined
         let refs: { collection: string; id: string }[] = []
         for (const w of writes) {
           time += w.tick
-          const op = { ...w.body, ts: a.clock.now() } as Op
+          const op = { ...w.body, ts: a.clock.now() } as StampedOp
           applyOp(a.store, op)
           ops.push(op)
           refs.push({ collection: op.collection, id: op.id })
@@ -173,11 +174,11 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
         const since: Array<Timestamp | undefined> = [undefined, undefined]
         const dirty: Array<Array<{ collection: string; id: string }>> = [[], []]
         const queue: Array<{ to: number; bytes: Uint8Array }> = []
-        const ops: Op[] = []
+        const ops: StampedOp[] = []
         for (const ev of events) {
           if (ev.t === 'write') {
             time += ev.tick
-            const op = { ...ev.body, ts: nodes[ev.at]!.clock.now() } as Op
+            const op = { ...ev.body, ts: nodes[ev.at]!.clock.now() } as StampedOp
             applyOp(nodes[ev.at]!.store, op)
             ops.push(op)
             dirty[ev.at]!.push({ collection: op.collection, id: op.id })
@@ -219,15 +220,15 @@ describe('delta sync over a lossy, duplicating, reordering network', () => {
         let time = 1
         const peers = ['a', 'b', 'c'] as const
         const nodes: Node[] = peers.map((p) => ({ store: new RecordStore(), clock: new HLC(p, { now: () => time }) }))
-        const opsOf: Op[][] = [[], [], []]
+        const opsOf: StampedOp[][] = [[], [], []]
         for (const w of writes) {
           time += w.tick
-          const op = { ...w.body, ts: nodes[w.at]!.clock.now() } as Op
+          const op = { ...w.body, ts: nodes[w.at]!.clock.now() } as StampedOp
           applyOp(nodes[w.at]!.store, op)
           opsOf[w.at]!.push(op)
         }
         const [s, r, c] = nodes as [Node, Node, Node]
-        const [sOps, rOps, cOps] = opsOf as [Op[], Op[], Op[]]
+        const [sOps, rOps, cOps] = opsOf as [StampedOp[], StampedOp[], StampedOp[]]
         // Optionally the sender had received (and stored) the others' writes before its answer; its own
         // non-durable writes may have overwritten or erased them in memory since.
         const received = pre ? [encodeDelta(r.store.changesSince(new Map())), encodeDelta(c.store.changesSince(new Map()))] : []

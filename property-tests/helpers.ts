@@ -12,14 +12,7 @@
 import path from 'node:path'
 import fc from 'fast-check'
 import { expect, it } from 'vitest'
-
-function envInt(name: string): number | undefined {
-  const raw = process.env[name]
-  if (raw === undefined || raw.trim() === '') return undefined
-  const n = Number(raw)
-  if (!Number.isSafeInteger(n)) throw new Error(`${name} must be an integer, got ${JSON.stringify(raw)}`)
-  return n
-}
+import { envInt, envValue } from '../src/testkit/property.js'
 
 /** A fresh 32-bit seed (fast-check seeds are 32-bit integers). */
 function freshSeed(): number {
@@ -56,7 +49,7 @@ export function effectiveRuns(options: RunOptions): number {
 /** fast-check parameters for a seeded, replayable run (see the module comment); the reporter throws the replay line. */
 function runParameters<Ts>(options: RunOptions): fc.Parameters<Ts> {
   const seed = envInt('SEED') ?? freshSeed()
-  const replayPath = process.env.PROP_PATH?.trim() || undefined
+  const replayPath = envValue('PROP_PATH')
   return {
     seed,
     numRuns: effectiveRuns(options),

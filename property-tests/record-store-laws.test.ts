@@ -7,7 +7,7 @@
 import fc from 'fast-check'
 import { describe } from 'vitest'
 import { type Delta, MAX_COUNTER, MAX_WALL, RecordStore } from '../crdt/index.js'
-import { COLLECTIONS, type Op, opsArb, permutation } from './arbitraries.js'
+import { COLLECTIONS, type StampedOp, opsArb, permutation } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
 import { applyOp, assertSame, registerState, visibleState } from './state.js'
 
@@ -17,12 +17,12 @@ const RUNS = 10_000
 const storesArb = fc
   .tuple(opsArb(16), fc.integer({ min: 2, max: 4 }), fc.array(fc.nat(), { minLength: 16, maxLength: 16 }))
   .map(([ops, n, owner]) => {
-    const groups: Op[][] = Array.from({ length: n }, () => [])
+    const groups: StampedOp[][] = Array.from({ length: n }, () => [])
     ops.forEach((op, i) => groups[(owner[i] ?? 0) % n]!.push(op))
     return groups
   })
 
-function storeFrom(ops: readonly Op[]): RecordStore {
+function storeFrom(ops: readonly StampedOp[]): RecordStore {
   const s = new RecordStore()
   for (const op of ops) applyOp(s, op)
   return s
@@ -113,7 +113,7 @@ describe('RecordStore.apply laws', () => {
   const visibleByRecord = (s: RecordStore): Map<string, string> =>
     new Map(visibleState(s, COLLECTIONS).flatMap(([c, recs]) => recs.map(([id, f]) => [JSON.stringify([c, id]), JSON.stringify(f)] as const)))
   /** Applies each other store's full delta to the first store, one at a time, comparing `changed` with reality. */
-  const changeReports = (groups: Op[][]) => {
+  const changeReports = (groups: StampedOp[][]) => {
     const target = storeFrom(groups[0]!)
     return groups.slice(1).map((g) => {
       const before = visibleByRecord(target)

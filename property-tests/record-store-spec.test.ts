@@ -6,14 +6,14 @@
 import fc from 'fast-check'
 import { describe } from 'vitest'
 import { RecordStore, decodeDelta, encodeDelta } from '../crdt/index.js'
-import { COLLECTIONS, type Op, WIDE_SHAPE, opsArb, permutation } from './arbitraries.js'
+import { COLLECTIONS, type StampedOp, WIDE_SHAPE, opsArb, permutation } from './arbitraries.js'
 import { propTest } from './helpers.js'
 import { referenceState } from './reference-model.js'
 import { applyOp, assertSame, visibleState } from './state.js'
 
 const RUNS = 10_000
 
-function storeFrom(ops: readonly Op[]): RecordStore {
+function storeFrom(ops: readonly StampedOp[]): RecordStore {
   const s = new RecordStore()
   for (const op of ops) applyOp(s, op)
   return s
@@ -47,7 +47,7 @@ describe('RecordStore conforms to the reference model', () => {
       fc.array(fc.nat(), { minLength: 4, maxLength: 8 }),
       (ops, n, owner, deliveries) => {
         const expected = JSON.stringify(referenceState(ops))
-        const groups: Op[][] = Array.from({ length: n }, () => [])
+        const groups: StampedOp[][] = Array.from({ length: n }, () => [])
         ops.forEach((op, i) => groups[(owner[i] ?? 0) % n]!.push(op))
         const stores = groups.map(storeFrom)
         // Gossip: a few random full-state transfers between stores (duplicates and any order) ...

@@ -11,7 +11,7 @@
  *   or one of its fields is visible.
  */
 import { type Timestamp, type Value, encodeValue } from '../crdt/index.js'
-import type { Op } from './arbitraries.js'
+import type { StampedOp } from './arbitraries.js'
 import { type VisibleState, repr } from './state.js'
 
 function cmpTs(a: Timestamp, b: Timestamp): number {
@@ -38,8 +38,8 @@ interface Write {
 }
 
 /** The visible state the spec prescribes for a set of operations (order irrelevant). */
-export function referenceState(ops: readonly Op[]): VisibleState {
-  const byRecord = new Map<string, { collection: string; id: string; ops: Op[] }>()
+export function referenceState(ops: readonly StampedOp[]): VisibleState {
+  const byRecord = new Map<string, { collection: string; id: string; ops: StampedOp[] }>()
   for (const op of ops) {
     const key = JSON.stringify([op.collection, op.id])
     let g = byRecord.get(key)
@@ -53,10 +53,9 @@ export function referenceState(ops: readonly Op[]): VisibleState {
     const writes = new Map<string, Write[]>()
     for (const op of recOps) {
       if (op.kind === 'delete') continue
-      // Later duplicates of a name in one op override earlier ones, as in an object literal.
-      const last = new Map<string, Value | undefined>()
-      for (const [name, value] of op.fields) last.set(name, value)
-      for (const [name, value] of last) {
+      const fields = op.kind === 'put' ? op.fields : op.patch
+      for (const name of Object.keys(fields)) {
+        const value = fields[name]
         if (value === undefined && op.kind === 'put') continue
         let list = writes.get(name)
         if (!list) writes.set(name, (list = []))

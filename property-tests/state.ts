@@ -3,7 +3,7 @@
  * properties. `repr` is injective: NaN equals NaN, -0 differs from 0, a Uint8Array differs from an array of numbers,
  * strings compare code unit by code unit (lone surrogates included), object keys keep their order.
  */
-import { type Op, fieldsObject } from './arbitraries.js'
+import type { StampedOp } from './arbitraries.js'
 import {
   type Delta,
   type RecordStore,
@@ -132,8 +132,8 @@ export function maxTs(tss: Iterable<Timestamp>): Timestamp | undefined {
 }
 
 /** Applies one generated operation to a store as a local write. */
-export function applyOp(store: RecordStore, op: Op): void {
-  if (op.kind === 'put') store.put(op.collection, op.id, fieldsObject(op.fields), op.ts)
-  else if (op.kind === 'update') store.update(op.collection, op.id, fieldsObject(op.fields), op.ts)
+export function applyOp(store: RecordStore, op: StampedOp): void {
+  if (op.kind === 'put') store.put(op.collection, op.id, op.fields, op.ts)
+  else if (op.kind === 'update') store.update(op.collection, op.id, op.patch, op.ts)
   else store.delete(op.collection, op.id, op.ts)
 }

@@ -15,12 +15,13 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { HLC, RecordStore, decodeDelta, encodeDelta } from '../crdt/index.js'
 import { type VersionVector, covers, mergeVersionVectors, minVersionVector } from '../crdt/version-vector.js'
-import { COLLECTIONS, type Op, type OpBody, opBodyArb } from './arbitraries.js'
+import type { RecordOp } from '../src/testkit/index.js'
+import { COLLECTIONS, type StampedOp, opBodyArb } from './arbitraries.js'
 import { check, propTest } from './helpers.js'
 import { applyOp, visibleState } from './state.js'
 
 type Event =
-  | { readonly t: 'write'; readonly at: number; readonly body: OpBody }
+  | { readonly t: 'write'; readonly at: number; readonly body: RecordOp }
   | { readonly t: 'sync'; readonly a: number; readonly b: number }
   | { readonly t: 'gc'; readonly at: number }
   | { readonly t: 'partition'; readonly away: number }
@@ -151,7 +152,7 @@ function run(horizon: boolean, { n, events, away: gone, during }: Case): void {
     time += 1
     if (ev.t === 'write') {
       const node = nodes[ev.at % n]!
-      const op = { ...ev.body, ts: node.clock.now() } as Op
+      const op = { ...ev.body, ts: node.clock.now() } as StampedOp
       applyOp(node.store, op)
       applyOp(node.shadow, op)
     } else if (ev.t === 'sync') {

@@ -27,6 +27,8 @@ import { SyncmeshError } from '../../crdt/errors.js'
 import { StorageClosedError } from '../errors.js'
 import type { Storage } from '../storage/types.js'
 import { compareKeys } from '../storage/types.js'
+import { equalBytes, pattern, preview } from './bytes.js'
+import { describeError } from './print.js'
 import type { ConformanceCase } from './transport-suite.js'
 
 /** Builds the storages the conformance cases run against. */
@@ -69,34 +71,10 @@ function showKey(key: readonly string[]): string {
   return JSON.stringify(key)
 }
 
-function preview(bytes: Uint8Array | undefined): string {
-  if (bytes === undefined) return 'undefined'
-  if (!(bytes instanceof Uint8Array)) return `a ${Object.prototype.toString.call(bytes)} (not a Uint8Array)`
-  const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ')
-  return `[${bytes.byteLength} bytes${bytes.byteLength > 0 ? `: ${head}${bytes.byteLength > 8 ? ' …' : ''}` : ''}]`
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
-  return true
-}
-
 function firstDifference(a: Uint8Array, b: Uint8Array): string {
   const n = Math.min(a.byteLength, b.byteLength)
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return `first difference at byte ${i}: ${a[i]} vs ${b[i]}`
   return `lengths ${a.byteLength} vs ${b.byteLength}`
-}
-
-/** Deterministic filler so that shifted, truncated or mixed-up values are detectable. */
-function pattern(length: number, salt: number): Uint8Array {
-  const out = new Uint8Array(length)
-  let x = (salt * 2654435761 + 1) >>> 0
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0
-    out[i] = x >>> 24
-  }
-  return out
 }
 
 /** A short value that names its key, so a value stored under the wrong key is caught. */
@@ -113,10 +91,6 @@ function isClosedError(err: unknown): boolean {
   // An adapter built against another copy of syncmesh throws another copy of the class.
   const e = err as { name?: unknown; code?: unknown } | null
   return typeof e === 'object' && e !== null && e.name === 'StorageClosedError' && e.code === 'STORAGE_CLOSED'
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err)
 }
 
 /**
@@ -271,7 +245,7 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
             try {
               p = fn()
             } catch (err) {
-              fail(`${what} threw synchronously instead of returning a promise: ${describe(err)}`)
+              fail(`${what} threw synchronously instead of returning a promise: ${describeError(err)}`)
             }
             assert(p && typeof p.then === 'function', `${what} must return a promise`)
             return bounded(p)
@@ -316,7 +290,7 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
             await harness.cleanup?.()
           })()
           if (failed) await closing.catch(() => undefined)
-          else await closing.catch((err: unknown) => fail(`closing the storage or harness.cleanup() failed: ${describe(err)}`))
+          else await closing.catch((err: unknown) => fail(`closing the storage or harness.cleanup() failed: ${describeError(err)}`))
         }
       },
     }
@@ -483,7 +457,7 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
     storageCase('200 concurrent saves (and then concurrent loads) all land under the right keys', async (ctx) => {
       const keys = Array.from({ length: 200 }, (_, i) => ['n', String(i).padStart(3, '0'), i % 3 === 0 ? '' : 'x'])
       const results = await Promise.allSettled(keys.map((key, i) => ctx.save(key, pattern(16 + (i % 50) * 37, i))))
-      const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [`${showKey(keys[i]!)}: ${describe(r.reason)}`] : []))
+      const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [`${showKey(keys[i]!)}: ${describeError(r.reason)}`] : []))
       assert(rejected.length === 0, `${rejected.length} of 200 concurrent saves rejected, e.g. ${rejected[0]}`)
       const loaded = await Promise.all(keys.map((key) => ctx.load(key)))
       loaded.forEach((got, i) => {
@@ -532,14 +506,14 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
         try {
           p = attempt()
         } catch (err) {
-          fail(`${name} after close() threw synchronously (${describe(err)}); it must return a rejected promise`)
+          fail(`${name} after close() threw synchronously (${describeError(err)}); it must return a rejected promise`)
         }
         const outcome = await p.then(
           (v) => ({ ok: true as const, v }),
           (err: unknown) => ({ ok: false as const, err }),
         )
         assert(!outcome.ok, `${name} after close() resolved; it must reject with StorageClosedError`)
-        assert(isClosedError(outcome.err), `${name} after close() must reject with StorageClosedError, got ${describe(outcome.err)}`)
+        assert(isClosedError(outcome.err), `${name} after close() must reject with StorageClosedError, got ${describeError(outcome.err)}`)
       }
     }),
 
@@ -580,7 +554,7 @@ export function storageConformanceCases(harness: StorageHarness, opts: StorageCo
         const results = await Promise.allSettled(writes)
         await closing
         for (const r of results) {
-          if (r.status === 'rejected') assert(isClosedError(r.reason), `a save racing close() may only reject with StorageClosedError, got ${describe(r.reason)}`)
+          if (r.status === 'rejected') assert(isClosedError(r.reason), `a save racing close() may only reject with StorageClosedError, got ${describeError(r.reason)}`)
         }
         await ctx.reopen!()
         for (let i = 0; i < keys.length; i++) {

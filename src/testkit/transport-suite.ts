@@ -14,6 +14,7 @@
  */
 import { SyncmeshError } from '../../crdt/errors.js'
 import type { PeerId, Transport } from '../../transports/types.js'
+import { equalBytes, pattern, preview } from './bytes.js'
 
 /** Builds fresh transports for one conformance case. */
 export interface TransportHarness {
@@ -82,28 +83,6 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
   } finally {
     clearTimeout(timer)
   }
-}
-
-function preview(bytes: Uint8Array): string {
-  const head = Array.from(bytes.subarray(0, 8), (b) => b.toString(16).padStart(2, '0')).join(' ')
-  return `[${bytes.byteLength} bytes${bytes.byteLength > 0 ? `: ${head}${bytes.byteLength > 8 ? ' …' : ''}` : ''}]`
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
-  return true
-}
-
-/** Deterministic filler so that corrupted, shifted or truncated frames are detectable. */
-function pattern(length: number, salt: number): Uint8Array {
-  const out = new Uint8Array(length)
-  let x = (salt * 2654435761 + 1) >>> 0
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0
-    out[i] = x >>> 24
-  }
-  return out
 }
 
 function tagged(index: number): Uint8Array {

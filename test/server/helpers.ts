@@ -12,6 +12,7 @@ import {
   encodeClientOp,
   encodeRelayMessage,
 } from '../../transports/relay/index.js'
+import { sleep, until } from '../wait.js'
 
 /** Every child process a test spawned; {@link killChildren} (run in afterAll) kills whatever is still running. */
 const children = new Set<ChildProcess>()
@@ -37,16 +38,8 @@ export async function killChildren(): Promise<void> {
   )
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `cond` until it holds or fails after `ms`. */
-export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await sleep(5)
-  }
-}
+/** The shared waits (test/wait.ts), re-exported for the server tests. */
+export { sleep, until }
 
 /** A raw WebSocket client that records everything: parsed text (JSON) messages, relay ops, and how it closed. */
 export class RawClient {

@@ -23,14 +23,8 @@ export function record<T>(subscribe: (fn: (x: T) => void) => unknown): T[] {
   return out
 }
 
-/** Waits until `cond` holds (polling), or fails after `ms`. */
-export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 2))
-  }
-}
+/** The shared polling wait (test/wait.ts), re-exported for the replica tests. */
+export { until } from '../wait.js'
 
 /** The same MemoryStorage, usable again after a replica closed it (a restart on the same data). */
 export function reopen(s: MemoryStorage): MemoryStorage {

@@ -4,13 +4,15 @@
  */
 import fc from 'fast-check'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { normalizeValue } from '../../crdt/value.js'
+import { InvalidArgumentError } from '../../crdt/errors.js'
+import { type Value, normalizeValue } from '../../crdt/value.js'
 import { type Replica, createReplica } from '../../src/replica.js'
 import {
   ConvergenceError,
   ConvergencePropertyError,
   NotQuiescentError,
   type Op,
+  RunErrorsError,
   type RunResult,
   type Step,
   arbitraries,
@@ -190,6 +192,23 @@ describe('runSchedule', () => {
   it('refuses a step that names a replica the run does not have', async () => {
     await expect(runSchedule([{ kind: 'delete', replica: 5, collection: 'c', id: 'a' }], { replicas: 2 })).rejects.toThrow(/names replica 5/)
   })
+
+  it('a put with an undefined field writes the record without that field, as Collection.put does', async () => {
+    const steps: Step[] = [{ kind: 'put', replica: 0, collection: 'todos', id: 'a', fields: { title: 'x', n: undefined } }]
+    const run = await runSchedule(steps, { replicas: 2, faults: { dropRate: 0, duplicateRate: 0, reorder: false } })
+    expect(run.errors).toEqual([])
+    assertConverged(run.replicas)
+    expect(run.replicas[1]!.collection('todos').get('a')).toEqual({ id: 'a', title: 'x' })
+    await run.close()
+  })
+
+  it('refuses bad arguments with InvalidArgumentError (a SyncmeshError with a code), not a bare TypeError', async () => {
+    const err = await runSchedule([], { replicas: 0 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(InvalidArgumentError)
+    expect((err as InvalidArgumentError).code).toBe('INVALID_ARGUMENT')
+    await expect(runSchedule([{ kind: 'partition', groups: [] }], { replicas: 2 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    expect(() => arbitraries.op({ fields: ['id'] })).toThrow(InvalidArgumentError)
+  })
 })
 
 describe('arbitraries', () => {
@@ -228,7 +247,7 @@ describe('arbitraries', () => {
     expect(amnesia.length).toBeGreaterThan(0)
     for (const s of amnesia) expect(s).toEqual({ kind: 'amnesia', replica: 2 })
     expect(steps.some((s) => s.kind === 'partition')).toBe(false)
-    expect(() => arbitraries.schedule({ replicas: 2, amnesiac: 5 })).toThrow(TypeError)
+    expect(() => arbitraries.schedule({ replicas: 2, amnesiac: 5 })).toThrow(InvalidArgumentError)
   })
 })
 
@@ -284,6 +303,17 @@ describe('runConvergenceProperty', () => {
     expect(() => check(run)).toThrow('n must never be 0')
     await run.close()
   }, 60_000)
+
+  it('fails a run in which a replica reported an error with RunErrorsError as the cause', async () => {
+    // A function is not a storable value: every put and update of it is refused, and the run records the error.
+    const value = fc.constant((() => 0) as unknown as Value)
+    const err = await runConvergenceProperty({ replicas: 2, steps: 20, numRuns: 5, seed: 7, minimizeMs: 0, log: () => {}, schedule: { value } }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConvergencePropertyError)
+    const cause = (err as ConvergencePropertyError).cause
+    expect(cause).toBeInstanceOf(RunErrorsError)
+    expect((cause as RunErrorsError).code).toBe('RUN_ERRORS')
+    expect((cause as RunErrorsError).errors.length).toBeGreaterThan(0)
+  })
 })
 
 describe('re-exports', () => {

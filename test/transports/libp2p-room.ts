@@ -59,14 +59,8 @@ export interface Room {
 
 type Event = { t: string; [k: string]: unknown }
 
-/** Polls `cond` every 10 ms; throws after `ms` naming `what`. */
-export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** The shared polling wait (test/wait.ts), re-exported for the libp2p tests and bench/libp2p.ts. */
+export { until } from '../wait.js'
 
 /** `syncmesh serve --libp2p` in its own process (so that its work does not stall this one); resolves once listening. */
 async function serveLibp2p(maxReservations: number): Promise<{ multiaddrs: string[]; close: () => Promise<void> }> {
