@@ -354,6 +354,11 @@ export class RecordStore {
     return new Map(this.vv)
   }
 
+  /** {@link versionVector} without a copy, for readers that keep no reference (the sync engine, per message). */
+  versionVectorView(): ReadonlyMap<string, Timestamp> {
+    return this.vv
+  }
+
   /**
    * The changes a replica with version vector `vv` lacks: every register and floor newer than `vv`'s entry for its
    * origin, with the vectors that let the receiver count them as received.

@@ -13,7 +13,7 @@ import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
-import { type VersionVector, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
+import { type VersionVector, advance, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import type { RecordTextChange, TextState } from '../text/types.js'
@@ -140,6 +140,10 @@ interface PeerState {
    * report that arrives late (reordered) says nothing new and must not lower it.
    */
   theirs: VersionVector | undefined
+  /** Whether `theirs` includes a whole vector (SYNC_REQUEST or ACK), not only ACK_CHANGES entries. */
+  complete: boolean
+  /** Our vector as we last told the peer (see ACK_CHANGES), undefined before we first did. */
+  told: VersionVector | undefined
   /**
    * The `to` vector of the catch-up delta we last sent the peer (see {@link SyncEngine.catchUp}) until it reports a
    * vector that covers it; no other is sent meanwhile.
@@ -322,7 +326,8 @@ export class SyncEngine {
   /** One anti-entropy round: ask every connected peer for what we lack (and tell them what we hold). */
   antiEntropy(): void {
     this.flushNeighbours()
-    const req = encodeVectorMessage('sync-request', this.init.store.versionVector())
+    const ours = this.init.store.versionVectorView()
+    const req = encodeVectorMessage('sync-request', ours)
     const text = this.init.text && encodeVectorMessage('text-request', this.init.text.versionVector())
     for (const p of this.peers.values()) {
       if (this.gated(p)) {
@@ -330,7 +335,7 @@ export class SyncEngine {
         continue
       }
       if (text) this.send(p, text)
-      this.send(p, req)
+      this.sendVector(p, 'sync-request', ours, req)
     }
   }
 
@@ -344,7 +349,7 @@ export class SyncEngine {
     const gc = this.init.gc
     if (!gc) return 0
     // A connected peer that has not told us what it holds yet could hold anything: wait for it.
-    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && p.theirs === undefined) return 0
+    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && !p.complete) return 0
     const { store } = this.init
     const now = gc.now()
     this.touchKnown(now)
@@ -372,7 +377,7 @@ export class SyncEngine {
   /** Refreshes what we remember of every connected network peer. */
   private touchKnown(now: number): void {
     if (!this.init.gc) return
-    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && p.theirs) this.known.set(p.id, { lastSeen: now, vector: p.theirs })
+    for (const p of this.peers.values()) if (!this.isTab(p) && !p.dropped && p.complete && p.theirs) this.known.set(p.id, { lastSeen: now, vector: p.theirs })
   }
 
   /** Whether we may not exchange changes with `p` yet: our frontier is not empty and `p` has not shown it covers it. */
@@ -402,9 +407,10 @@ export class SyncEngine {
       // Our vector went back: what every peer believes we hold is wrong now. Start over with each of them.
       for (const o of this.peers.values()) {
         o.theirs = undefined
+        o.complete = false
         o.synced = false
         this.sendFrontier(o)
-        this.send(o, encodeVectorMessage('sync-request', store.versionVector()))
+        this.sendVector(o, 'sync-request')
       }
       this.notify()
       return
@@ -419,7 +425,7 @@ export class SyncEngine {
     }
     if (wasGated && !this.gated(p)) {
       if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
-      this.send(p, encodeVectorMessage('sync-request', store.versionVector()))
+      this.sendVector(p, 'sync-request')
     }
   }
 
@@ -496,7 +502,7 @@ export class SyncEngine {
     const ours = this.init.store.versionVector()
     for (const p of this.peers.values()) {
       const theirs = p.theirs
-      if (p.dropped || theirs === undefined || this.gated(p)) continue
+      if (p.dropped || theirs === undefined || !p.complete || this.gated(p)) continue
       if (p.catchingUp) {
         if (!covers(theirs, p.catchingUp)) continue
         p.catchingUp = undefined
@@ -513,14 +519,15 @@ export class SyncEngine {
   }
 
   private allSynced(): boolean {
-    const ours = this.init.store.versionVector()
+    const ours = this.init.store.versionVectorView()
     for (const p of this.peers.values()) if (!p.dropped && !this.inAgreement(p, ours)) return false
     return true
   }
 
   /** Whether `p` holds what we hold: the records, and the text when it keeps text (it sent a TEXT_REQUEST or TEXT_ACK). */
-  private inAgreement(p: PeerState, ours = this.init.store.versionVector()): boolean {
-    if (p.theirs === undefined || !covers(p.theirs, ours) || !covers(ours, p.theirs)) return false
+  private inAgreement(p: PeerState, ours: ReadonlyMap<string, Timestamp> = this.init.store.versionVectorView()): boolean {
+    // Equal vectors have equal sizes: a cheap first test, as most calls come while vectors still differ.
+    if (!p.complete || p.theirs === undefined || p.theirs.size !== ours.size || !covers(p.theirs, ours) || !covers(ours, p.theirs)) return false
     if (!this.init.text || (p.textTheirs === undefined && !this.textPeers.has(p.id))) return true
     if (p.textTheirs === undefined) return false // it keeps text, and has not told us what it holds since it came back
     const text = this.init.text.versionVector()
@@ -538,6 +545,8 @@ export class SyncEngine {
         links: [],
         reassembler: new Reassembler(this.init.maxMessageBytes),
         theirs: undefined,
+        complete: false,
+        told: undefined,
         textTheirs: undefined,
         catchingUp: undefined,
         frontier: undefined,
@@ -555,7 +564,7 @@ export class SyncEngine {
       this.sendFrontier(p)
       // The text request first: a peer that keeps text then knows it before it can agree on the records alone.
       if (this.init.text) this.send(p, encodeVectorMessage('text-request', this.init.text.versionVector()))
-      this.send(p, encodeVectorMessage('sync-request', this.init.store.versionVector()))
+      this.sendVector(p, 'sync-request')
       // The newcomer hears our peers now; the others with the next change we send or forward, or the next
       // anti-entropy round (a list that lacks a peer only costs duplicate frames, so it may wait).
       this.send(p, encodeNeighboursMessage(this.neighbourHashes()))
@@ -619,7 +628,7 @@ export class SyncEngine {
       else if (msg.type === 'text') {
         if (!this.gated(p)) this.onText(p, msg.payload, msg.live, msg.reached)
       } else if (msg.type === 'text-request' || msg.type === 'text-ack') this.onTextVector(p, msg.vv, msg.type === 'text-request')
-      else this.onVector(p, msg.vv, msg.type === 'sync-request')
+      else this.onVector(p, msg.vv, msg.type)
     } catch (err) {
       const e = asError(err)
       if (e instanceof SyncmeshError && !(e instanceof ClockDriftError || e instanceof ClockOverflowError)) {
@@ -632,8 +641,12 @@ export class SyncEngine {
     }
   }
 
-  private onVector(p: PeerState, vv: VersionVector, isRequest: boolean): void {
-    p.theirs = p.theirs ? mergeVersionVectors(p.theirs, vv) : vv
+  /** A SYNC_REQUEST (answered), an ACK or an ACK_CHANGES (merged into what we know the peer holds). */
+  private onVector(p: PeerState, vv: VersionVector, type: 'sync-request' | 'ack' | 'ack-changes'): void {
+    if (p.theirs) for (const ts of vv.values()) advance(p.theirs, ts)
+    else p.theirs = vv
+    if (type !== 'ack-changes') p.complete = true
+    const isRequest = type === 'sync-request'
     const { store, hlc, writerId } = this.init
     // A peer may hold writes of ours that we do not (yet) hold: never reissue their timestamps.
     const mine = vv.get(writerId)
@@ -645,7 +658,7 @@ export class SyncEngine {
         for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
       }
       // Always followed by our vector: the requester learns what we hold (and lack) even when we had things to send.
-      this.send(p, encodeVectorMessage('ack', store.versionVector()))
+      this.sendVector(p, 'ack')
     }
     this.checkSynced(p)
     this.notify()
@@ -653,7 +666,8 @@ export class SyncEngine {
 
   private onDelta(p: PeerState, delta: Delta, live: boolean, payload: Uint8Array, reached: readonly number[] | undefined): void {
     const { store, hooks } = this.init
-    const held = store.versionVector()
+    // Read during apply, before the store advances its vector (it does so once every record is applied).
+    const held = store.versionVectorView()
     const stored = this.apply(delta, payload, this.isTab(p), (o) => {
       // A loser we already held was reported when it first lost; one arriving again (forwarded, duplicated) is not news.
       if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
@@ -661,9 +675,11 @@ export class SyncEngine {
     })
     stored?.catch((err: unknown) => hooks.error(asError(err)))
     if (live && stored) this.forward(p, payload, delta, reached, encodeLiveMessage)
-    this.send(p, encodeVectorMessage('ack', store.versionVector()))
-    const ours = store.versionVector()
-    for (const other of this.peers.values()) this.checkSynced(other, ours)
+    const ours = store.versionVectorView()
+    this.acknowledge(p, ours)
+    // Only a change of our state can change whether another peer agrees with us.
+    if (stored) for (const other of this.peers.values()) this.checkSynced(other, ours)
+    else this.checkSynced(p, ours)
     this.notify()
   }
 
@@ -692,6 +708,25 @@ export class SyncEngine {
     const stored = fromTab ? Promise.resolve() : log.append(bytes)
     hooks.applied(text ? text.afterRecords(result.changed, result.floors, (c, id) => store.has(c, id)) : result.changed, fromTab)
     return stored
+  }
+
+  /** Sends `p` our whole vector (a SYNC_REQUEST or ACK), and remembers it as what `p` was last told. */
+  private sendVector(p: PeerState, type: 'sync-request' | 'ack', ours = this.init.store.versionVectorView(), message = encodeVectorMessage(type, ours)): void {
+    p.told = new Map(ours)
+    this.send(p, message)
+  }
+
+  /** ACKs a delta from `p`: the entries of our vector that changed since we last told `p` (ACK_CHANGES), if any. */
+  private acknowledge(p: PeerState, ours: ReadonlyMap<string, Timestamp>): void {
+    const told = p.told
+    if (!told) return this.sendVector(p, 'ack', ours)
+    const changed: VersionVector = new Map()
+    for (const [origin, ts] of ours) {
+      if (!isNewer(told, ts)) continue
+      changed.set(origin, ts)
+      told.set(origin, ts)
+    }
+    if (changed.size > 0) this.send(p, encodeVectorMessage('ack-changes', changed))
   }
 
   /** A TEXT_REQUEST (answered with what the peer's text vector lacks) or a TEXT_ACK. Ignored without text support. */
@@ -777,7 +812,7 @@ export class SyncEngine {
   }
 
   /** Records whether `p` now agrees with us, telling the replica when it starts to. Callers notify waiters. */
-  private checkSynced(p: PeerState, ours?: VersionVector): void {
+  private checkSynced(p: PeerState, ours?: ReadonlyMap<string, Timestamp>): void {
     const now = this.inAgreement(p, ours)
     if (now && !p.synced && !this.isTab(p)) this.init.hooks.peerSynced(p.id)
     p.synced = now

@@ -1,5 +1,5 @@
 /**
- * The syncmesh sync protocol, version 1, revision 3. This comment is the specification.
+ * The syncmesh sync protocol, version 1, revision 4. This comment is the specification.
  *
  * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
  *
@@ -65,11 +65,21 @@
  *                                      neither applies the peer's deltas nor sends it any (records or text:
  *                                      DELTA, LIVE, TEXT), so a peer returning after its writes' tombstones were
  *                                      dropped cannot bring deleted data back.
+ *  11 ACK_CHANGES   vv                 an ACK that carries only the entries of the sender's vector that changed since
+ *                                      the last vector it sent this peer (a SYNC_REQUEST, ACK or ACK_CHANGES); not
+ *                                      sent when none did. Sent after applying a DELTA or LIVE; a SYNC_REQUEST is
+ *                                      still answered with a whole ACK. Every entry is a lower bound of what the
+ *                                      sender holds, so the receiver merges it entry-wise into what it knows of the
+ *                                      sender; it calls the sender in agreement (or counts it for tombstone
+ *                                      collection) only once it has had a whole vector (SYNC_REQUEST or ACK) from
+ *                                      it since it connected. In a large room this keeps an ACK to a few entries
+ *                                      instead of one per writer.
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Compatibility. Within version 1, a revision only adds message types, and a receiver ignores types it does not
- * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 ({@link PROTOCOL_REVISION}) adds 7–10. A peer that
- * ignores LIVE receives live changes by anti-entropy; one that never sends NEIGHBOURS is always sent to; one
+ * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 adds 7–10, revision 4 ({@link PROTOCOL_REVISION})
+ * adds 11. A peer that ignores LIVE receives live changes by anti-entropy; one that ignores ACK_CHANGES learns a
+ * sender's progress from its SYNC_REQUESTs (its sync() may wait for an anti-entropy round); one that never sends NEIGHBOURS is always sent to; one
  * without text (an earlier revision, or a replica opened without `text`) ignores types 7–9, neither stores nor
  * forwards text, and never holds up a text replica's sync(); one that ignores FRONTIER cannot sync with a replica
  * whose frontier is not empty (it never opens that replica's gate).
@@ -124,8 +134,8 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 
 /** Version byte at the start of every frame. */
 export const PROTOCOL_VERSION = 1
-/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 3 has types 1–10). */
-export const PROTOCOL_REVISION = 3
+/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 4 has types 1–11). */
+export const PROTOCOL_REVISION = 4
 /** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */
 export const MAX_TEXT_SESSIONS = 16
 /** Default limit of a reassembled message, in bytes. */
@@ -151,6 +161,7 @@ const enum Type {
   Text = 8,
   TextAck = 9,
   Frontier = 10,
+  AckChanges = 11,
 }
 
 /** A decoded protocol message. */
@@ -165,7 +176,7 @@ export type Message =
       /** For a LIVE message: the peer hashes it has reached; for a live DELTA: undefined (only the sender). */
       readonly reached: readonly number[] | undefined
     }
-  | { readonly type: 'ack'; readonly vv: VersionVector }
+  | { readonly type: 'ack' | 'ack-changes'; readonly vv: VersionVector }
   | { readonly type: 'neighbours'; readonly peers: readonly number[] }
   | { readonly type: 'frontier'; readonly frontier: VersionVector; readonly newest: Timestamp | undefined; readonly held: VersionVector }
   | { readonly type: 'text-request' | 'text-ack'; readonly vv: VersionVector }
@@ -186,9 +197,9 @@ export function peerHash(peer: string): number {
 }
 const utf8 = new TextEncoder()
 
-const VECTOR_TYPES = { 'sync-request': Type.SyncRequest, ack: Type.Ack, 'text-request': Type.TextRequest, 'text-ack': Type.TextAck } as const
+const VECTOR_TYPES = { 'sync-request': Type.SyncRequest, ack: Type.Ack, 'ack-changes': Type.AckChanges, 'text-request': Type.TextRequest, 'text-ack': Type.TextAck } as const
 
-/** Encodes a SYNC_REQUEST or ACK (or their text counterparts, TEXT_REQUEST and TEXT_ACK). */
+/** Encodes a SYNC_REQUEST, ACK or ACK_CHANGES (or the text counterparts, TEXT_REQUEST and TEXT_ACK). */
 export function encodeVectorMessage(type: keyof typeof VECTOR_TYPES, vv: ReadonlyMap<string, Timestamp>): Uint8Array {
   const w = new Writer(16 + 24 * vv.size)
   w.u8(PROTOCOL_VERSION)
@@ -285,12 +296,13 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
   switch (type) {
     case Type.SyncRequest:
     case Type.Ack:
+    case Type.AckChanges:
     case Type.TextRequest:
     case Type.TextAck: {
       const vv = readVersionVector(r)
       const name = (Object.keys(VECTOR_TYPES) as (keyof typeof VECTOR_TYPES)[]).find((k) => VECTOR_TYPES[k] === type)!
       if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after a ${name} message`)
-      return name === 'sync-request' || name === 'ack' ? { type: name, vv } : { type: name, vv }
+      return { type: name, vv }
     }
     case Type.Text: {
       const flags = r.u8()
