@@ -14,6 +14,7 @@ import fc from 'fast-check'
 import { describe, it } from 'vitest'
 import { type Step, arbitraries, assertConverged, runConvergenceProperty, runSchedule } from '../src/testkit/index.js'
 import { ReplicaImpl } from '../src/replica.js'
+import { ERASURE_BEFORE_AMNESIA } from './fixtures/erasure-before-amnesia.js'
 import { assertAsyncProperty, check } from './helpers.js'
 
 describe('text fields under faults', () => {
@@ -41,6 +42,15 @@ describe('text fields under faults', () => {
     })
     check(texts > 20 * runs, () => `only ${texts} text edits ran in ${runs} runs`)
   }, 600_000)
+
+  it('an erasure by a delete whose writer lost its storage before the delete left reaches every replica (pinned)', async () => {
+    const run = await runSchedule(ERASURE_BEFORE_AMNESIA, { replicas: 3, seed: 2034894061, topology: 'mesh', maxFrameSize: 2048, replica: { compactAfterEntries: 16 } })
+    try {
+      assertConverged(run.replicas, { replay: 'Replay: the schedule in property-tests/fixtures/erasure-before-amnesia.ts' })
+    } finally {
+      await run.close()
+    }
+  })
 
   it('the floor rule: a field holds exactly the text inserted after the last put or delete, and the record is visible exactly when it should be', async () => {
     const caseArb = fc.integer({ min: 2, max: 3 }).chain((n) =>

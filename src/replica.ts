@@ -579,7 +579,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     if (kind === 'put') this.store.put(collection, id, fields!, ts)
     else if (kind === 'update') this.store.update(collection, id, fields!, ts)
     else this.store.delete(collection, id, ts)
-    const text = kind === 'update' ? undefined : this.text?.floorChanged(collection, id)?.text
+    const text = kind === 'update' ? undefined : this.text?.floorChanged(collection, id, true)?.text
     if (observed) {
       const event = this.changeEvent(collection, id, existed, 'local', text)
       if (event) this.emitChanges([event])

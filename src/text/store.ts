@@ -170,7 +170,14 @@ export class YjsTextState implements TextState<Y.Text> {
     return [...this.records.keys()]
   }
 
-  floorChanged(collection: string, id: string): RecordTextChange | undefined {
+  /**
+   * The erasure of a floor is a Yjs deletion, and Yjs sends a document's whole delete set with any update of it. So
+   * the erasure by a floor of our own is recorded as our own deletion, stamped with the floor: it is stored and sent
+   * as a text write, and a replica that gets it (inside any update) gets it as a write that text sync tracks. Were it
+   * not, a replica that lost its storage before its floor left would leave its erasure on the peers that received
+   * some update of the field, and nowhere else: text sync would never carry it further.
+   */
+  floorChanged(collection: string, id: string, local = false): RecordTextChange | undefined {
     const rec = this.records.get(collection)?.get(id)
     if (!rec) return undefined
     const floor = this.ctx.floor(collection, id)
@@ -182,6 +189,7 @@ export class YjsTextState implements TextState<Y.Text> {
       const erase = this.eraseUpdate(f, f.runs.values())
       if (!erase) continue
       f.doc.transact(() => Y.applyUpdate(f.doc, erase, ERASE), ERASE)
+      if (local) this.stampErasure(f, floor.ts, erase)
       if (f.delta && f.delta.length > 0) text[f.name] = f.delta
       f.delta = undefined
     }
@@ -392,11 +400,7 @@ export class YjsTextState implements TextState<Y.Text> {
   private local(f: Field, update: Uint8Array, tr: Y.Transaction): void {
     if (this.closed) return
     const aliveBefore = recordAlive(f.record)
-    if (!this.editing) {
-      // Live deltas claim our writes from the newest one we held before this session's first edit (stored or synced).
-      this.editing = true
-      this.lastTaken = this.vv.get(this.ctx.writerId)
-    }
+    this.startEditing()
     // Stamped after the record's floor: a clock restored from our own writes only may be behind a floor we hold.
     const ts = this.ctx.now(f.record.floor?.ts)
     const client = f.doc.clientID
@@ -419,6 +423,23 @@ export class YjsTextState implements TextState<Y.Text> {
       delta = []
     }
     this.ctx.localEdit({ collection: f.collection, id: f.id, aliveBefore, text: { [f.name]: delta } })
+  }
+
+  /** Records the erasure `update` by our own floor at `ts` as our deletion in `f`, to store and send (see floorChanged). */
+  private stampErasure(f: Field, ts: Timestamp, update: Uint8Array): void {
+    this.startEditing()
+    f.dels.set(ts.peer, ts)
+    this.edited(f, ts)
+    advance(this.vv, ts)
+    f.pending.push(update)
+    this.dirtyFields.add(f)
+  }
+
+  /** At the first local write of the session: live deltas claim our writes from the newest one held before it. */
+  private startEditing(): void {
+    if (this.editing) return
+    this.editing = true
+    this.lastTaken = this.vv.get(this.ctx.writerId)
   }
 
   private edited(f: Field, ts: Timestamp): void {

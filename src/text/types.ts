@@ -72,8 +72,11 @@ export interface TextState<T = unknown> {
   ids(collection: string): string[]
   /** Names of the collections holding any text. */
   collections(): string[]
-  /** Applies the record's (new) floor from the record store: erases text stamped at or before it. */
-  floorChanged(collection: string, id: string): RecordTextChange | undefined
+  /**
+   * Applies the record's (new) floor from the record store: erases text stamped at or before it. `local`: the floor
+   * is a write of this replica, and its erasure is recorded and sent as a text deletion stamped with it.
+   */
+  floorChanged(collection: string, id: string, local?: boolean): RecordTextChange | undefined
   /**
    * Loads the stored text deltas (snapshot, then log) and applies the record floors to them; throws
    * StorageCorruptError on a corrupt entry.
