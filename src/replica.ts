@@ -55,8 +55,8 @@ export interface ReplicaInit<X = unknown> {
   /**
    * Encrypts the room: every sync frame on every transport, signaling payloads and discovery announcements are
    * sealed (AES-256-GCM) with a key derived from this secret, the app and the room (PBKDF2-SHA256, 600 000
-   * iterations, about a second the first time in a process). Peers with another secret meet the room but cannot
-   * read or write it: each side gets an `AuthError` on `'error'`. A non-empty string or non-empty bytes.
+   * iterations through WebCrypto, a few hundred ms the first time in a process). Peers with another secret meet the
+   * room but cannot read or write it: each side gets an `AuthError` on `'error'`. A non-empty string or non-empty bytes.
    * @default none (frames travel as they are; transports may still encrypt their links)
    */
   secret?: RoomSecret

@@ -2,8 +2,8 @@
  * Encrypted rooms: the room key and the cipher built on it (./sealed.ts wraps every transport of an encrypted room
  * with this cipher).
  *
- * - Key: PBKDF2-HMAC-SHA256 (`@noble/hashes`, the async variant, which yields to the event loop) over the secret,
- *   {@link ROOM_KEY_ITERATIONS} iterations, 32 bytes, salted with {@link roomKeySalt}: a versioned application constant
+ * - Key: PBKDF2-HMAC-SHA256 (WebCrypto's, which the cipher needs anyway: native, off the main thread, no code to
+ *   bundle) over the secret, {@link ROOM_KEY_ITERATIONS} iterations, 32 bytes, salted with {@link roomKeySalt}: a versioned application constant
  *   and the length-prefixed (app, room) pair — never the room name alone, so two apps that pick the same room name
  *   and password do not share a key, and precomputed tables for one room name are useless for another app.
  * - Cipher: AES-256-GCM through WebCrypto, a fresh random 96-bit nonce per message, a 128-bit tag:
@@ -12,7 +12,6 @@
  * - Derived keys are cached in-process (at most {@link ROOM_KEY_CACHE_SIZE} entries) under a SHA-256 of (app, room,
  *   secret), so many replicas of one room in one process pay the slow derivation once.
  */
-import { pbkdf2Async } from '@noble/hashes/pbkdf2.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidValueError, SyncmeshError } from '../../crdt/errors.js'
@@ -57,11 +56,14 @@ export function roomKeySalt(app: string, room: string): Uint8Array {
   return out
 }
 
-/** The 32 raw bytes of a room key (slow on purpose: {@link ROOM_KEY_ITERATIONS} PBKDF2 iterations). */
+/** The 32 raw bytes of a room key (slow on purpose: {@link ROOM_KEY_ITERATIONS} PBKDF2 iterations; needs WebCrypto). */
 export async function deriveRoomKey(app: string, room: string, secret: RoomSecret): Promise<Uint8Array> {
   const password = secretBytes(secret)
   try {
-    return await pbkdf2Async(sha256, password, roomKeySalt(app, room), { c: ROOM_KEY_ITERATIONS, dkLen: 32 })
+    const subtle = globalThis.crypto.subtle
+    const base = await subtle.importKey('raw', password as Uint8Array<ArrayBuffer>, 'PBKDF2', false, ['deriveBits'])
+    const salt = roomKeySalt(app, room) as Uint8Array<ArrayBuffer>
+    return new Uint8Array(await subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt, iterations: ROOM_KEY_ITERATIONS }, base, 256))
   } finally {
     password.fill(0)
   }
