@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { WebSocket } from 'ws'
-import { createReplica, type Replica } from '../src/index.js'
+import { createReplica, storeSync, type Replica } from '../src/index.js'
 import type { ReplicaImpl } from '../src/replica.js'
 import { startServer } from '../src/server/index.js'
 import { relayTransport } from '../transports/relay/index.js'
@@ -103,7 +103,7 @@ async function catchUp(mode: 'store' | 'live', secret: string | undefined): Prom
   const server = await startServer({ port: 0, log: false, store: join(dir, 'store'), ratePerSecond: 10_000 })
   const rnd = mulberry32(SEED)
   const counter = { bytes: 0 }
-  const common = { app: 'bench-store', room: `${mode}-${secret ? 'sealed' : 'plain'}`, secret, antiEntropyMs: 1000 }
+  const common = { app: 'bench-store', room: `${mode}-${secret ? 'sealed' : 'plain'}`, secret, antiEntropyMs: 1000, storeSync: storeSync() }
   const a = await createReplica({ ...common, peerId: 'writer', transports: [relayTransport({ url: server.url, store: mode === 'store' })] })
   const b = await createReplica({ ...common, peerId: 'reader', transports: [relayTransport({ url: server.url, store: mode === 'store', WebSocket: countingWebSocket(counter) })] })
   try {

@@ -47,4 +47,4 @@ export type { Storage, StorageSharing, Locks, Lease, SharedChannel } from './sto
 export { MemoryStorage } from './storage/memory.js'
 export type { Transport, RoomContext, RoomCipher, PeerId, RoomStoreLink, RoomStoreInfo, RoomStorePage } from '../transports/types.js'
 export { AccessDeniedError, StoreRefusedError } from '../transports/errors.js'
-export type { StoreSyncInit } from './sync/store-sync.js'
+export { storeSync, type StoreSyncInit, type StoreSyncSupport } from './sync/store-sync.js'

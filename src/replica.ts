@@ -1,5 +1,3 @@
-import { sha256 } from '@noble/hashes/sha2.js'
-import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidArgumentError, InvalidValueError, asError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
 import type { RecordRef } from '../crdt/delta.js'
@@ -16,11 +14,12 @@ import { type ConflictRecord, type InspectEvent, type ReplicaInspection, Ring, s
 import { MemoryStorage } from './storage/memory.js'
 import type { Storage } from './storage/types.js'
 import { type PeerStatus, SyncEngine, slotWriterId, writerIdFor } from './sync/engine.js'
-import { StoreSync, type StoreSyncInit } from './sync/store-sync.js'
+import type { StoreSync, StoreSyncSupport } from './sync/store-sync.js'
 import type { Delta } from '../crdt/delta.js'
 import { GatedTransport } from './sync/gate.js'
 import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './crypto/sealed.js'
+import { sha256, toHex } from './crypto/sha256.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
 import type { RecordTextChange, TextDelta, TextState, TextSupport } from './text/types.js'
@@ -55,8 +54,8 @@ export interface ReplicaInit<X = unknown> {
   /**
    * Encrypts the room: every sync frame on every transport, signaling payloads and discovery announcements are
    * sealed (AES-256-GCM) with a key derived from this secret, the app and the room (PBKDF2-SHA256, 600 000
-   * iterations, about a second the first time in a process). Peers with another secret meet the room but cannot
-   * read or write it: each side gets an `AuthError` on `'error'`. A non-empty string or non-empty bytes.
+   * iterations through WebCrypto, a few hundred ms the first time in a process). Peers with another secret meet the
+   * room but cannot read or write it: each side gets an `AuthError` on `'error'`. A non-empty string or non-empty bytes.
    * @default none (frames travel as they are; transports may still encrypt their links)
    */
   secret?: RoomSecret
@@ -92,11 +91,13 @@ export interface ReplicaInit<X = unknown> {
    */
   tombstoneHorizonMs?: number
   /**
-   * Store-and-forward with a server's store (a transport with `store`, e.g. `relayTransport({ url, store: true })`):
-   * when to compact the room's stored history into one snapshot. See src/sync/store-sync.ts.
-   * @default { compactMinBytes: 65536 }
+   * Store-and-forward with a server's store: `storeSync()` (from `syncmesh`; options: `storeSync({ compactMinBytes })`).
+   * Needed when a transport reaches a store (`relayTransport({ url, store: true })`): createReplica refuses such a
+   * transport without it (InvalidArgumentError). A separate option so that apps without a store do not bundle the
+   * store client. See src/sync/store-sync.ts.
+   * @default none
    */
-  storeSync?: StoreSyncInit
+  storeSync?: StoreSyncSupport
   /**
    * Collaborative text fields: `yjsText()` from `syncmesh/text` (which loads yjs). Without it, `collection.text()`
    * throws TextUnavailableError, and text sent by peers is neither kept nor forwarded (see the README, "Text fields").
@@ -222,6 +223,7 @@ export interface Replica<X = unknown> {
 
 /** Creates a replica: loads its state from storage (readable at once), then joins its room on every transport. */
 export async function createReplica<X = unknown>(init: ReplicaInit<X> = {}): Promise<Replica<X>> {
+  checkStoreSync(init)
   const storage = init.storage ?? new MemoryStorage()
   let replica: ReplicaImpl<X>
   let cipher: Promise<RoomCipher> | undefined
@@ -242,6 +244,17 @@ export async function createReplica<X = unknown>(init: ReplicaInit<X> = {}): Pro
     throw err
   }
   return replica
+}
+
+/** Refuses a transport that reaches a server's store without `storeSync` (it would silently not use the store). */
+function checkStoreSync(init: ReplicaInit<unknown>): void {
+  const s = init.storeSync
+  if (s !== undefined && typeof (s as Partial<StoreSyncSupport>).create !== 'function') {
+    throw new InvalidArgumentError('storeSync takes storeSync() or storeSync({ compactMinBytes }) (from syncmesh), not an options object')
+  }
+  if (s === undefined && init.transports?.some((t) => t.store !== undefined)) {
+    throw new InvalidArgumentError('a transport reaches a server\'s store (store: true): pass `storeSync: storeSync()` (from syncmesh) to createReplica')
+  }
 }
 
 /**
@@ -268,7 +281,8 @@ async function openState(
 
 /** The hash peers meet under: transports and servers never see the room name. */
 export function roomTopic(app: string, room: string): string {
-  return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
+  if (typeof app !== 'string' || typeof room !== 'string') throw new InvalidValueError('app and room must be strings')
+  return toHex(sha256(new TextEncoder().encode(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
 }
 
 /** A new storage history's origin id (see {@link writerIdFor}), from the injected clock and randomness. */
@@ -285,7 +299,7 @@ function randomHex(init: ReplicaInit<unknown>, digits: number): string {
   }
   const bytes = new Uint8Array(Math.ceil(digits / 2))
   globalThis.crypto.getRandomValues(bytes)
-  return bytesToHex(bytes).slice(0, digits)
+  return toHex(bytes).slice(0, digits)
 }
 
 type Listeners = { [E in keyof ReplicaEvents]: Set<ReplicaEvents[E]> }
@@ -359,7 +373,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     // Store-and-forward: each transport that reaches a server's store. Not on a shared store (tabs): only its
     // leader runs transports, and the others' writes would have to be uploaded by it (not done yet).
     for (const t of tabs ? [] : (init.transports ?? [])) {
-      if (t.store === undefined) continue
+      if (t.store === undefined || !init.storeSync) continue
       const host = {
         topic,
         writerId,
@@ -372,7 +386,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
         save: (key: string[], data: Uint8Array) => storage.save(key, data),
         error: report,
       }
-      this.storeSyncs.push(new StoreSync(t.store, host, init.storeSync))
+      this.storeSyncs.push(init.storeSync.create(t.store, host))
     }
     this.engine = new SyncEngine({
       store,

@@ -2,8 +2,8 @@
  * Encrypted rooms: the room key and the cipher built on it (./sealed.ts wraps every transport of an encrypted room
  * with this cipher).
  *
- * - Key: PBKDF2-HMAC-SHA256 (`@noble/hashes`, the async variant, which yields to the event loop) over the secret,
- *   {@link ROOM_KEY_ITERATIONS} iterations, 32 bytes, salted with {@link roomKeySalt}: a versioned application constant
+ * - Key: PBKDF2-HMAC-SHA256 (WebCrypto's, which the cipher needs anyway: native, off the main thread, no code to
+ *   bundle) over the secret, {@link ROOM_KEY_ITERATIONS} iterations, 32 bytes, salted with {@link roomKeySalt}: a versioned application constant
  *   and the length-prefixed (app, room) pair — never the room name alone, so two apps that pick the same room name
  *   and password do not share a key, and precomputed tables for one room name are useless for another app.
  * - Cipher: AES-256-GCM through WebCrypto, a fresh random 96-bit nonce per message, a 128-bit tag:
@@ -12,12 +12,12 @@
  * - Derived keys are cached in-process (at most {@link ROOM_KEY_CACHE_SIZE} entries) under a SHA-256 of (app, room,
  *   secret), so many replicas of one room in one process pay the slow derivation once.
  */
-import { pbkdf2Async } from '@noble/hashes/pbkdf2.js'
-import { sha256 } from '@noble/hashes/sha2.js'
-import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidValueError, SyncmeshError } from '../../crdt/errors.js'
 import { AuthError } from '../../transports/errors.js'
 import type { PeerId, RoomCipher } from '../../transports/types.js'
+import { sha256, toHex } from './sha256.js'
+
+const utf8 = new TextEncoder()
 
 /** PBKDF2-HMAC-SHA256 iterations of the room key (OWASP's 2023 figure for PBKDF2-SHA256). */
 export const ROOM_KEY_ITERATIONS = 600_000
@@ -39,16 +39,16 @@ export type RoomSecret = string | Uint8Array
 
 /** Throws {@link InvalidValueError} unless `secret` is a non-empty string or non-empty Uint8Array; returns its bytes. */
 export function secretBytes(secret: unknown): Uint8Array {
-  if (typeof secret === 'string' && secret.length > 0) return utf8ToBytes(secret)
+  if (typeof secret === 'string' && secret.length > 0) return utf8.encode(secret)
   if (secret instanceof Uint8Array && secret.length > 0) return secret.slice()
   throw new InvalidValueError('secret must be a non-empty string or a non-empty Uint8Array')
 }
 
 /** The salt of a room key: `ROOM_KEY_SALT_PREFIX ‖ 0x00 ‖ u32be(len(app)) ‖ app ‖ room` (app and room as UTF-8). */
 export function roomKeySalt(app: string, room: string): Uint8Array {
-  const prefix = utf8ToBytes(`${ROOM_KEY_SALT_PREFIX}\u0000`)
-  const a = utf8ToBytes(app)
-  const r = utf8ToBytes(room)
+  const prefix = utf8.encode(`${ROOM_KEY_SALT_PREFIX}\u0000`)
+  const a = utf8.encode(app)
+  const r = utf8.encode(room)
   const out = new Uint8Array(prefix.length + 4 + a.length + r.length)
   out.set(prefix, 0)
   new DataView(out.buffer).setUint32(prefix.length, a.length)
@@ -57,11 +57,14 @@ export function roomKeySalt(app: string, room: string): Uint8Array {
   return out
 }
 
-/** The 32 raw bytes of a room key (slow on purpose: {@link ROOM_KEY_ITERATIONS} PBKDF2 iterations). */
+/** The 32 raw bytes of a room key (slow on purpose: {@link ROOM_KEY_ITERATIONS} PBKDF2 iterations; needs WebCrypto). */
 export async function deriveRoomKey(app: string, room: string, secret: RoomSecret): Promise<Uint8Array> {
   const password = secretBytes(secret)
   try {
-    return await pbkdf2Async(sha256, password, roomKeySalt(app, room), { c: ROOM_KEY_ITERATIONS, dkLen: 32 })
+    const subtle = globalThis.crypto.subtle
+    const base = await subtle.importKey('raw', password as Uint8Array<ArrayBuffer>, 'PBKDF2', false, ['deriveBits'])
+    const salt = roomKeySalt(app, room) as Uint8Array<ArrayBuffer>
+    return new Uint8Array(await subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt, iterations: ROOM_KEY_ITERATIONS }, base, 256))
   } finally {
     password.fill(0)
   }
@@ -114,7 +117,7 @@ function cacheId(app: string, room: string, password: Uint8Array): string {
   new DataView(buf.buffer).setUint32(0, salt.length)
   buf.set(salt, 4)
   buf.set(password, 4 + salt.length)
-  const id = bytesToHex(sha256(buf))
+  const id = toHex(sha256(buf))
   buf.fill(0)
   return id
 }

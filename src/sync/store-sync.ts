@@ -64,13 +64,37 @@ export interface StoreSyncHost {
   error(err: Error): void
 }
 
-/** Options of the store sync (`createReplica({ storeSync })`). */
+/** Options of {@link storeSync}. */
 export interface StoreSyncInit {
   /**
    * A room's stored bytes below which no member compacts it.
    * @default 65536
    */
   compactMinBytes?: number
+}
+
+/**
+ * Store-and-forward support for `createReplica({ storeSync })`, made by {@link storeSync}. Opaque: the replica
+ * creates one store sync per transport that reaches a server's store.
+ */
+export interface StoreSyncSupport {
+  /** Creates the store sync of one transport's store (called by the replica). */
+  readonly create: (link: RoomStoreLink, host: StoreSyncHost) => StoreSync
+}
+
+/**
+ * Store-and-forward with a server's store: pass it as `createReplica({ storeSync: storeSync() })` beside a transport
+ * that reaches one (`relayTransport({ url, store: true })` against `syncmesh serve --store …`). The replica then
+ * uploads its writes to the store and catches up from it on every join (see the module comment). A separate option
+ * so that apps without a store do not bundle this module.
+ *
+ * ```ts
+ * import { createReplica, storeSync } from 'syncmesh'
+ * const replica = await createReplica({ transports: [relayTransport({ url, store: true })], storeSync: storeSync() })
+ * ```
+ */
+export function storeSync(init: StoreSyncInit = {}): StoreSyncSupport {
+  return { create: (link, host) => new StoreSync(link, host, init) }
 }
 
 /** The padded length of a `len`-byte plaintext: PADMÉ (Nikitin et al., 2019), at most ~12 % more, leaking O(log log len) bits. */

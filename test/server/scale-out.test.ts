@@ -4,7 +4,7 @@
  * server of their list and everyone converges, with no acknowledged write lost.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { createReplica, type Replica } from '../../src/index.js'
+import { createReplica, storeSync, type Replica } from '../../src/index.js'
 import type { ReplicaImpl } from '../../src/replica.js'
 import { relayTransport, type RelayTransport } from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
@@ -40,7 +40,7 @@ describe.runIf(redisAvailable)('three server processes share rooms through Redis
       Array.from({ length: n }, async (_, i) => {
         const list = [...urls.slice(i % 3), ...urls.slice(0, i % 3)]
         const link = relayTransport({ url: list, store: true, minReconnectDelayMs: 50, maxReconnectDelayMs: 500 })
-        const r = await createReplica({ app: 'scale', room, peerId: `p${i}`, antiEntropyMs: 300, transports: [link] })
+        const r = await createReplica({ app: 'scale', room, peerId: `p${i}`, antiEntropyMs: 300, storeSync: storeSync(), transports: [link] })
         replicas.push(r)
         links.set(r, link)
         return r
@@ -87,7 +87,7 @@ describe.runIf(redisAvailable)('three server processes share rooms through Redis
     // A newcomer, alone on server 2 after everyone left, still gets it all from the shared Redis store.
     await Promise.all(rs.map((r) => r.close()))
     replicas.splice(0)
-    const late = await createReplica({ app: 'scale', room: 'shared', peerId: 'late', transports: [relayTransport({ url: servers[2]!.url, store: true })] })
+    const late = await createReplica({ app: 'scale', room: 'shared', peerId: 'late', storeSync: storeSync(), transports: [relayTransport({ url: servers[2]!.url, store: true })] })
     replicas.push(late)
     await until(() => late.collection('items').all().length === 300, 15_000, 'the newcomer to catch up from the store')
   }, 90_000)

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { compareTimestamps, createReplica, type Replica, type Timestamp } from '../../src/index.js'
+import { compareTimestamps, createReplica, storeSync, type Replica, type Timestamp } from '../../src/index.js'
 import type { ReplicaImpl } from '../../src/replica.js'
 import { relayTransport } from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
@@ -31,7 +31,7 @@ const turn = (): Promise<void> => new Promise((r) => setImmediate(r))
 async function crashMidUpload(store: string, secret?: string): Promise<void> {
   const rnd = mulberry32(SEED)
   const first = await spawnServe(['--store', store, '--quiet'])
-  const a = await createReplica({ app: 'crash', room: 'r', peerId: 'a', secret, transports: [relayTransport({ url: first.url, store: true, minReconnectDelayMs: 50 })] })
+  const a = await createReplica({ app: 'crash', room: 'r', peerId: 'a', secret, storeSync: storeSync(), transports: [relayTransport({ url: first.url, store: true, minReconnectDelayMs: 50 })] })
   replicas.push(a)
   const sync = (a as ReplicaImpl).storeSyncs[0]!
   const writer = (a as ReplicaImpl).writerId
@@ -55,7 +55,7 @@ async function crashMidUpload(store: string, secret?: string): Promise<void> {
   replicas.splice(0)
 
   const second = await spawnServe(['--store', store, '--quiet'])
-  const b = await createReplica({ app: 'crash', room: 'r', peerId: 'b', secret, transports: [relayTransport({ url: second.url, store: true })] })
+  const b = await createReplica({ app: 'crash', room: 'r', peerId: 'b', secret, storeSync: storeSync(), transports: [relayTransport({ url: second.url, store: true })] })
   replicas.push(b)
   await until(() => mustHave.every((i) => b.collection('log').get(`w${i}`) !== undefined), 15_000, `the ${mustHave.length} acknowledged writes`)
 }

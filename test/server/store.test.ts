@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
-import { createReplica, roomTopic, type Replica, type ReplicaInit } from '../../src/index.js'
+import { InvalidArgumentError, createReplica, roomTopic, storeSync, type Replica, type ReplicaInit } from '../../src/index.js'
 import { type BlobStore, levelBlobStore, memoryBlobStore, redisBlobStore, startServer, type ServerInit, type SyncmeshServer } from '../../src/server/index.js'
 import { padme } from '../../src/sync/store-sync.js'
 import type { ReplicaImpl } from '../../src/replica.js'
@@ -22,6 +22,7 @@ import {
   encodeClientOp,
   encodeRelayMessage,
   relayTransport,
+  type RelayTransport,
   type RelayTransportInit,
 } from '../../transports/relay/index.js'
 import { mulberry32 } from '../prng.js'
@@ -62,6 +63,7 @@ async function replica(url: string | string[], init: ReplicaInit & { relay?: Par
     app: APP,
     room: 'notes',
     antiEntropyMs: 200,
+    storeSync: storeSync(),
     ...rest,
     transports: [relayTransport({ url, store: true, minReconnectDelayMs: 50, maxReconnectDelayMs: 400, ...relay })],
   })
@@ -193,11 +195,20 @@ describe.runIf(redisAvailable)('store-and-forward on a Redis store', () => {
   })
 })
 
+describe('store-and-forward is opt-in on the replica (storeSync), so apps without a store do not bundle it', () => {
+  it('a transport with a store and no storeSync, or an options object for storeSync: InvalidArgumentError, nothing opened', async () => {
+    const relay = (): RelayTransport => relayTransport({ url: 'ws://127.0.0.1:9', store: true })
+    await expect(createReplica({ transports: [relay()] })).rejects.toThrow(InvalidArgumentError)
+    const options = { compactMinBytes: 1024 } as unknown as ReturnType<typeof storeSync>
+    await expect(createReplica({ transports: [relay()], storeSync: options })).rejects.toThrow(InvalidArgumentError)
+  })
+})
+
 describe('compaction keeps the store bounded by the state, not the history', () => {
   it('2 000 overwrites of 40 records: stored bytes stay ≤ ~2× state, ≤ 1.5× right after a compaction', async () => {
     const s = await server({ store: memoryBlobStore() })
     const secret = 'compaction secret'
-    const a = await replica(s.url, { peerId: 'a', secret, storeSync: { compactMinBytes: 1024 } })
+    const a = await replica(s.url, { peerId: 'a', secret, storeSync: storeSync({ compactMinBytes: 1024 }) })
     const rnd = mulberry32(SEED + 3)
     const sync = (a as ReplicaImpl).storeSyncs[0]!
     let maxRatio = 0
