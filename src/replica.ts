@@ -1,3 +1,5 @@
+import { sha256 } from '@noble/hashes/sha2.js'
+import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidArgumentError, InvalidValueError, asError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
 import type { RecordRef } from '../crdt/delta.js'
@@ -19,7 +21,6 @@ import type { Delta } from '../crdt/delta.js'
 import { GatedTransport } from './sync/gate.js'
 import { decodeGcState, encodeGcState } from './sync/gc-state.js'
 import { sealedTransport } from './crypto/sealed.js'
-import { sha256, toHex } from './crypto/sha256.js'
 import { TabGroup, claimSlot, sharedContext } from './tabs/group.js'
 import { DEFAULT_MAX_MESSAGE_BYTES } from './sync/protocol.js'
 import type { RecordTextChange, TextDelta, TextState, TextSupport } from './text/types.js'
@@ -281,8 +282,7 @@ async function openState(
 
 /** The hash peers meet under: transports and servers never see the room name. */
 export function roomTopic(app: string, room: string): string {
-  if (typeof app !== 'string' || typeof room !== 'string') throw new InvalidValueError('app and room must be strings')
-  return toHex(sha256(new TextEncoder().encode(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
+  return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
 }
 
 /** A new storage history's origin id (see {@link writerIdFor}), from the injected clock and randomness. */
@@ -299,7 +299,7 @@ function randomHex(init: ReplicaInit<unknown>, digits: number): string {
   }
   const bytes = new Uint8Array(Math.ceil(digits / 2))
   globalThis.crypto.getRandomValues(bytes)
-  return toHex(bytes).slice(0, digits)
+  return bytesToHex(bytes).slice(0, digits)
 }
 
 type Listeners = { [E in keyof ReplicaEvents]: Set<ReplicaEvents[E]> }

@@ -12,12 +12,11 @@
  * - Derived keys are cached in-process (at most {@link ROOM_KEY_CACHE_SIZE} entries) under a SHA-256 of (app, room,
  *   secret), so many replicas of one room in one process pay the slow derivation once.
  */
+import { sha256 } from '@noble/hashes/sha2.js'
+import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidValueError, SyncmeshError } from '../../crdt/errors.js'
 import { AuthError } from '../../transports/errors.js'
 import type { PeerId, RoomCipher } from '../../transports/types.js'
-import { sha256, toHex } from './sha256.js'
-
-const utf8 = new TextEncoder()
 
 /** PBKDF2-HMAC-SHA256 iterations of the room key (OWASP's 2023 figure for PBKDF2-SHA256). */
 export const ROOM_KEY_ITERATIONS = 600_000
@@ -39,16 +38,16 @@ export type RoomSecret = string | Uint8Array
 
 /** Throws {@link InvalidValueError} unless `secret` is a non-empty string or non-empty Uint8Array; returns its bytes. */
 export function secretBytes(secret: unknown): Uint8Array {
-  if (typeof secret === 'string' && secret.length > 0) return utf8.encode(secret)
+  if (typeof secret === 'string' && secret.length > 0) return utf8ToBytes(secret)
   if (secret instanceof Uint8Array && secret.length > 0) return secret.slice()
   throw new InvalidValueError('secret must be a non-empty string or a non-empty Uint8Array')
 }
 
 /** The salt of a room key: `ROOM_KEY_SALT_PREFIX ‖ 0x00 ‖ u32be(len(app)) ‖ app ‖ room` (app and room as UTF-8). */
 export function roomKeySalt(app: string, room: string): Uint8Array {
-  const prefix = utf8.encode(`${ROOM_KEY_SALT_PREFIX}\u0000`)
-  const a = utf8.encode(app)
-  const r = utf8.encode(room)
+  const prefix = utf8ToBytes(`${ROOM_KEY_SALT_PREFIX}\u0000`)
+  const a = utf8ToBytes(app)
+  const r = utf8ToBytes(room)
   const out = new Uint8Array(prefix.length + 4 + a.length + r.length)
   out.set(prefix, 0)
   new DataView(out.buffer).setUint32(prefix.length, a.length)
@@ -117,7 +116,7 @@ function cacheId(app: string, room: string, password: Uint8Array): string {
   new DataView(buf.buffer).setUint32(0, salt.length)
   buf.set(salt, 4)
   buf.set(password, 4 + salt.length)
-  const id = toHex(sha256(buf))
+  const id = bytesToHex(sha256(buf))
   buf.fill(0)
   return id
 }
