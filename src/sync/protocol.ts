@@ -432,6 +432,9 @@ export class Reassembler {
   }
 }
 
+/** Records in a delta up to which {@link encodeDeltaParts} first tries it whole (and items it samples beyond). */
+const SAMPLE_RECORDS = 2000
+
 interface Item {
   readonly ts: Timestamp
   readonly rd: RecordDelta
@@ -445,8 +448,9 @@ interface Item {
  * write is larger than `maxBytes` on its own.
  */
 export function encodeDeltaParts(delta: Delta, maxBytes: number): Uint8Array[] {
-  const whole = encodeDelta(delta)
-  if (whole.length <= maxBytes) return [whole]
+  // A delta of many records (a new peer's first sync) is sized from a sample instead of encoded whole first.
+  const whole = delta.records.length <= SAMPLE_RECORDS ? encodeDelta(delta) : undefined
+  if (whole && whole.length <= maxBytes) return [whole]
   const items: Item[] = []
   for (const rd of delta.records) {
     if (rd.floor) items.push({ ts: rd.floor, rd, field: undefined })
@@ -469,7 +473,17 @@ export function encodeDeltaParts(delta: Delta, maxBytes: number): Uint8Array[] {
     emit(lo, cut)
     emit(cut, hi)
   }
-  emit(0, items.length)
+  // Cut where the average item size says a part fills ~85 % of the limit (tables repeat in every part), so each
+  // item is encoded about once more; a part that still comes out too large is halved.
+  const sample = whole ? items.length : Math.min(items.length, SAMPLE_RECORDS)
+  const sampleBytes = whole?.length ?? encodeDelta(partOf(delta, items, 0, sample, lastIndex)).length
+  const perPart = Math.max(1, Math.floor((sample * maxBytes * 0.85) / sampleBytes))
+  for (let lo = 0; lo < items.length; ) {
+    let hi = Math.min(items.length, lo + perPart)
+    while (hi < items.length && compareTimestamps(items[hi - 1]!.ts, items[hi]!.ts) === 0) hi++
+    emit(lo, hi)
+    lo = hi
+  }
   return parts
 }
 
