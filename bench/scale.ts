@@ -1,8 +1,8 @@
 /**
  * Scale benchmark (part of `npm run bench`): one replica's state at 10 000, 100 000 and 1 000 000 records × 5
  * fields, syncmesh beside Yjs (one Y.Map of nested Y.Maps, as in bench/systems/yjs.ts) in the same run. Every
- * (system, size) runs in a fresh `node --expose-gc` process, so heap figures are that state's alone (heap used after
- * GC with the state loaded, minus before):
+ * (system, size) runs in a fresh `node --expose-gc` process, so heap figures are that state's alone (JS heap used plus
+ * array buffers after GC with the state loaded, minus before):
  *
  * - encode the full state (syncmesh `RecordStore.encodeState`, Yjs `encodeStateAsUpdate`): ms and bytes;
  * - cold load of that encoding into a new store / doc: ms and heap;
@@ -70,9 +70,11 @@ function changes(count: number): [number, (typeof FIELDS)[number], number][] {
   return Array.from({ length: CHANGED_FIELDS }, () => [Math.floor(rand() * count), FIELDS[Math.floor(rand() * FIELDS.length)]!, Math.floor(rand() * 1e6)])
 }
 
+/** JS heap used plus array buffers (the store keeps its records in typed arrays, outside `heapUsed`), after a GC. */
 const gcHeap = (): number => {
   ;(globalThis as { gc?: () => void }).gc?.()
-  return process.memoryUsage().heapUsed
+  const { heapUsed, arrayBuffers } = process.memoryUsage()
+  return heapUsed + arrayBuffers
 }
 const time = <T>(fn: () => T): [T, number] => {
   const t0 = performance.now()
