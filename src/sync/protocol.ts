@@ -455,7 +455,15 @@ export function encodeDeltaParts(delta: Delta, maxBytes: number): Uint8Array[] {
     emit(lo, cut)
     emit(cut, hi)
   }
-  emit(0, items.length)
+  // Cut first into pieces that should fit (by the whole encoding's bytes per item, with room to spare), so a large
+  // delta is encoded about twice rather than once per halving; a piece that still does not fit is halved.
+  const per = Math.max(1, Math.floor((items.length * maxBytes * 0.85) / whole.length))
+  for (let lo = 0; lo < items.length; ) {
+    let hi = Math.min(items.length, lo + per)
+    while (hi < items.length && compareTimestamps(items[hi - 1]!.ts, items[hi]!.ts) === 0) hi++
+    emit(lo, hi)
+    lo = hi
+  }
   return parts
 }
 
