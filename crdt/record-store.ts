@@ -228,7 +228,7 @@ export class RecordStore {
       ceiling !== undefined && peer === ceiling.peer && (wall > ceiling.wall || (wall === ceiling.wall && counter > ceiling.counter))
     const cur = this.cur
     const seen = this.seenBy(vv)
-    this.forEachCandidate(vv, (collection, id, t, row) => {
+    this.forEachCandidate(vv, (collection, t, row) => {
       t.read(row, cur)
       const fields: FieldDelta[] = []
       for (let k = 0; k < cur.n; k++) {
@@ -249,6 +249,7 @@ export class RecordStore {
         else floor = { wall: cur.floorWall, counter: cur.floorCounter, peer }
       }
       if (floor === undefined && fields.length === 0) return
+      const id = t.id(row)
       records.push(floor ? { collection, id, floor, deleted: cur.deleted, fields } : { collection, id, fields })
     })
     cur.release()
@@ -279,10 +280,10 @@ export class RecordStore {
   }
 
   /**
-   * Calls `fn` with every record that may hold a floor or register `vv` does not cover — a superset, each record
-   * once: through the index when the changes are few (cost proportional to them), else by scanning every record.
+   * Calls `fn` with every record that may hold a floor or register `vv` does not cover (its id is `t.id(row)`) — a
+   * superset, each record once: through the index when the changes are few (cost proportional to them), else by scanning every record.
    */
-  private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, id: string, t: Table, row: number) => void): void {
+  private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, t: Table, row: number) => void): void {
     let total = 0
     if (vv.size > 0) for (const t of this.tables.values()) total += t.size
     // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
@@ -299,12 +300,12 @@ export class RecordStore {
           const key = found[i]! * 2 ** 32 + row
           if (!t.has(row) || seen.has(key)) continue
           seen.add(key)
-          fn(t.name, t.id(row), t, row)
+          fn(t.name, t, row)
         }
         return
       }
     }
-    for (const [collection, t] of this.tables) for (let row = 0; row < t.rowLimit; row++) if (t.has(row)) fn(collection, t.id(row), t, row)
+    for (const [collection, t] of this.tables) for (let row = 0; row < t.rowLimit; row++) if (t.has(row)) fn(collection, t, row)
   }
 
   /** An index of every floor and register held. */
@@ -409,6 +410,9 @@ export class RecordStore {
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
+    // The table and row of a record the claim found held: onRecord, which merges that very record next, uses them.
+    let hintTable: Table | undefined
+    let hintRow = -1
     const inc = this.inc
     const w = transcoded
     const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
@@ -430,7 +434,9 @@ export class RecordStore {
           inc.set(k, nameMap[rec.nameIndexes[k]!]!, rec.walls[k]!, rec.counters[k]!, peerMap[rec.peerIndexes[k]!]!, buf, rec.vs[k]!, rec.ve[k]!)
         }
         inc.n = n
-        this.merge(rec.collection, rec.id, inc, ctx)
+        const t = hintTable
+        hintTable = undefined
+        this.merge(rec.collection, rec.id, inc, ctx, t, hintRow)
       },
       {
         raw: true,
@@ -446,7 +452,13 @@ export class RecordStore {
           let t = this.tables.get(collection)
           if (!t) this.tables.set(collection, (t = new Table(collection)))
           const h = hashBytes(id.bytes, 0, id.len)
-          if (t.findBytes(id.bytes, 0, id.len, h) >= 0) return false
+          const held = t.findBytes(id.bytes, 0, id.len, h)
+          if (held >= 0) {
+            // Merged by onRecord next (this very record), which need not look it up again.
+            hintTable = t
+            hintRow = held
+            return false
+          }
           const start = r.pos
           const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
           if (got === NEEDS_MERGE) {
@@ -468,14 +480,17 @@ export class RecordStore {
   }
 
   /**
-   * Merges `inc` (a floor and field writes; values as canonical bytes) into a record. With `ctx` (a delta being
-   * applied) it also filters writes a collected tombstone may have erased, keeps the index up to date, and reports
+   * Merges `inc` (a floor and field writes; values as canonical bytes) into a record (in `row` of `t` when given:
+   * the caller found it already). With `ctx` (a delta being applied) it also filters writes a collected tombstone may have erased, keeps the index up to date, and reports
    * changes, raised floors and overwrites.
    */
-  private merge(collection: string, id: string, inc: Regs, ctx: ApplyContext | undefined): void {
-    let t = this.tables.get(collection)
-    if (!t) this.tables.set(collection, (t = new Table(collection)))
-    let row = t.find(id)
+  private merge(collection: string, id: string, inc: Regs, ctx: ApplyContext | undefined, t?: Table, hintRow = -1): void {
+    let row = hintRow
+    if (t === undefined) {
+      t = this.tables.get(collection)
+      if (!t) this.tables.set(collection, (t = new Table(collection)))
+      row = t.find(id)
+    }
     const cur = this.cur
     if (row < 0) cur.clear()
     else t.read(row, cur)
@@ -873,7 +888,7 @@ export class RecordStore {
     let group: { table: Table; ids: string[]; rows: number[] } | undefined
     let groupName: string | undefined
     let registers = 0
-    this.forEachCandidate(vv, (collection, id, t, row) => {
+    this.forEachCandidate(vv, (collection, t, row) => {
       t.read(row, cur)
       let out = false
       if (cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))) {
@@ -897,7 +912,7 @@ export class RecordStore {
         group = groups.get(collection)
         if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
       }
-      group!.ids.push(id)
+      group!.ids.push(t.id(row))
       group!.rows.push(row)
     })
     if (peers.size === 0) baseWall = 0

@@ -22,6 +22,8 @@ import { readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
 
+const NO_BYTES = new Uint8Array(0)
+
 /** A record's registers, parsed from its block (or being merged): the floor, then the fields in block order. */
 export class Regs {
   /** The floor's peer index, or −1 when the record has no floor. */
@@ -69,6 +71,7 @@ export class Regs {
 
   /** Sets field `k`. */
   set(k: number, name: number, wall: number, counter: number, peer: number, src: Uint8Array, vs: number, ve: number): void {
+    if (k >= this.filled) this.filled = k + 1
     this.names[k] = name
     this.walls[k] = wall
     this.counters[k] = counter
@@ -83,10 +86,15 @@ export class Regs {
     this.set(to, this.names[from]!, this.walls[from]!, this.counters[from]!, this.peers[from]!, this.srcs[from]!, this.vs[from]!, this.ve[from]!)
   }
 
-  /** Drops references to value buffers (so a scratch keeps no arena alive). */
+  /** Drops references to value buffers (so a scratch keeps no arena alive), keeping the array's room. */
   release(): void {
-    this.srcs.length = 0
+    const srcs = this.srcs
+    for (let k = 0; k < this.filled; k++) srcs[k] = NO_BYTES
+    this.filled = 0
   }
+
+  /** How many of `srcs` may hold a buffer. */
+  filled = 0
 }
 
 /** Cursor of the block reader, and the last stamp it read. */
@@ -142,6 +150,7 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
   }
   const n = readUint(buf)
   out.n = n
+  if (n > out.filled) out.filled = n
   const { names, srcs, vs, ve, walls, counters, peers } = out
   for (let k = 0; k < n; k++) {
     names[k] = readUint(buf)
