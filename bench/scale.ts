@@ -1,8 +1,8 @@
 /**
  * Scale benchmark (part of `npm run bench`): one replica's state at 10 000, 100 000 and 1 000 000 records × 5
  * fields, syncmesh beside Yjs (one Y.Map of nested Y.Maps, as in bench/systems/yjs.ts) in the same run. Every
- * (system, size) runs in a fresh `node --expose-gc` process, so heap figures are that state's alone (heap used after
- * GC with the state loaded, minus before):
+ * (system, size) runs in a fresh `node --expose-gc` process, so heap figures are that state's alone (JS heap used plus
+ * array buffers after GC with the state loaded, minus before):
  *
  * - encode the full state (syncmesh `RecordStore.encodeState`, Yjs `encodeStateAsUpdate`): ms and bytes;
  * - cold load of that encoding into a new store / doc: ms and heap;
@@ -70,9 +70,18 @@ function changes(count: number): [number, (typeof FIELDS)[number], number][] {
   return Array.from({ length: CHANGED_FIELDS }, () => [Math.floor(rand() * count), FIELDS[Math.floor(rand() * FIELDS.length)]!, Math.floor(rand() * 1e6)])
 }
 
-const gcHeap = (): number => {
-  ;(globalThis as { gc?: () => void }).gc?.()
-  return process.memoryUsage().heapUsed
+/**
+ * JS heap used plus array buffers (the store keeps its records in typed arrays, outside `heapUsed`), after two full
+ * GCs with a turn of the event loop between them: array buffers are freed after the GC that finds them dead, so one
+ * GC can still count a buffer just dropped (a load's arena before it was trimmed).
+ */
+const gcHeap = async (): Promise<number> => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  gc?.()
+  const { heapUsed, arrayBuffers } = process.memoryUsage()
+  return heapUsed + arrayBuffers
 }
 const time = <T>(fn: () => T): [T, number] => {
   const t0 = performance.now()
@@ -92,15 +101,15 @@ async function childSyncmesh(count: number): Promise<ScaleResult> {
   })
   const [bytes, encodeMs] = time(() => store.encodeState())
   // Cold load, with nothing else of the state alive.
-  const before = gcHeap()
+  const before = await gcHeap()
   const [loaded, loadMs] = time(() => RecordStore.decodeState(bytes))
-  const heapMB = (gcHeap() - before) / 1e6
+  const heapMB = ((await gcHeap()) - before) / 1e6
   const vv = loaded.versionVector()
   const b = new HLC('writer-b', clock)
   wall += 1000
   for (const [i, field, value] of changes(count)) loaded.update('records', `r${String(i).padStart(7, '0')}`, { [field]: value }, b.now())
   const [, firstDeltaMs] = time(() => loaded.changesSince(vv))
-  const heapIndexedMB = (gcHeap() - before) / 1e6
+  const heapIndexedMB = ((await gcHeap()) - before) / 1e6
   const runs: number[] = []
   let deltaBytes = 0
   for (let r = 0; r < 5; r++) {
@@ -175,13 +184,13 @@ async function childYjs(count: number): Promise<ScaleResult> {
   })
   const [bytes, encodeMs] = time(() => Y.encodeStateAsUpdate(doc))
   doc.destroy()
-  const before = gcHeap()
+  const before = await gcHeap()
   const [loaded, loadMs] = time(() => {
     const d = new Y.Doc()
     Y.applyUpdate(d, bytes)
     return d
   })
-  const heapMB = (gcHeap() - before) / 1e6
+  const heapMB = ((await gcHeap()) - before) / 1e6
   const sv = Y.encodeStateVector(loaded)
   const other = new Y.Doc()
   other.clientID = 2

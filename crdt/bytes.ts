@@ -71,6 +71,16 @@ export class Writer {
     this.pos += bytes.length
   }
 
+  /** Writes `src[start, end)` (no length prefix). */
+  copy(src: Uint8Array, start: number, end: number): void {
+    const n = end - start
+    this.ensure(n)
+    const buf = this.buf
+    if (n < 32) for (let i = 0; i < n; i++) buf[this.pos + i] = src[start + i]!
+    else buf.set(src.subarray(start, end), this.pos)
+    this.pos += n
+  }
+
   /** Writes a length-prefixed byte string. */
   bytes(bytes: Uint8Array): void {
     this.uint(bytes.length)
@@ -112,6 +122,11 @@ export class Writer {
   /** The bytes written so far (a copy, safe to keep). */
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos)
+  }
+
+  /** The internal buffer (bytes `[0, pos)` are written; valid until the next write). */
+  get buffer(): Uint8Array {
+    return this.buf
   }
 
   /** The bytes written so far as a view into the internal buffer (valid until the next write). */
@@ -194,6 +209,12 @@ export class Reader {
 
   /** Reads a LEB128 varint of at most 2^53 − 1. */
   uint(): number {
+    // One byte (most lengths, indexes and small numbers): no loop.
+    const first = this.buf[this.pos]
+    if (first !== undefined && first < 0x80) {
+      this.pos++
+      return first
+    }
     let result = 0
     let scale = 1
     for (let i = 0; i < 8; i++) {
@@ -246,22 +267,26 @@ export class Reader {
 
   /** Reads a length-prefixed WTF-8 string. */
   string(): string {
-    const n = this.uint()
-    const bytes = this.raw(n)
-    if (n < 64) {
-      let s = ''
-      for (let i = 0; i < n; i++) {
-        const b = bytes[i]!
-        if (b >= 0x80) return decodeWtf8(bytes)
-        s += String.fromCharCode(b)
-      }
-      return s
+    return decodeString(this.raw(this.uint()))
+  }
+}
+
+/** Decodes WTF-8 bytes (what {@link Writer.string} writes after the length); throws {@link DecodeError} on bad input. */
+export function decodeString(bytes: Uint8Array): string {
+  const n = bytes.length
+  if (n < 64) {
+    let s = ''
+    for (let i = 0; i < n; i++) {
+      const b = bytes[i]!
+      if (b >= 0x80) return decodeWtf8(bytes)
+      s += String.fromCharCode(b)
     }
-    try {
-      return textDecoder.decode(bytes)
-    } catch {
-      return decodeWtf8(bytes)
-    }
+    return s
+  }
+  try {
+    return textDecoder.decode(bytes)
+  } catch {
+    return decodeWtf8(bytes)
   }
 }
 

@@ -21,10 +21,10 @@
  * A full snapshot is the delta against an empty version vector. Decoding checks every count against the bytes that
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
  */
-import { Reader, Writer } from './bytes.js'
+import { Reader, Writer, decodeString } from './bytes.js'
 import { DecodeError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './timestamp.js'
-import { type Value, readValue, writeValue } from './value.js'
+import { type Value, copyCanonicalValue, readValue, writeValue } from './value.js'
 import type { VersionVector } from './version-vector.js'
 
 /** Version byte of the delta format. */
@@ -79,6 +79,8 @@ export class DeltaWriter {
   private readonly w: Writer
   private readonly nPeers: number
   private prev = ''
+  /** The previous id as bytes when it was written by {@link recordIdBytes} and is ASCII (then {@link prev} is stale). */
+  private prevBytes: Uint8Array | undefined = undefined
 
   constructor(
     private readonly peers: ReadonlyMap<string, number>,
@@ -109,8 +111,13 @@ export class DeltaWriter {
 
   /** Writes a timestamp. */
   ts(wall: number, counter: number, peer: string): void {
+    this.tsAt(wall, counter, this.peers.get(peer)!)
+  }
+
+  /** {@link ts} with the peer given as its index in the peer table. */
+  tsAt(wall: number, counter: number, peerIndex: number): void {
     this.w.uint(wall - this.baseWall)
-    this.w.uint(counter * this.nPeers + this.peers.get(peer)!)
+    this.w.uint(counter * this.nPeers + peerIndex)
   }
 
   /** Starts the list of collections (`n` of them). */
@@ -123,21 +130,73 @@ export class DeltaWriter {
     this.w.string(name)
     this.w.uint(n)
     this.prev = ''
+    this.prevBytes = undefined
   }
 
   /** Starts a record: its id, its floor (`floorPeer` undefined: none) and the number of fields that follow. */
   record(id: string, floorWall: number, floorCounter: number, floorPeer: string | undefined, deleted: boolean, nFields: number): void {
+    this.recordAt(id, floorWall, floorCounter, floorPeer === undefined ? -1 : this.peers.get(floorPeer)!, deleted, nFields)
+  }
+
+  /** {@link record} with the floor's peer as its index in the peer table (−1: no floor). */
+  recordAt(id: string, floorWall: number, floorCounter: number, floorPeerIndex: number, deleted: boolean, nFields: number): void {
+    const w = this.recordId(id)
+    if (floorPeerIndex < 0) w.u8(0)
+    else {
+      w.u8(deleted ? 3 : 1)
+      this.tsAt(floorWall, floorCounter, floorPeerIndex)
+    }
+    w.uint(nFields)
+  }
+
+  /**
+   * Starts a record with its id alone, for an encoder that writes the rest (flags, floor, fields: see the format
+   * above, with timestamps relative to {@link baseWall} and {@link peerCount}) itself; returns the writer to use.
+   */
+  recordId(id: string): Writer {
     const w = this.w
-    const shared = sharedPrefix(this.prev, id)
+    const prev = this.prevBytes === undefined ? this.prev : decodeString(this.prevBytes)
+    const shared = sharedPrefix(prev, id)
     w.uint(shared)
     w.string(shared === 0 ? id : id.slice(shared))
     this.prev = id
-    if (floorPeer === undefined) w.u8(0)
-    else {
-      w.u8(deleted ? 3 : 1)
-      this.ts(floorWall, floorCounter, floorPeer)
+    this.prevBytes = undefined
+    return w
+  }
+
+  /**
+   * {@link recordId} with the id as its WTF-8 bytes (read them only until the next call). ASCII ids, the usual kind,
+   * are written without making a string.
+   */
+  recordIdBytes(id: Uint8Array): Writer {
+    let ascii = true
+    for (let i = 0; i < id.length && ascii; i++) ascii = id[i]! < 0x80
+    const prev = this.prevBytes
+    if (!ascii || prev === undefined) {
+      this.recordId(decodeString(id))
+      if (ascii) this.prevBytes = id
+      return this.w
     }
-    w.uint(nFields)
+    // Both ASCII: characters are bytes.
+    const n = Math.min(prev.length, id.length, 255)
+    let shared = 0
+    while (shared < n && prev[shared] === id[shared]) shared++
+    const w = this.w
+    w.uint(shared)
+    w.uint(id.length - shared)
+    w.copy(id, shared, id.length)
+    this.prevBytes = id
+    return w
+  }
+
+  /** The base wall timestamps are written relative to. */
+  get wallBase(): number {
+    return this.baseWall
+  }
+
+  /** The number of peers in the peer table. */
+  get peerCount(): number {
+    return this.nPeers
   }
 
   /** Writes one field of the current record (`value` undefined: the field was removed). */
@@ -145,6 +204,14 @@ export class DeltaWriter {
     this.w.uint(this.names.get(name)!)
     writeValue(this.w, value)
     this.ts(wall, counter, peer)
+  }
+
+  /** {@link field} with name and peer as table indexes and the value as its canonical bytes `src[start, end)`. */
+  fieldAt(nameIndex: number, src: Uint8Array, start: number, end: number, wall: number, counter: number, peerIndex: number): void {
+    const w = this.w
+    w.uint(nameIndex)
+    w.copy(src, start, end)
+    this.tsAt(wall, counter, peerIndex)
   }
 
   /** The encoded bytes. */
@@ -264,14 +331,100 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
 }
 
 /**
+ * A record id as a delta spells it — the first `shared` characters of the previous id, then a suffix — kept as its
+ * WTF-8 bytes `bytes[0, len)`; the string is made only when asked for. ASCII ids (characters are bytes) are read
+ * without making any string.
+ */
+export class RecordId {
+  bytes = new Uint8Array(64)
+  len = 0
+  /** Length in UTF-16 code units. */
+  private chars = 0
+  private str: string | undefined = ''
+  private static readonly scratch = new Writer(64)
+
+  /** Forgets the previous id (a new collection starts). */
+  reset(): void {
+    this.len = 0
+    this.chars = 0
+    this.str = ''
+  }
+
+  /** Reads the next id (`uint shared, string suffix`); throws DecodeError when malformed or empty. */
+  read(r: Reader): void {
+    const shared = r.uint()
+    if (shared > this.chars) throw new DecodeError(`record id prefix ${shared} longer than the previous id at byte ${r.pos}`)
+    const n = r.uint()
+    if (n > r.remaining) throw new DecodeError(`length ${n} exceeds the remaining ${r.remaining} bytes`)
+    const buf = r.buf
+    const from = r.pos
+    let ascii = this.chars === this.len
+    for (let i = from; i < from + n && ascii; i++) ascii = buf[i]! < 0x80
+    if (ascii) {
+      if (shared + n > this.bytes.length) {
+        const bytes = new Uint8Array(Math.max(2 * this.bytes.length, shared + n))
+        bytes.set(this.bytes.subarray(0, shared))
+        this.bytes = bytes
+      }
+      const bytes = this.bytes
+      for (let i = 0; i < n; i++) bytes[shared + i] = buf[from + i]!
+      r.pos += n
+      this.len = this.chars = shared + n
+      this.str = undefined
+    } else {
+      const suffix = decodeString(r.raw(n))
+      const id = shared === 0 ? suffix : this.string.slice(0, shared) + suffix
+      const w = RecordId.scratch
+      w.pos = 0
+      w.string(id)
+      let p = 0
+      while (w.buffer[p++]! >= 0x80);
+      if (w.pos - p > this.bytes.length) this.bytes = new Uint8Array(2 * (w.pos - p))
+      this.bytes.set(w.buffer.subarray(p, w.pos))
+      this.len = w.pos - p
+      this.chars = id.length
+      this.str = id
+    }
+    if (this.chars === 0) throw new DecodeError('delta names a record with an empty id')
+  }
+
+  /** The id. */
+  get string(): string {
+    return (this.str ??= decodeString(this.bytes.subarray(0, this.len)))
+  }
+}
+
+/** The timestamp {@link readWireStamp} read last: its peer is an index into the delta's peer table. */
+export const wireStamp = { wall: 0, counter: 0, peer: 0 }
+
+/**
+ * Reads a record or vector timestamp (`uint (wall − baseWall), uint (counter × nPeers + peerIndex)`) into
+ * {@link wireStamp}; throws DecodeError when it is out of range.
+ */
+export function readWireStamp(r: Reader, baseWall: number, nPeers: number): void {
+  const wall = baseWall + r.uint()
+  if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
+  const x = r.uint()
+  const peer = x % nPeers
+  const counter = Math.floor(x / nPeers)
+  if (!(peer >= 0) || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
+  wireStamp.wall = wall
+  wireStamp.counter = counter
+  wireStamp.peer = peer
+}
+
+/**
  * One record as {@link readDelta} hands it over. The arrays are reused from record to record: read them during the
  * call only. Field `k` is `names[k]`, `values[k]` (undefined: removed) at `(walls[k], counters[k], peers[k])`.
+ * With `raw`, `values` stays empty: value `k` is instead the canonical bytes `vbuf[vs[k], ve[k])`.
  */
 export interface RecordScratch {
   collection: string
-  id: string
+  readonly id: string
   /** The floor's peer, or undefined when the record has no floor. */
   floorPeer: string | undefined
+  /** The floor's peer as an index into the delta's peer table (−1: no floor). */
+  floorPeerIndex: number
   floorWall: number
   floorCounter: number
   deleted: boolean
@@ -281,16 +434,37 @@ export interface RecordScratch {
   readonly walls: number[]
   readonly counters: number[]
   readonly peers: string[]
+  /** Field `k`'s name and peer as indexes into the delta's tables. */
+  readonly nameIndexes: number[]
+  readonly peerIndexes: number[]
+  vbuf: Uint8Array
+  readonly vs: number[]
+  readonly ve: number[]
+}
+
+/** What {@link readDelta} may also do. */
+export interface ReadDeltaOptions {
+  /** Hand values over as canonical bytes (see {@link RecordScratch}) instead of decoded values. */
+  readonly raw?: boolean
+  /** Hears the delta's peer and field-name tables and its base wall before the first record. */
+  readonly onTables?: (peers: readonly string[], names: readonly string[], baseWall: number) => void
+  /**
+   * Offered each record once its collection and id are read: returning true means it read the rest of the record
+   * (flags, floor, fields) from `r` itself, with the same checks (see {@link readWireStamp}); false leaves `r` where
+   * it was, and the record is read and handed to `onRecord` as usual.
+   */
+  readonly claim?: (collection: string, id: RecordId, r: Reader) => boolean
 }
 
 /**
- * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onHeader` hears the vectors
- * first, `onRecord` each record (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any
- * malformed, truncated or trailing input — possibly after some records were handed over.
+ * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onRecord` hears each record
+ * (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any malformed, truncated or trailing
+ * input — possibly after some records were handed over.
  */
 export function readDelta(
   bytes: Uint8Array,
   onRecord: (rec: RecordScratch) => void,
+  options: ReadDeltaOptions = {},
 ): { from: VersionVector; to: VersionVector } {
   const r = new Reader(bytes)
   const version = r.u8()
@@ -307,37 +481,33 @@ export function readDelta(
     if (n === 'id') throw new DecodeError('delta field-name table names the reserved field "id"')
     names.push(n)
   }
-  // A timestamp is read into these three, so that records decode without an object per register.
-  let tsWall = 0
-  let tsCounter = 0
-  let tsPeer = ''
-  const readTs = (): void => {
-    const wall = baseWall + r.uint()
-    if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
-    const x = r.uint()
-    const peer = peers[x % peers.length]
-    const counter = Math.floor(x / peers.length)
-    if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
-    tsWall = wall
-    tsCounter = counter
-    tsPeer = peer
-  }
+  const nPeers = peers.length
+  const ts = wireStamp
+  const readTs = (): void => readWireStamp(r, baseWall, nPeers)
   const readVV = (): VersionVector => {
-    const n = r.count(2, peers.length)
+    const n = r.count(2, nPeers)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
       readTs()
-      if (vv.has(tsPeer)) throw new DecodeError(`version vector names ${JSON.stringify(tsPeer)} twice`)
-      vv.set(tsPeer, { wall: tsWall, counter: tsCounter, peer: tsPeer })
+      const peer = peers[ts.peer]!
+      if (vv.has(peer)) throw new DecodeError(`version vector names ${JSON.stringify(peer)} twice`)
+      vv.set(peer, { wall: ts.wall, counter: ts.counter, peer })
     }
     return vv
   }
   const from = readVV()
   const to = readVV()
+  options.onTables?.(peers, names, baseWall)
+  const raw = options.raw === true
+  const vw = raw ? new Writer(256) : undefined
+  const id = new RecordId()
   const rec: RecordScratch = {
     collection: '',
-    id: '',
+    get id(): string {
+      return id.string
+    },
     floorPeer: undefined,
+    floorPeerIndex: -1,
     floorWall: 0,
     floorCounter: 0,
     deleted: false,
@@ -347,6 +517,11 @@ export function readDelta(
     walls: [],
     counters: [],
     peers: [],
+    nameIndexes: [],
+    peerIndexes: [],
+    vbuf: new Uint8Array(0),
+    vs: [],
+    ve: [],
   }
   const nColl = r.count(2)
   for (let c = 0; c < nColl; c++) {
@@ -354,35 +529,44 @@ export function readDelta(
     if (collection.length === 0) throw new DecodeError('delta names an empty collection')
     rec.collection = collection
     const nRecords = r.count(3)
-    let prev = ''
+    id.reset()
     for (let i = 0; i < nRecords; i++) {
-      const shared = r.uint()
-      if (shared > prev.length) throw new DecodeError(`record id prefix ${shared} longer than the previous id at byte ${r.pos}`)
-      const id = shared === 0 ? r.string() : prev.slice(0, shared) + r.string()
-      if (id.length === 0) throw new DecodeError('delta names a record with an empty id')
-      prev = id
-      rec.id = id
+      id.read(r)
+      if (options.claim?.(collection, id, r)) continue
       const flags = r.u8()
       if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
       if (flags & 1) {
         readTs()
-        rec.floorPeer = tsPeer
-        rec.floorWall = tsWall
-        rec.floorCounter = tsCounter
-      } else rec.floorPeer = undefined
+        rec.floorPeer = peers[ts.peer]
+        rec.floorPeerIndex = ts.peer
+        rec.floorWall = ts.wall
+        rec.floorCounter = ts.counter
+      } else {
+        rec.floorPeer = undefined
+        rec.floorPeerIndex = -1
+      }
       rec.deleted = flags === 3
       const nFields = r.count(3)
       rec.n = nFields
+      if (vw) vw.pos = 0
       for (let k = 0; k < nFields; k++) {
-        const name = names[r.uint()]
+        const ni = r.uint()
+        const name = names[ni]
         if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
         rec.names[k] = name
-        rec.values[k] = readValue(r)
+        rec.nameIndexes[k] = ni
+        if (vw) {
+          rec.vs[k] = vw.pos
+          copyCanonicalValue(r, vw)
+          rec.ve[k] = vw.pos
+        } else rec.values[k] = readValue(r)
         readTs()
-        rec.walls[k] = tsWall
-        rec.counters[k] = tsCounter
-        rec.peers[k] = tsPeer
+        rec.walls[k] = ts.wall
+        rec.counters[k] = ts.counter
+        rec.peers[k] = peers[ts.peer]!
+        rec.peerIndexes[k] = ts.peer
       }
+      if (vw) rec.vbuf = vw.view()
       onRecord(rec)
     }
     // Drop references to the last record's values so the scratch arrays keep nothing alive.

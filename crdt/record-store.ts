@@ -1,10 +1,10 @@
-import { Writer } from './bytes.js'
-import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, type RecordScratch, readDelta } from './delta.js'
+import { Reader, Writer } from './bytes.js'
+import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { murmur3x128 } from './hash.js'
-import { LWWMap } from './lww-map.js'
+import { NEEDS_MERGE, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, grown, hashBytes, scanBlock, wireToBlock } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
-import { type Value, normalizeValue, valuesEqual, writeValue } from './value.js'
+import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
 
 /** Options of a {@link RecordStore}. */
@@ -54,191 +54,19 @@ export interface ApplyResult {
   readonly floors: RecordRef[]
 }
 
-/**
- * One record: an LWW map of fields plus a floor — the latest replacement (`put`) or delete of the whole record. The
- * floor is kept as three plain fields rather than a timestamp object (a million records, a million objects fewer).
- */
-class RecordEntry extends LWWMap<Value> {
-  declare trim: () => void
-  /**
-   * The floor's wall, split in two small integers (`fwHigh × 2^24 + fwLow`): a wall above 2^31 in a field would be
-   * a boxed number, one more heap object per record.
-   */
-  private fwHigh = 0
-  private fwLow = 0
-  /** The floor's counter; with the wall, meaningful only when {@link fp} is set. */
-  fc = 0
-  /** The floor's peer, or undefined when the record has no floor. */
-  fp: string | undefined = undefined
-  deleted = false
 
-  /** The floor's wall. */
-  get fw(): number {
-    return this.fwHigh * WALL_SPLIT + this.fwLow
-  }
-
-  set fw(wall: number) {
-    // `| 0` keeps both small integers (walls are < 2^48), so they stay unboxed.
-    this.fwHigh = (wall / WALL_SPLIT) | 0
-    this.fwLow = wall % WALL_SPLIT | 0
-  }
-
-  /** The floor as a timestamp (undefined: none). */
-  get floor(): Timestamp | undefined {
-    return this.fp === undefined ? undefined : { wall: this.fw, counter: this.fc, peer: this.fp }
-  }
-
-  /** Visible when the latest floor is a replacement, or any field survives a delete. */
-  visible(): boolean {
-    if (this.fp !== undefined && !this.deleted) return true
-    const cells = this.cells
-    for (let i = 1; i < cells.length; i += 3) if (cells[i] !== undefined) return true
-    return false
-  }
-
-  /** Orders `(wall, counter, peer)` against the floor (which must exist). */
-  private vsFloor(wall: number, counter: number, peer: string): number {
-    const fw = this.fw
-    return wall !== fw ? wall - fw : counter !== this.fc ? counter - this.fc : peer === this.fp ? 0 : peer < this.fp! ? -1 : 1
-  }
-
-  /** Raises the floor (a delete wins an exact tie with a replacement); returns true when visible fields were erased. */
-  raiseFloor(ts: Timestamp, deleted: boolean): boolean {
-    return this.raiseFloorRaw(ts.wall, ts.counter, ts.peer, deleted)
-  }
-
-  /** {@link raiseFloor} with the timestamp's parts passed apart. */
-  raiseFloorRaw(wall: number, counter: number, peer: string, deleted: boolean): boolean {
-    if (this.fp !== undefined) {
-      const c = this.vsFloor(wall, counter, peer)
-      if (c < 0 || (c === 0 && (this.deleted || !deleted))) return false
-    }
-    this.fw = wall
-    this.fc = counter
-    this.fp = peer
-    this.deleted = deleted
-    return this.dropBelowRaw(wall, counter, peer, deleted)
-  }
-
-  /** True when the floor is exactly `(wall, counter, peer)`. */
-  floorIs(wall: number, counter: number, peer: string): boolean {
-    return this.fp === peer && this.fw === wall && this.fc === counter
-  }
-
-  /** True when the entry holds nothing at all (no floor, no register). */
-  isEmpty(): boolean {
-    return this.fp === undefined && this.registerCount === 0
-  }
-
-  /** Writes a field unless the floor has already erased writes that old; returns whether it won. */
-  writeField(name: string, value: Value | undefined, ts: Timestamp): boolean {
-    return this.writeFieldRaw(name, value, ts.wall, ts.counter, ts.peer)
-  }
-
-  /** {@link writeField} with the timestamp's parts passed apart. */
-  writeFieldRaw(name: string, value: Value | undefined, wall: number, counter: number, peer: string): boolean {
-    if (this.fp !== undefined) {
-      const c = this.vsFloor(wall, counter, peer)
-      if (c < 0 || (c === 0 && this.deleted)) return false
-    }
-    return this.writeRaw(name, value, wall, counter, peer)
-  }
-
-  /** Number of registers (removed fields included). */
-  get size(): number {
-    return this.registerCount
-  }
-
-  /** The field name of a slot. */
-  nameAt(s: number): string {
-    return this.cells[3 * s] as string
-  }
-
-  /** The peer of a slot's timestamp. */
-  peerAt(s: number): string {
-    return this.cells[3 * s + 2] as string
-  }
-
-  /** The wall time of a slot's timestamp. */
-  wallAt(s: number): number {
-    return this.clock[2 * s]!
-  }
-
-  /** The counter of a slot's timestamp. */
-  counterAt(s: number): number {
-    return this.clock[2 * s + 1]!
-  }
-
-  /** The record as users see it. */
-  materialize(id: string): StoredRecord {
-    const out = this.toObject() as Record<string, Value>
-    out.id = id
-    return out as StoredRecord
-  }
-
-  /**
-   * Appends the registers `vv` does not cover, and `ceiling` does not hold back, to `fields`; returns how many it
-   * held back.
-   */
-  collect(vv: ReadonlyMap<string, Timestamp>, ceiling: Timestamp | undefined, fields: FieldDelta[]): number {
-    let held = 0
-    const cells = this.cells
-    const clock = this.clock
-    for (let s = 0; s < cells.length / 3; s++) {
-      const peer = cells[3 * s + 2] as string
-      const w = clock[2 * s]!
-      const c = clock[2 * s + 1]!
-      const seen = vv.get(peer)
-      if (seen !== undefined && (w < seen.wall || (w === seen.wall && c <= seen.counter))) continue
-      if (ceiling !== undefined && peer === ceiling.peer && (w > ceiling.wall || (w === ceiling.wall && c > ceiling.counter))) {
-        held++
-        continue
-      }
-      fields.push({ name: cells[3 * s] as string, value: cells[3 * s + 1] as Value | undefined, ts: this.stampAt(s) })
-    }
-    return held
-  }
-
-  /**
-   * Drops what `drop` selects among the registers and the floor (`undefined` stands for the floor); returns how many
-   * it dropped. Visible fields may go (rebase); callers that must keep them select only tombstones.
-   */
-  dropWhere(drop: (ts: Timestamp, value: Value | undefined, floor: boolean) => boolean): number {
-    let n = 0
-    const floor = this.floor
-    if (floor !== undefined && drop(floor, undefined, true)) {
-      this.fp = undefined
-      this.deleted = false
-      n++
-    }
-    const before = this.registerCount
-    this.dropSlots((s) => drop(this.stampAt(s), this.cells[3 * s + 1] as Value | undefined, false))
-    return n + before - this.registerCount
-  }
-
-  /** Calls `fn` with the timestamp of the floor and of every register. */
-  forEachStamp(fn: (ts: Timestamp) => void): void {
-    const floor = this.floor
-    if (floor !== undefined) fn(floor)
-    for (let s = 0; s < this.registerCount; s++) fn(this.stampAt(s))
-  }
-
-  /** The slot of a field, or -1. */
-  slotOf(name: string): number {
-    return this.slot(name)
-  }
-
-  /** The value held in a slot. */
-  valueAt(s: number): Value | undefined {
-    return this.cells[3 * s + 1] as Value | undefined
-  }
-
-  /** The timestamp of a slot. */
-  stampOf(s: number): Timestamp {
-    return this.stampAt(s)
-  }
-
+/** What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. */
+interface ApplyContext {
+  readonly changed: RecordChange[] | undefined
+  readonly floors: RecordRef[] | undefined
+  readonly onOverwrite: ((o: Overwrite) => void) | undefined
 }
+
+/** The values of local writes, encoded before they are merged (writes never re-enter the store). */
+const localValues = new Writer(256)
+
+/** A record's block as {@link RecordStore.applyEncoded} transcodes it from a delta. */
+const transcoded = new Writer(1024)
 
 /**
  * Collections of records, each record an LWW map of fields with whole-record replace and delete:
@@ -247,9 +75,24 @@ class RecordEntry extends LWWMap<Value> {
  * - `delete` at D erases every field written at or before D; a later write makes the record visible again with only
  *   the fields written after D.
  * All three resolve by timestamp, identically on every replica, whatever order writes arrive in.
+ *
+ * Records are kept as blocks of bytes, one {@link Table} per collection (see record-table.ts for the layout).
  */
 export class RecordStore {
-  private readonly data = new Map<string, Map<string, RecordEntry>>()
+  private readonly tables = new Map<string, Table>()
+  /** Every peer id a register or floor names, by index (the blocks hold indexes; the table only grows). */
+  private readonly peers = new Interner()
+  private readonly peerIds = this.peers.strings
+  private readonly peerIndex = this.peers.index
+  /** Every field name, by index (likewise). */
+  private readonly names = new Interner()
+  private readonly nameIds = this.names.strings
+  /** Scratch: the record being merged, the incoming writes, and a record's state before a merge. */
+  private readonly cur = new Regs()
+  private readonly inc = new Regs()
+  private readonly before = new Regs()
+  private reader = new Reader(new Uint8Array(0))
+  private readonly indexed: number[] = []
   private readonly vv: VersionVector = new Map()
   /**
    * Per origin, ranges `(from, to]` of its writes that a delta brought but the vector could not count yet, because
@@ -276,22 +119,20 @@ export class RecordStore {
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    const clean = normalizeFields(collection, id, fields, false)
-    const entry = this.entry(collection, id)
-    entry.raiseFloor(ts, false)
-    for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value, ts)
-    entry.trim()
-    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
+    const inc = this.localWrite(normalizeFields(collection, id, fields, false), ts)
+    inc.floorPeer = this.peer(ts.peer)
+    inc.floorWall = ts.wall
+    inc.floorCounter = ts.counter
+    this.merge(collection, id, inc, undefined)
+    this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
 
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
   update(collection: string, id: string, patch: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    const clean = normalizeFields(collection, id, patch, true)
-    const entry = this.entry(collection, id)
-    for (let i = 0; i < clean.length; i += 2) entry.writeField(clean[i] as string, clean[i + 1] as Value | undefined, ts)
-    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
+    this.merge(collection, id, this.localWrite(normalizeFields(collection, id, patch, true), ts), undefined)
+    this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
 
@@ -299,54 +140,70 @@ export class RecordStore {
   delete(collection: string, id: string, ts: Timestamp): void {
     checkTimestamp(ts)
     checkRef(collection, id)
-    this.entry(collection, id).raiseFloor(ts, true)
-    this.index?.add(ts.peer, ts.wall, ts.counter, collection, id)
+    const inc = this.inc
+    inc.clear()
+    inc.floorPeer = this.peer(ts.peer)
+    inc.floorWall = ts.wall
+    inc.floorCounter = ts.counter
+    inc.deleted = true
+    this.merge(collection, id, inc, undefined)
+    this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
 
   /** The visible record, or undefined. A fresh object each call; nested values are frozen. */
   get(collection: string, id: string): StoredRecord | undefined {
-    const entry = this.data.get(collection)?.get(id)
-    return entry?.visible() ? entry.materialize(id) : undefined
+    const t = this.tables.get(collection)
+    const row = t ? t.find(id) : -1
+    return row >= 0 && t!.visible(row) ? this.materialize(t!, row, id) : undefined
   }
 
   /** The record's floor: its latest replacement (`deleted: false`) or delete, if any. */
   floorOf(collection: string, id: string): { readonly ts: Timestamp; readonly deleted: boolean } | undefined {
-    const entry = this.data.get(collection)?.get(id)
-    const ts = entry?.floor
-    return ts === undefined ? undefined : { ts, deleted: entry!.deleted }
+    const t = this.tables.get(collection)
+    const row = t ? t.find(id) : -1
+    if (row < 0) return undefined
+    const cur = this.cur
+    t!.read(row, cur)
+    cur.release()
+    return cur.floorPeer < 0 ? undefined : { ts: { wall: cur.floorWall, counter: cur.floorCounter, peer: this.peerIds[cur.floorPeer]! }, deleted: cur.deleted }
   }
 
   /** True when the record is visible. */
   has(collection: string, id: string): boolean {
-    return this.data.get(collection)?.get(id)?.visible() ?? false
+    const t = this.tables.get(collection)
+    const row = t ? t.find(id) : -1
+    return row >= 0 && t!.visible(row)
   }
 
   /** Ids of the visible records of a collection. */
   ids(collection: string): string[] {
     const out: string[] = []
-    for (const [id, entry] of this.data.get(collection) ?? []) if (entry.visible()) out.push(id)
+    const t = this.tables.get(collection)
+    if (t) for (let row = 0; row < t.rowLimit; row++) if (t.visible(row)) out.push(t.id(row))
     return out
   }
 
   /** The visible records of a collection. */
   all(collection: string): StoredRecord[] {
     const out: StoredRecord[] = []
-    for (const [id, entry] of this.data.get(collection) ?? []) if (entry.visible()) out.push(entry.materialize(id))
+    const t = this.tables.get(collection)
+    if (t) for (let row = 0; row < t.rowLimit; row++) if (t.visible(row)) out.push(this.materialize(t, row, t.id(row)))
     return out
   }
 
   /** Names of the collections that hold any record (visible or deleted). */
   collections(): string[] {
-    return [...this.data.keys()]
+    return [...this.tables.keys()]
   }
 
   /** How many records of a collection are visible, and how many are deleted but still kept (as a floor). */
   count(collection: string): { visible: number; deleted: number } {
     let visible = 0
-    let deleted = 0
-    for (const entry of this.data.get(collection)?.values() ?? []) entry.visible() ? visible++ : deleted++
-    return { visible, deleted }
+    const t = this.tables.get(collection)
+    if (!t) return { visible: 0, deleted: 0 }
+    for (let row = 0; row < t.rowLimit; row++) if (t.visible(row)) visible++
+    return { visible, deleted: t.size - visible }
   }
 
   /** A copy of the version vector: per origin peer, the newest write held. */
@@ -372,18 +229,35 @@ export class RecordStore {
   changesSince(vv: ReadonlyMap<string, Timestamp>, ceiling?: Timestamp): Delta {
     const records: RecordDelta[] = []
     let held = 0
-    const heldBack = (ts: Timestamp): boolean => ceiling !== undefined && ts.peer === ceiling.peer && compareTimestamps(ts, ceiling) > 0
-    this.forEachCandidate(vv, (collection, id, entry) => {
+    const heldBack = (wall: number, counter: number, peer: string): boolean =>
+      ceiling !== undefined && peer === ceiling.peer && (wall > ceiling.wall || (wall === ceiling.wall && counter > ceiling.counter))
+    const cur = this.cur
+    const seen = this.seenBy(vv)
+    this.forEachCandidate(vv, (collection, t, row) => {
+      t.read(row, cur)
       const fields: FieldDelta[] = []
-      held += entry.collect(vv, ceiling, fields)
-      let floor = entry.fp !== undefined && newerRaw(vv, entry.fw, entry.fc, entry.fp) ? entry.floor : undefined
-      if (floor && heldBack(floor)) {
-        held++
-        floor = undefined
+      for (let k = 0; k < cur.n; k++) {
+        const w = cur.walls[k]!
+        const c = cur.counters[k]!
+        if (covered(seen, cur.peers[k]!, w, c)) continue
+        const peer = this.peerIds[cur.peers[k]!]!
+        if (heldBack(w, c, peer)) {
+          held++
+          continue
+        }
+        fields.push({ name: this.nameIds[cur.names[k]!]!, value: this.value(cur, k), ts: { wall: w, counter: c, peer } })
+      }
+      let floor: Timestamp | undefined
+      if (cur.floorPeer >= 0 && !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter)) {
+        const peer = this.peerIds[cur.floorPeer]!
+        if (heldBack(cur.floorWall, cur.floorCounter, peer)) held++
+        else floor = { wall: cur.floorWall, counter: cur.floorCounter, peer }
       }
       if (floor === undefined && fields.length === 0) return
-      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields } : { collection, id, fields })
+      const id = t.id(row)
+      records.push(floor ? { collection, id, floor, deleted: cur.deleted, fields } : { collection, id, fields })
     })
+    cur.release()
     if (held > 0) return { from: new Map(), to: new Map(), records }
     return { ...this.claims(vv, ceiling), records }
   }
@@ -398,32 +272,63 @@ export class RecordStore {
     return claimsFor(this.vv, vv, ceiling)
   }
 
+  /** `vv` by peer index: `[wall, counter]` pairs, wall −1 for a peer `vv` does not name. */
+  private seenBy(vv: ReadonlyMap<string, Timestamp>): number[] {
+    const seen: number[] = new Array(2 * this.peerIds.length).fill(-1)
+    for (const ts of vv.values()) {
+      const p = this.peerIndex.get(ts.peer)
+      if (p === undefined) continue
+      seen[2 * p] = ts.wall
+      seen[2 * p + 1] = ts.counter
+    }
+    return seen
+  }
+
   /**
-   * Calls `fn` with every record that may hold a floor or register `vv` does not cover — a superset, each record
-   * once: through the index when the changes are few (cost proportional to them), else by scanning every record.
+   * Calls `fn` with every record that may hold a floor or register `vv` does not cover (its id is `t.id(row)`) — a
+   * superset, each record once: through the index when the changes are few (cost proportional to them), else by scanning every record.
    */
-  private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, id: string, entry: RecordEntry) => void): void {
+  private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, t: Table, row: number) => void): void {
     let total = 0
-    if (vv.size > 0) for (const recs of this.data.values()) total += recs.size
+    if (vv.size > 0) for (const t of this.tables.values()) total += t.size
     // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
     if ((vv.size > 0 && total >= this.indexFrom) || (this.index !== undefined && vv.size > 0)) {
-      if (this.index === undefined || this.index.stale) this.index = DeltaIndex.build(this.data)
+      if (this.index === undefined || this.index.stale) this.index = this.buildIndex()
       // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
       const found = this.index.candidates(vv, Math.max(64, total >> 3))
       if (found) {
-        const seen = new Set<RecordEntry>()
+        const seen = new Set<number>()
+        const tables = this.index.tables
         for (let i = 0; i < found.length; i += 2) {
-          const collection = found[i]!
-          const id = found[i + 1]!
-          const entry = this.data.get(collection)?.get(id)
-          if (entry === undefined || seen.has(entry)) continue
-          seen.add(entry)
-          fn(collection, id, entry)
+          const t = tables[found[i]!]!
+          const row = found[i + 1]!
+          const key = found[i]! * 2 ** 32 + row
+          if (!t.has(row) || seen.has(key)) continue
+          seen.add(key)
+          fn(t.name, t, row)
         }
         return
       }
     }
-    for (const [collection, recs] of this.data) for (const [id, entry] of recs) fn(collection, id, entry)
+    for (const [collection, t] of this.tables) for (let row = 0; row < t.rowLimit; row++) if (t.has(row)) fn(collection, t, row)
+  }
+
+  /** An index of every floor and register held. */
+  private buildIndex(): DeltaIndex {
+    const index = new DeltaIndex()
+    const cur = this.cur
+    const peers = this.peerIds
+    for (const t of this.tables.values()) {
+      for (let row = 0; row < t.rowLimit; row++) {
+        if (!t.has(row)) continue
+        t.read(row, cur)
+        if (cur.floorPeer >= 0) index.add(peers[cur.floorPeer]!, cur.floorWall, cur.floorCounter, t, row)
+        for (let k = 0; k < cur.n; k++) index.add(peers[cur.peers[k]!]!, cur.walls[k]!, cur.counters[k]!, t, row)
+      }
+    }
+    cur.release()
+    index.built()
+    return index
   }
 
   /**
@@ -433,22 +338,28 @@ export class RecordStore {
    * holds everything of `origin` up to `since`.
    */
   changesOf(origin: string, since: Timestamp | undefined, refs: Iterable<RecordRef>): Delta {
-    const base: VersionVector = new Map()
-    for (const [peer, ts] of this.vv) if (peer !== origin) base.set(peer, ts) // other origins: not this delta's business
-    if (since) base.set(origin, since)
     const records: RecordDelta[] = []
-    const seen = new Set<RecordEntry>()
-    for (const { collection, id } of refs) {
-      const entry = this.data.get(collection)?.get(id)
-      if (!entry || seen.has(entry)) continue
-      seen.add(entry)
+    const p = this.peerIndex.get(origin)
+    const cur = this.cur
+    const done = new Set<string>()
+    const newer = (w: number, c: number): boolean => since === undefined || w > since.wall || (w === since.wall && c > since.counter)
+    for (const { collection, id } of p === undefined ? [] : refs) {
+      const t = this.tables.get(collection)
+      const row = t ? t.find(id) : -1
+      const key = `${collection.length}:${collection}${id}`
+      if (row < 0 || done.has(key)) continue
+      done.add(key)
+      t!.read(row, cur)
       const fields: FieldDelta[] = []
-      entry.collect(base, undefined, fields)
-      const own = fields.filter((f) => f.ts.peer === origin)
-      const floor = entry.floor !== undefined && entry.floor.peer === origin && isNewer(base, entry.floor) ? entry.floor : undefined
-      if (floor === undefined && own.length === 0) continue
-      records.push(floor ? { collection, id, floor, deleted: entry.deleted, fields: own } : { collection, id, fields: own })
+      for (let k = 0; k < cur.n; k++) {
+        if (cur.peers[k] !== p || !newer(cur.walls[k]!, cur.counters[k]!)) continue
+        fields.push({ name: this.nameIds[cur.names[k]!]!, value: this.value(cur, k), ts: { wall: cur.walls[k]!, counter: cur.counters[k]!, peer: origin } })
+      }
+      const floor = cur.floorPeer === p && newer(cur.floorWall, cur.floorCounter) ? { wall: cur.floorWall, counter: cur.floorCounter, peer: origin } : undefined
+      if (floor === undefined && fields.length === 0) continue
+      records.push(floor ? { collection, id, floor, deleted: cur.deleted, fields } : { collection, id, fields })
     }
+    cur.release()
     const newest = this.vv.get(origin)
     const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
     const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
@@ -460,30 +371,35 @@ export class RecordStore {
    * field where two different values met (the replica turns these into conflict events).
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
-    const changed: RecordChange[] = []
-    const floors: RecordRef[] = []
-    const rec = newScratch()
+    const ctx: ApplyContext = { changed: [], floors: [], onOverwrite }
+    const inc = this.inc
+    const w = localValues
     for (const rd of delta.records) {
-      rec.collection = rd.collection
-      rec.id = rd.id
       const floor = rd.floor
-      rec.floorPeer = floor?.peer
-      rec.floorWall = floor?.wall ?? 0
-      rec.floorCounter = floor?.counter ?? 0
-      rec.deleted = rd.deleted === true
       const fields = rd.fields
-      rec.n = fields.length
+      w.pos = 0
+      for (const f of fields) writeValue(w, f.value)
+      inc.clear()
+      if (floor) {
+        inc.floorPeer = this.peer(floor.peer)
+        inc.floorWall = floor.wall
+        inc.floorCounter = floor.counter
+        inc.deleted = rd.deleted === true
+      }
+      // Values are written first, then sliced: the writer's buffer may move while it grows.
+      const buf = w.view()
+      let pos = 0
       for (let k = 0; k < fields.length; k++) {
         const f = fields[k]!
-        rec.names[k] = f.name
-        rec.values[k] = f.value
-        rec.walls[k] = f.ts.wall
-        rec.counters[k] = f.ts.counter
-        rec.peers[k] = f.ts.peer
+        const end = valueEnd(buf, pos)
+        inc.set(k, this.name(f.name), f.ts.wall, f.ts.counter, this.peer(f.ts.peer), buf, pos, end)
+        pos = end
       }
-      this.applyRecord(rec, changed, floors, onOverwrite)
+      inc.n = fields.length
+      this.merge(rd.collection, rd.id, inc, ctx)
     }
-    return { changed, advanced: this.advanceOver(delta.from, delta.to), floors }
+    inc.release()
+    return { changed: ctx.changed!, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors! }
   }
 
   /**
@@ -495,75 +411,267 @@ export class RecordStore {
   applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
     const changed: RecordChange[] = []
     const floors: RecordRef[] = []
-    const sink = changes ? changed : undefined
-    const floorSink = changes ? floors : undefined
-    const { from, to } = readDelta(bytes, (rec) => this.applyRecord(rec, sink, floorSink, onOverwrite))
+    const ctx: ApplyContext = { changed: changes ? changed : undefined, floors: changes ? floors : undefined, onOverwrite }
+    let peerMap: number[] = []
+    let nameMap: number[] = []
+    let baseWall = 0
+    // The table and row of a record the claim found held: onRecord, which merges that very record next, uses them.
+    let hintTable: Table | undefined
+    let hintRow = -1
+    const inc = this.inc
+    const w = transcoded
+    const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
+    const sizes = new Map<Table, number>()
+    for (const t of this.tables.values()) sizes.set(t, t.capacity)
+    const { from, to } = readDelta(
+      bytes,
+      (rec) => {
+        inc.clear()
+        if (rec.floorPeerIndex >= 0) {
+          inc.floorPeer = peerMap[rec.floorPeerIndex]!
+          inc.floorWall = rec.floorWall
+          inc.floorCounter = rec.floorCounter
+          inc.deleted = rec.deleted
+        }
+        const n = rec.n
+        const buf = rec.vbuf
+        for (let k = 0; k < n; k++) {
+          inc.set(k, nameMap[rec.nameIndexes[k]!]!, rec.walls[k]!, rec.counters[k]!, peerMap[rec.peerIndexes[k]!]!, buf, rec.vs[k]!, rec.ve[k]!)
+        }
+        inc.n = n
+        const t = hintTable
+        hintTable = undefined
+        this.merge(rec.collection, rec.id, inc, ctx, t, hintRow)
+      },
+      {
+        raw: true,
+        onTables: (peers, names, base) => {
+          peerMap = peers.map((p) => this.peer(p))
+          nameMap = names.map((n) => this.name(n))
+          baseWall = base
+        },
+        // A record this store does not hold goes straight from the delta's bytes to its block, when merging it
+        // into nothing is copying it (no index to update, no tombstone collected that could make it stale).
+        claim: (collection, id, r) => {
+          if (this.index !== undefined || this.collectedNewest !== undefined) return false
+          let t = this.tables.get(collection)
+          if (!t) this.tables.set(collection, (t = new Table(collection)))
+          const h = hashBytes(id.bytes, 0, id.len)
+          const held = t.findBytes(id.bytes, 0, id.len, h)
+          if (held >= 0) {
+            // Merged by onRecord next (this very record), which need not look it up again.
+            hintTable = t
+            hintRow = held
+            return false
+          }
+          const start = r.pos
+          const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
+          if (got === NEEDS_MERGE) {
+            r.pos = start
+            return false
+          }
+          if (got & WIRE_EMPTY) return true
+          t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
+          if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
+          if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
+          return true
+        },
+      },
+    )
+    inc.release()
+    // A bulk load grows arenas by doubling: give back what it did not use.
+    for (const t of this.tables.values()) if (t.capacity > 2 * (sizes.get(t) ?? 0) + (1 << 20)) t.trim()
     return { changed, advanced: this.advanceOver(from, to), floors }
   }
 
-  /** Merges one record of a delta (see {@link apply}). */
-  private applyRecord(
-    rd: RecordScratch,
-    changed: RecordChange[] | undefined,
-    floors: RecordRef[] | undefined,
-    onOverwrite: ((o: Overwrite) => void) | undefined,
-  ): void {
-    const { collection, id } = rd
-    const entry = this.entry(collection, id)
-    const fresh = entry.isEmpty()
-    const wasVisible = entry.visible()
-    const index = this.index
+  /**
+   * Merges `inc` (a floor and field writes; values as canonical bytes) into a record (in `row` of `t` when given:
+   * the caller found it already). With `ctx` (a delta being applied) it also filters writes a collected tombstone may have erased, keeps the index up to date, and reports
+   * changes, raised floors and overwrites.
+   */
+  private merge(collection: string, id: string, inc: Regs, ctx: ApplyContext | undefined, t?: Table, hintRow = -1): void {
+    let row = hintRow
+    if (t === undefined) {
+      t = this.tables.get(collection)
+      if (!t) this.tables.set(collection, (t = new Table(collection)))
+      row = t.find(id)
+    }
+    const cur = this.cur
+    if (row < 0) cur.clear()
+    else t.read(row, cur)
+    const wasVisible = row >= 0 && t.visible(row)
+    const index = ctx ? this.index : undefined
+    const peers = this.peerIds
+    let dirty = false
+    let touched = false
+    let reports: Overwrite[] | undefined
+    /** `(peer, wall, counter)` of the writes the index must hear of, once the record has its row. */
+    const indexed = this.indexed
+    indexed.length = 0
     // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
     // record's visible fields are compared as a whole instead of inferred from the register writes.
     // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
     // held or superseded here, perhaps by that tombstone (see collect()): it must not come back as if new.
-    const fp = rd.floorPeer
-    const floor = fp !== undefined && (entry.fp !== undefined || !this.stale(rd.floorWall, rd.floorCounter, fp))
-    const before = floor && wasVisible ? entry.toObject() : undefined
-    let touched = false
+    const fp = inc.floorPeer
+    const floor = fp >= 0 && (ctx === undefined || cur.floorPeer >= 0 || !this.stale(inc.floorWall, inc.floorCounter, peers[fp]!))
+    let before: Regs | undefined
+    if (floor && wasVisible && ctx?.changed) t.read(row, (before = this.before))
     if (floor) {
-      const oldFp = entry.fp
-      const oldFw = entry.fw
-      const oldFc = entry.fc
-      const oldDeleted = entry.deleted
-      touched = entry.raiseFloorRaw(rd.floorWall, rd.floorCounter, fp, rd.deleted)
-      if (floors && (entry.fp !== oldFp || entry.fw !== oldFw || entry.fc !== oldFc || entry.deleted !== oldDeleted)) floors.push({ collection, id })
-      if (index && entry.floorIs(rd.floorWall, rd.floorCounter, fp)) index.add(fp, rd.floorWall, rd.floorCounter, collection, id)
-    }
-    for (let k = 0; k < rd.n; k++) {
-      const name = rd.names[k]!
-      const value = rd.values[k]
-      const wall = rd.walls[k]!
-      const counter = rd.counters[k]!
-      const peer = rd.peers[k]!
-      const slot = entry.slotOf(name)
-      if (slot < 0 && this.stale(wall, counter, peer)) continue
-      const old = slot < 0 ? undefined : entry.valueAt(slot)
-      const differs = slot >= 0 && !valuesEqual(old, value)
-      const oldTs = differs && onOverwrite ? entry.stampOf(slot) : undefined
-      const won = entry.writeFieldRaw(name, value, wall, counter, peer)
-      if (won && index) index.add(peer, wall, counter, collection, id)
-      if (slot < 0) {
-        if (won && value !== undefined) touched = true
-        continue
+      const c = cur.floorPeer < 0 ? 1 : this.cmp(inc.floorWall, inc.floorCounter, fp, cur.floorWall, cur.floorCounter, cur.floorPeer)
+      if (c > 0 || (c === 0 && !cur.deleted && inc.deleted)) {
+        cur.floorPeer = fp
+        cur.floorWall = inc.floorWall
+        cur.floorCounter = inc.floorCounter
+        cur.deleted = inc.deleted
+        dirty = true
+        if (this.dropBelow(cur, inc.deleted)) touched = true
+        ctx?.floors?.push({ collection, id })
       }
-      if (!differs) continue
-      if (won) touched = true
-      if (oldTs && onOverwrite) {
-        const held = { value: old, timestamp: oldTs }
-        const incoming = { value, timestamp: { wall, counter, peer } }
-        onOverwrite(
+      if (index && cur.floorPeer === fp && cur.floorWall === inc.floorWall && cur.floorCounter === inc.floorCounter) {
+        indexed.push(fp, inc.floorWall, inc.floorCounter)
+      }
+    }
+    const big = cur.n + inc.n > 32 ? new Map<number, number>() : undefined
+    if (big) for (let k = 0; k < cur.n; k++) big.set(cur.names[k]!, k)
+    for (let j = 0; j < inc.n; j++) {
+      const name = inc.names[j]!
+      const wall = inc.walls[j]!
+      const counter = inc.counters[j]!
+      const peer = inc.peers[j]!
+      const src = inc.srcs[j]!
+      const vs = inc.vs[j]!
+      const ve = inc.ve[j]!
+      const slot = big ? (big.get(name) ?? -1) : cur.slot(name)
+      if (slot < 0 && ctx && this.stale(wall, counter, peers[peer]!)) continue
+      const differs = slot >= 0 && compareValueBytes(src, vs, ve, cur.srcs[slot]!, cur.vs[slot]!, cur.ve[slot]!) !== 0
+      // Not below (or, for a delete, at) the floor: the floor has erased writes that old.
+      let won = cur.floorPeer < 0
+      if (!won) {
+        const c = this.cmp(wall, counter, peer, cur.floorWall, cur.floorCounter, cur.floorPeer)
+        won = c > 0 || (c === 0 && !cur.deleted)
+      }
+      if (won && slot >= 0) {
+        const c = this.cmp(wall, counter, peer, cur.walls[slot]!, cur.counters[slot]!, cur.peers[slot]!)
+        won = c > 0 || (c === 0 && compareValueBytes(src, vs, ve, cur.srcs[slot]!, cur.vs[slot]!, cur.ve[slot]!) > 0)
+      }
+      if (differs && ctx?.onOverwrite) {
+        const held = { value: this.value(cur, slot), timestamp: { wall: cur.walls[slot]!, counter: cur.counters[slot]!, peer: peers[cur.peers[slot]!]! } }
+        const incoming = { value: this.valueOf(src, vs), timestamp: { wall, counter, peer: peers[peer]! } }
+        ;(reports ??= []).push(
           won
-            ? { collection, id, field: name, winner: incoming, loser: held, incomingLost: false }
-            : { collection, id, field: name, winner: held, loser: incoming, incomingLost: true },
+            ? { collection, id, field: this.nameIds[name]!, winner: incoming, loser: held, incomingLost: false }
+            : { collection, id, field: this.nameIds[name]!, winner: held, loser: incoming, incomingLost: true },
         )
       }
+      if (won) {
+        dirty = true
+        const k = slot >= 0 ? slot : cur.n++
+        cur.set(k, name, wall, counter, peer, src, vs, ve)
+        if (slot < 0) big?.set(name, k)
+        if (index) indexed.push(peer, wall, counter)
+      }
+      if (slot < 0) {
+        if (won && src[vs] !== ABSENT_TAG) touched = true
+      } else if (differs && won) touched = true
     }
-    const visibleNow = entry.visible()
-    if (before && visibleNow && touched) touched = !sameFields(before, entry.toObject())
-    if (changed && (touched || wasVisible !== visibleNow)) changed.push({ collection, id, existed: wasVisible })
-    if (entry.isEmpty()) this.data.get(collection)?.delete(id)
-    else if (fresh) entry.trim()
+    const visibleNow = cur.visible()
+    if (before && visibleNow && touched) touched = !sameVisible(before, cur)
+    if (ctx?.changed && (touched || wasVisible !== visibleNow)) ctx.changed.push({ collection, id, existed: wasVisible })
+    if (cur.floorPeer < 0 && cur.n === 0) {
+      if (row >= 0) {
+        t.remove(row)
+        t.tidy()
+      }
+    } else if (dirty || row < 0) {
+      if (row < 0) row = t.add(id)
+      t.write(row, cur)
+    }
+    if (index && row >= 0 && t.has(row)) for (let i = 0; i < indexed.length; i += 3) index.add(peers[indexed[i]!]!, indexed[i + 1]!, indexed[i + 2]!, t, row)
+    cur.release()
+    before?.release()
+    if (reports) for (const o of reports) ctx!.onOverwrite!(o)
+  }
+
+  /** Tells the index (if built) that `ts` wrote the record. */
+  private indexWrite(ts: Timestamp, collection: string, id: string): void {
+    if (!this.index) return
+    const t = this.tables.get(collection)
+    const row = t ? t.find(id) : -1
+    if (row >= 0) this.index.add(ts.peer, ts.wall, ts.counter, t!, row)
+  }
+
+  /** Orders two timestamps given by peer index, as {@link compareTimestamps} does. */
+  private cmp(w1: number, c1: number, p1: number, w2: number, c2: number, p2: number): number {
+    return w1 !== w2 ? w1 - w2 : c1 !== c2 ? c1 - c2 : p1 === p2 ? 0 : this.peerIds[p1]! < this.peerIds[p2]! ? -1 : 1
+  }
+
+  /** Drops the fields below the record's floor (and at it, for a delete); returns true when a visible one went. */
+  private dropBelow(r: Regs, inclusive: boolean): boolean {
+    let out = 0
+    let lost = false
+    for (let k = 0; k < r.n; k++) {
+      const c = this.cmp(r.walls[k]!, r.counters[k]!, r.peers[k]!, r.floorWall, r.floorCounter, r.floorPeer)
+      if (c < 0 || (c === 0 && inclusive)) {
+        if (r.present(k)) lost = true
+        continue
+      }
+      if (out !== k) r.move(k, out)
+      out++
+    }
+    r.n = out
+    return lost
+  }
+
+  /** Regs for a local write: `clean` from normalizeFields, every field at `ts`. */
+  private localWrite(clean: unknown[], ts: Timestamp): Regs {
+    const inc = this.inc
+    inc.clear()
+    const w = localValues
+    w.pos = 0
+    for (let i = 1; i < clean.length; i += 2) writeValue(w, clean[i] as Value | undefined)
+    const buf = w.view()
+    const peer = this.peer(ts.peer)
+    let pos = 0
+    for (let i = 0, k = 0; i < clean.length; i += 2, k++) {
+      const end = valueEnd(buf, pos)
+      inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
+      pos = end
+    }
+    inc.n = clean.length / 2
+    return inc
+  }
+
+  /** The index of a peer id (added when new). */
+  private peer(id: string): number {
+    return this.peers.of(id)
+  }
+
+  /** The index of a field name (added when new). */
+  private name(name: string): number {
+    return this.names.of(name)
+  }
+
+  /** Field `k`'s value, decoded (undefined: removed). */
+  private value(r: Regs, k: number): Value | undefined {
+    return this.valueOf(r.srcs[k]!, r.vs[k]!)
+  }
+
+  /** Decodes the canonical value at `src[pos]`. */
+  private valueOf(src: Uint8Array, pos: number): Value | undefined {
+    if (this.reader.buf !== src) this.reader = new Reader(src)
+    this.reader.pos = pos
+    return readValue(this.reader)
+  }
+
+  /** The record as users see it. */
+  private materialize(t: Table, row: number, id: string): StoredRecord {
+    const cur = this.cur
+    t.read(row, cur)
+    const out: Record<string, Value> = {}
+    for (let k = 0; k < cur.n; k++) if (cur.present(k)) defineField(out, this.nameIds[cur.names[k]!]!, this.value(cur, k))
+    out.id = id
+    cur.release()
+    return out as StoredRecord
   }
 
   /** Advances the vector over a delta's claims (see {@link Delta}); returns whether it moved. */
@@ -611,6 +719,54 @@ export class RecordStore {
   }
 
   /**
+   * Drops, in every record, the floor and the fields `drop` selects (it sees each timestamp by its parts, and whether
+   * it is a delete floor or a removed field; `begin` sees each record first, whole); removes records left empty, and collections left empty. Returns how
+   * many floors and fields it dropped, and how many records it removed.
+   */
+  private dropEverywhere(
+    drop: (r: Regs, wall: number, counter: number, peer: string, tombstone: boolean) => boolean,
+    begin?: (r: Regs) => void,
+  ): { dropped: number; removed: number } {
+    const cur = this.cur
+    const peers = this.peerIds
+    let dropped = 0
+    let removed = 0
+    for (const [collection, t] of this.tables) {
+      for (let row = 0; row < t.rowLimit; row++) {
+        if (!t.has(row)) continue
+        t.read(row, cur)
+        begin?.(cur)
+        let out = 0
+        let changed = false
+        if (cur.floorPeer >= 0 && drop(cur, cur.floorWall, cur.floorCounter, peers[cur.floorPeer]!, cur.deleted)) {
+          cur.floorPeer = -1
+          cur.deleted = false
+          changed = true
+          dropped++
+        }
+        for (let k = 0; k < cur.n; k++) {
+          if (drop(cur, cur.walls[k]!, cur.counters[k]!, peers[cur.peers[k]!]!, !cur.present(k))) {
+            dropped++
+            changed = true
+            continue
+          }
+          if (out !== k) cur.move(k, out)
+          out++
+        }
+        cur.n = out
+        if (cur.floorPeer < 0 && out === 0) {
+          t.remove(row)
+          removed++
+        } else if (changed) t.write(row, cur)
+      }
+      t.tidy()
+      if (t.size === 0) this.tables.delete(collection)
+    }
+    cur.release()
+    return { dropped, removed }
+  }
+
+  /**
    * Tombstone garbage collection: drops every delete floor and every field removal whose timestamp `stable` covers,
    * and every record left holding nothing. `stable` must be causally stable: every replica that may still send us
    * writes holds everything it covers, and our own vector covers each of their vectors (see the sync engine). Writes
@@ -618,23 +774,15 @@ export class RecordStore {
    * register or floor it holds nothing for when our vector already covers it. Visible state does not change.
    */
   collect(stable: ReadonlyMap<string, Timestamp>): CollectResult {
-    let tombstones = 0
-    let records = 0
     this.index = undefined
-    const covered = (ts: Timestamp): boolean => !isNewer(stable, ts) && !isNewer(this.vv, ts)
-    for (const [collection, recs] of this.data) {
-      for (const [id, entry] of recs) {
-        tombstones += entry.dropWhere((ts, value, floor) => (floor ? entry.deleted : value === undefined) && covered(ts) && this.noteCollected(ts))
-        if (entry.isEmpty()) {
-          recs.delete(id)
-          records++
-        }
-      }
-      if (recs.size === 0) this.data.delete(collection)
-    }
+    const { dropped, removed } = this.dropEverywhere((_, wall, counter, peer, tombstone) => {
+      if (!tombstone || newerRaw(stable, wall, counter, peer) || newerRaw(this.vv, wall, counter, peer)) return false
+      this.noteCollected({ wall, counter, peer })
+      return true
+    })
     // The frontier covers what was collected; it moves only when something was.
-    if (tombstones > 0) for (const ts of stable.values()) if (!isNewer(this.vv, ts)) advance(this.frontierVv, ts)
-    return { tombstones, records }
+    if (dropped > 0) for (const ts of stable.values()) if (!isNewer(this.vv, ts)) advance(this.frontierVv, ts)
+    return { tombstones: dropped, records: removed }
   }
 
   /**
@@ -685,19 +833,16 @@ export class RecordStore {
    * many registers and floors it dropped.
    */
   rebase(theirs: ReadonlyMap<string, Timestamp>, newest: Timestamp | undefined, own: string): number {
-    let dropped = 0
     this.index = undefined
-    for (const [collection, recs] of this.data) {
-      for (const [id, entry] of recs) {
-        let shared = false
-        entry.forEachStamp((ts) => {
-          if (!isNewer(theirs, ts)) shared = true
-        })
-        dropped += entry.dropWhere((ts) => ts.peer !== own || (shared && newest !== undefined && compareTimestamps(ts, newest) <= 0))
-        if (entry.isEmpty()) recs.delete(id)
-      }
-      if (recs.size === 0) this.data.delete(collection)
-    }
+    const peers = this.peerIds
+    let shared = false
+    const { dropped } = this.dropEverywhere(
+      (_, wall, counter, peer) => peer !== own || (shared && newest !== undefined && compareParts(wall, counter, peer, newest) <= 0),
+      (r) => {
+        shared = r.floorPeer >= 0 && !newerRaw(theirs, r.floorWall, r.floorCounter, peers[r.floorPeer]!)
+        for (let k = 0; k < r.n && !shared; k++) shared = !newerRaw(theirs, r.walls[k]!, r.counters[k]!, peers[r.peers[k]!]!)
+      },
+    )
     this.vv.clear()
     this.ahead.clear()
     // What this store collected described state it no longer holds: the caller takes the peer's frontier instead
@@ -713,43 +858,56 @@ export class RecordStore {
   }
 
   /**
-   * `encodeDelta(changesSince(vv))`, byte for byte, written straight from the registers: no delta object and no
-   * object per register in between.
+   * `encodeDelta(changesSince(vv))`, byte for byte, written straight from the blocks: no delta object, no value
+   * decoded (values are copied as the canonical bytes they are kept in).
    */
   encodeChangesSince(vv: ReadonlyMap<string, Timestamp>): Uint8Array {
+    if (vv.size === 0) return this.encodeAll()
     const { from, to } = this.claims(vv, undefined)
+    // Store index → delta index, in order of first appearance (as encodeDelta numbers them).
+    const peerAt: number[] = new Array(this.peerIds.length).fill(-1)
+    const nameAt: number[] = new Array(this.nameIds.length).fill(-1)
     const peers = new Map<string, number>()
     const names = new Map<string, number>()
     let baseWall = MAX_WALL
-    let lastPeer = ''
-    const see = (wall: number, peer: string): void => {
-      if (peer !== lastPeer) {
-        if (!peers.has(peer)) peers.set(peer, peers.size)
-        lastPeer = peer
+    const seeString = (peer: string, wall: number): void => {
+      if (!peers.has(peer)) peers.set(peer, peers.size)
+      if (wall < baseWall) baseWall = wall
+      const p = this.peerIndex.get(peer)
+      if (p !== undefined && peerAt[p] === -1) peerAt[p] = peers.get(peer)!
+    }
+    for (const ts of from.values()) seeString(ts.peer, ts.wall)
+    for (const ts of to.values()) seeString(ts.peer, ts.wall)
+    const see = (p: number, wall: number): void => {
+      if (peerAt[p] === -1) {
+        peerAt[p] = peers.size
+        peers.set(this.peerIds[p]!, peers.size)
       }
       if (wall < baseWall) baseWall = wall
     }
-    for (const ts of from.values()) see(ts.wall, ts.peer)
-    for (const ts of to.values()) see(ts.wall, ts.peer)
     // Pass 1: which records go out, grouped by collection in the order changesSince lists them; the tables.
     const all = vv.size === 0
-    const groups = new Map<string, { ids: string[]; entries: RecordEntry[] }>()
-    let group: { ids: string[]; entries: RecordEntry[] } | undefined
+    const seen = this.seenBy(vv)
+    const cur = this.cur
+    const groups = new Map<string, { table: Table; ids: string[]; rows: number[] }>()
+    let group: { table: Table; ids: string[]; rows: number[] } | undefined
     let groupName: string | undefined
     let registers = 0
-    this.forEachCandidate(vv, (collection, id, entry) => {
+    this.forEachCandidate(vv, (collection, t, row) => {
+      t.read(row, cur)
       let out = false
-      if (entry.fp !== undefined && (all || newerRaw(vv, entry.fw, entry.fc, entry.fp))) {
-        see(entry.fw, entry.fp)
+      if (cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))) {
+        see(cur.floorPeer, cur.floorWall)
         out = true
       }
-      for (let s = 0, n = entry.size; s < n; s++) {
-        const peer = entry.peerAt(s)
-        const wall = entry.wallAt(s)
-        if (!all && !newerRaw(vv, wall, entry.counterAt(s), peer)) continue
-        see(wall, peer)
-        const name = entry.nameAt(s)
-        if (!names.has(name)) names.set(name, names.size)
+      for (let k = 0; k < cur.n; k++) {
+        if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
+        see(cur.peers[k]!, cur.walls[k]!)
+        const name = cur.names[k]!
+        if (nameAt[name] === -1) {
+          nameAt[name] = names.size
+          names.set(this.nameIds[name]!, names.size)
+        }
         registers++
         out = true
       }
@@ -757,33 +915,69 @@ export class RecordStore {
       if (collection !== groupName) {
         groupName = collection
         group = groups.get(collection)
-        if (!group) groups.set(collection, (group = { ids: [], entries: [] }))
+        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
       }
-      group!.ids.push(id)
-      group!.entries.push(entry)
+      group!.ids.push(t.id(row))
+      group!.rows.push(row)
     })
     if (peers.size === 0) baseWall = 0
     // Pass 2: the bytes.
     const w = new DeltaWriter(peers, baseWall, names, from, to, registers * 12)
     w.collections(groups.size)
-    for (const [collection, { ids, entries }] of groups) {
+    for (const [collection, { table, ids, rows }] of groups) {
       w.collection(collection, ids.length)
       for (let i = 0; i < ids.length; i++) {
-        const entry = entries[i]!
-        const floor = entry.fp !== undefined && (all || newerRaw(vv, entry.fw, entry.fc, entry.fp))
-        const n = entry.size
-        let nFields = n
+        table.read(rows[i]!, cur)
+        const floor = cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))
+        let nFields = cur.n
         if (!all) {
           nFields = 0
-          for (let s = 0; s < n; s++) if (newerRaw(vv, entry.wallAt(s), entry.counterAt(s), entry.peerAt(s))) nFields++
+          for (let k = 0; k < cur.n; k++) if (!covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) nFields++
         }
-        w.record(ids[i]!, entry.fw, entry.fc, floor ? entry.fp : undefined, entry.deleted, nFields)
-        for (let s = 0; s < n; s++) {
-          const wall = entry.wallAt(s)
-          const counter = entry.counterAt(s)
-          const peer = entry.peerAt(s)
-          if (all || newerRaw(vv, wall, counter, peer)) w.field(entry.nameAt(s), entry.valueAt(s), wall, counter, peer)
+        w.recordAt(ids[i]!, cur.floorWall, cur.floorCounter, floor ? peerAt[cur.floorPeer]! : -1, cur.deleted, nFields)
+        for (let k = 0; k < cur.n; k++) {
+          if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
+          w.fieldAt(nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, peerAt[cur.peers[k]!]!)
         }
+      }
+    }
+    cur.release()
+    return w.finish()
+  }
+
+  /**
+   * {@link encodeChangesSince} of an empty vector — the whole state — written block by block: a first pass numbers
+   * the peers and names the blocks use, the second transcodes each block (values copied as they are).
+   */
+  private encodeAll(): Uint8Array {
+    const { from, to } = this.claims(new Map(), undefined)
+    // The vectors' peers first, as encodeDelta numbers them (an origin may have no register left: add it).
+    for (const ts of to.values()) this.peer(ts.peer)
+    const t = new WireTables(this.peerIds.length, this.nameIds.length)
+    for (const ts of from.values()) t.see(this.peer(ts.peer), ts.wall)
+    for (const ts of to.values()) t.see(this.peer(ts.peer), ts.wall)
+    let bytes = 0
+    for (const table of this.tables.values()) {
+      const buf = table.buf
+      for (let row = 0; row < table.rowLimit; row++) {
+        if (!table.has(row)) continue
+        scanBlock(buf, table.offset(row), t)
+        bytes += table.length(row)
+      }
+    }
+    const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
+    const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
+    const baseWall = peers.size === 0 ? 0 : t.minWall
+    const w = new DeltaWriter(peers, baseWall, names, from, to, bytes + 64)
+    let nonEmpty = 0
+    for (const table of this.tables.values()) if (table.size > 0) nonEmpty++
+    w.collections(nonEmpty)
+    for (const [collection, table] of this.tables) {
+      if (table.size === 0) continue
+      w.collection(collection, table.size)
+      const buf = table.buf
+      for (let row = 0; row < table.rowLimit; row++) {
+        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdBytes(table.idBytes(row)), t, baseWall, peers.size)
       }
     }
     return w.finish()
@@ -800,38 +994,78 @@ export class RecordStore {
   digest(): string {
     const lanes = [0, 0, 0, 0]
     const w = new Writer(256)
-    for (const [collection, recs] of this.data) {
-      for (const [id, entry] of recs) {
-        if (!entry.visible()) continue
+    const cur = this.cur
+    const order: number[] = []
+    const names = this.nameIds
+    for (const [collection, t] of this.tables) {
+      for (let row = 0; row < t.rowLimit; row++) {
+        if (!t.visible(row)) continue
+        t.read(row, cur)
         w.pos = 0
         w.string(collection)
-        w.string(id)
-        const obj = entry.toObject()
-        for (const key of Object.keys(obj).sort()) {
-          w.string(key)
-          writeValue(w, obj[key])
+        w.bytes(t.idBytes(row))
+        order.length = 0
+        for (let k = 0; k < cur.n; k++) if (cur.present(k)) order.push(k)
+        order.sort((a, b) => {
+          const x = names[cur.names[a]!]!
+          const y = names[cur.names[b]!]!
+          return x < y ? -1 : x > y ? 1 : 0
+        })
+        for (const k of order) {
+          w.string(names[cur.names[k]!]!)
+          w.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
         }
         const h = murmur3x128(w.view())
         for (let i = 0; i < 4; i++) lanes[i] = (lanes[i]! + h[i]!) >>> 0
       }
     }
+    cur.release()
     return lanes.map((x) => x.toString(16).padStart(8, '0')).join('')
   }
+}
 
-  private entry(collection: string, id: string): RecordEntry {
-    let recs = this.data.get(collection)
-    if (!recs) this.data.set(collection, (recs = new Map()))
-    let entry = recs.get(id)
-    if (!entry) recs.set(id, (entry = new RecordEntry()))
-    return entry
+/** Strings numbered in order of first use. */
+class Interner {
+  readonly strings: string[] = []
+  readonly index = new Map<string, number>()
+
+  /** The number of `s` (given one when new). */
+  of(s: string): number {
+    let n = this.index.get(s)
+    if (n === undefined) {
+      n = this.strings.push(s) - 1
+      this.index.set(s, n)
+    }
+    return n
   }
+}
+
+/** True when `seen` (see seenBy) covers the write `(wall, counter)` of the peer with index `p`. */
+function covered(seen: readonly number[], p: number, wall: number, counter: number): boolean {
+  const w = seen[2 * p]
+  return w !== undefined && w >= 0 && (wall < w || (wall === w && counter <= seen[2 * p + 1]!))
+}
+
+/** Orders `(wall, counter, peer)` against a timestamp, as {@link compareTimestamps} does. */
+function compareParts(wall: number, counter: number, peer: string, ts: Timestamp): number {
+  return wall !== ts.wall ? wall - ts.wall : counter !== ts.counter ? counter - ts.counter : peer === ts.peer ? 0 : peer < ts.peer ? -1 : 1
+}
+
+/** True when two records' visible fields are equal (same names, same value bytes). */
+function sameVisible(a: Regs, b: Regs): boolean {
+  let n = 0
+  for (let k = 0; k < a.n; k++) {
+    if (!a.present(k)) continue
+    n++
+    const j = b.slot(a.names[k]!)
+    if (j < 0 || !b.present(j) || compareValueBytes(a.srcs[k]!, a.vs[k]!, a.ve[k]!, b.srcs[j]!, b.vs[j]!, b.ve[j]!) !== 0) return false
+  }
+  for (let k = 0; k < b.n; k++) if (b.present(k)) n--
+  return n === 0
 }
 
 /** Fewest records for which {@link RecordStore.changesSince} builds its index (below, it scans). */
 const INDEX_MIN_RECORDS = 16_384
-
-/** See RecordEntry's floor wall. */
-const WALL_SPLIT = 2 ** 24
 
 /** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
 const MAX_AHEAD = 32
@@ -842,18 +1076,13 @@ function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: num
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
 }
 
-/** A record scratch for {@link RecordStore.apply} (one per call: an overwrite listener may apply again). */
-function newScratch(): RecordScratch {
-  return { collection: '', id: '', floorPeer: undefined, floorWall: 0, floorCounter: 0, deleted: false, n: 0, names: [], values: [], walls: [], counters: [], peers: [] }
-}
-
 /** One origin's writes in a {@link DeltaIndex}: parallel arrays, in timestamp order while `sorted`. */
 class OriginLog {
   walls = new Float64Array(16)
   counters = new Uint32Array(16)
-  /** Index of the record's collection in the index's table. */
-  colls = new Uint32Array(16)
-  ids: string[] = []
+  /** The record: its table's number in the index, and its row. */
+  tables = new Uint32Array(16)
+  rows = new Uint32Array(16)
   n = 0
   sorted = true
   maxWall = -1
@@ -862,25 +1091,25 @@ class OriginLog {
   /** Orders the items by timestamp (needed only when a request falls inside the range of an unsorted log). */
   sort(): void {
     const n = this.n
-    const { walls, counters } = this
+    const { walls, counters, tables, rows } = this
     const perm = new Uint32Array(n)
     for (let i = 0; i < n; i++) perm[i] = i
     perm.sort((a, b) => walls[a]! - walls[b]! || counters[a]! - counters[b]!)
     const w = new Float64Array(walls.length)
     const c = new Uint32Array(counters.length)
-    const k = new Uint32Array(this.colls.length)
-    const ids: string[] = new Array(n)
+    const t = new Uint32Array(tables.length)
+    const r = new Uint32Array(rows.length)
     for (let i = 0; i < n; i++) {
       const j = perm[i]!
       w[i] = walls[j]!
       c[i] = counters[j]!
-      k[i] = this.colls[j]!
-      ids[i] = this.ids[j]!
+      t[i] = tables[j]!
+      r[i] = rows[j]!
     }
     this.walls = w
     this.counters = c
-    this.colls = k
-    this.ids = ids
+    this.tables = t
+    this.rows = r
     this.sorted = true
   }
 
@@ -896,6 +1125,15 @@ class OriginLog {
     }
     return lo
   }
+
+  /** Doubles the arrays. */
+  grow(): void {
+    const size = this.walls.length * 2
+    this.walls = grown(this.walls, size)
+    this.counters = grown(this.counters, size)
+    this.tables = grown(this.tables, size)
+    this.rows = grown(this.rows, size)
+  }
 }
 
 /**
@@ -904,61 +1142,45 @@ class OriginLog {
  * writes land (a local writer's are already in order; merged ones may not be, and the log is sorted when a request
  * first needs it); an item whose register has since been overwritten or dropped stays behind, harmlessly — lookups
  * yield a superset that {@link RecordStore.changesSince} filters exactly — until the log has grown to twice its size
- * at the last build, when the index is dropped and rebuilt from the records on next use.
+ * at the last build, or a table renumbered its rows, when the index is dropped and rebuilt from the records on next use.
  */
 class DeltaIndex {
   private readonly logs = new Map<string, OriginLog>()
-  private readonly collIds = new Map<string, number>()
-  private readonly collNames: string[] = []
+  private readonly tableIds = new Map<Table, number>()
+  /** The tables items point into, with their generation when first seen. */
+  readonly tables: Table[] = []
+  private readonly generations: number[] = []
   private items = 0
   private limit = Infinity
 
-  /** An index of every floor and register held in `data`. */
-  static build(data: ReadonlyMap<string, ReadonlyMap<string, RecordEntry>>): DeltaIndex {
-    const index = new DeltaIndex()
-    for (const [collection, recs] of data) {
-      for (const [id, entry] of recs) {
-        if (entry.fp !== undefined) index.add(entry.fp, entry.fw, entry.fc, collection, id)
-        for (let s = 0, n = entry.size; s < n; s++) index.add(entry.peerAt(s), entry.wallAt(s), entry.counterAt(s), collection, id)
-      }
-    }
-    index.limit = 2 * index.items + 4096
-    return index
+  /** Marks the end of a build: the index is rebuilt once stale items have doubled it. */
+  built(): void {
+    this.limit = 2 * this.items + 4096
   }
 
-  /** Records that `origin` wrote record `(collection, id)` at `(wall, counter)`. */
-  add(origin: string, wall: number, counter: number, collection: string, id: string): void {
+  /** Records that `origin` wrote the record in `row` of `table` at `(wall, counter)`. */
+  add(origin: string, wall: number, counter: number, table: Table, row: number): void {
     let log = this.logs.get(origin)
     if (!log) this.logs.set(origin, (log = new OriginLog()))
-    let ci = this.collIds.get(collection)
-    if (ci === undefined) {
-      ci = this.collNames.length
-      this.collIds.set(collection, ci)
-      this.collNames.push(collection)
+    let ti = this.tableIds.get(table)
+    if (ti === undefined) {
+      ti = this.tables.length
+      this.tableIds.set(table, ti)
+      this.tables.push(table)
+      this.generations.push(table.generation)
     }
     const n = log.n
     if (n > 0) {
       const w = log.walls[n - 1]!
       const c = log.counters[n - 1]!
-      if (w === wall && c === counter && log.ids[n - 1] === id && log.colls[n - 1] === ci) return // a put's fields share its time
+      if (w === wall && c === counter && log.rows[n - 1] === row && log.tables[n - 1] === ti) return // a put's fields share its time
       if (wall < w || (wall === w && counter < c)) log.sorted = false
     }
-    if (n === log.walls.length) {
-      const size = n * 2
-      const walls = new Float64Array(size)
-      walls.set(log.walls)
-      log.walls = walls
-      const counters = new Uint32Array(size)
-      counters.set(log.counters)
-      log.counters = counters
-      const colls = new Uint32Array(size)
-      colls.set(log.colls)
-      log.colls = colls
-    }
+    if (n === log.walls.length) log.grow()
     log.walls[n] = wall
     log.counters[n] = counter
-    log.colls[n] = ci
-    log.ids[n] = id
+    log.tables[n] = ti
+    log.rows[n] = row
     log.n = n + 1
     if (wall > log.maxWall || (wall === log.maxWall && counter > log.maxCounter)) {
       log.maxWall = wall
@@ -967,16 +1189,18 @@ class DeltaIndex {
     this.items++
   }
 
-  /** True once the log has grown enough that a rebuild would halve it. */
+  /** True once the log has grown enough that a rebuild would halve it, or a table's rows were renumbered. */
   get stale(): boolean {
-    return this.items > this.limit
+    if (this.items > this.limit) return true
+    for (let i = 0; i < this.tables.length; i++) if (this.tables[i]!.generation !== this.generations[i]) return true
+    return false
   }
 
   /**
-   * `[collection, id, collection, id, …]` of every record holding a write that `vv` does not cover (duplicates
-   * possible), or undefined when there are more than `max` items to look at.
+   * `[table, row, table, row, …]` (table: an index into {@link tables}) of every record holding a write that `vv`
+   * does not cover (duplicates possible), or undefined when there are more than `max` items to look at.
    */
-  candidates(vv: ReadonlyMap<string, Timestamp>, max: number): string[] | undefined {
+  candidates(vv: ReadonlyMap<string, Timestamp>, max: number): number[] | undefined {
     const ranges: [OriginLog, number][] = []
     let count = 0
     for (const [origin, log] of this.logs) {
@@ -991,17 +1215,10 @@ class DeltaIndex {
       if (count > max) return undefined
       ranges.push([log, start])
     }
-    const out: string[] = []
-    for (const [log, start] of ranges) for (let i = start; i < log.n; i++) out.push(this.collNames[log.colls[i]!]!, log.ids[i]!)
+    const out: number[] = []
+    for (const [log, start] of ranges) for (let i = start; i < log.n; i++) out.push(log.tables[i]!, log.rows[i]!)
     return out
   }
-}
-
-/** True when two visible field sets are equal (same keys, same values by canonical bytes). */
-function sameFields(a: Record<string, Value>, b: Record<string, Value>): boolean {
-  const keys = Object.keys(a)
-  if (keys.length !== Object.keys(b).length) return false
-  return keys.every((k) => Object.prototype.hasOwnProperty.call(b, k) && valuesEqual(a[k], b[k]))
 }
 
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */

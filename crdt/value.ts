@@ -233,3 +233,125 @@ export function valuesEqual(a: Value | undefined, b: Value | undefined): boolean
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return Object.is(a, b)
   return compareValues(a, b) === 0
 }
+
+/**
+ * Reads one value like {@link readValue} (same checks, same errors) and writes its canonical bytes to `w` — the bytes
+ * {@link writeValue} would write for the value read — without building the value when the input is already canonical
+ * (null, booleans, integers, ASCII strings, bytes, removals): those are copied as they are.
+ */
+export function copyCanonicalValue(r: Reader, w: Writer): void {
+  const start = r.pos
+  const tag = r.u8()
+  switch (tag) {
+    case Tag.Null:
+    case Tag.False:
+    case Tag.True:
+    case Tag.Absent:
+      w.u8(tag)
+      return
+    case Tag.Int: {
+      // A canonical varint (the reader refuses others) of a zig-zag integer: one encoding per value.
+      if (Math.abs(r.int()) >= INT_LIMIT) throw new DecodeError(`integer out of range at byte ${r.pos}`)
+      w.copy(r.buf, start, r.pos)
+      return
+    }
+    case Tag.String: {
+      const n = r.uint()
+      if (n > r.remaining) throw new DecodeError(`length ${n} exceeds the remaining ${r.remaining} bytes`)
+      const buf = r.buf
+      const from = r.pos
+      r.pos += n
+      let ascii = true
+      for (let i = from; i < r.pos && ascii; i++) ascii = buf[i]! < 0x80
+      if (ascii) {
+        w.copy(r.buf, start, r.pos)
+        return
+      }
+      break
+    }
+    case Tag.Float:
+      writeNumber(w, r.float())
+      return
+    case Tag.Decimal: {
+      const m = r.int()
+      const k = r.u8()
+      if (k < 1 || k >= POW10.length || Math.abs(m) >= INT_LIMIT) throw new DecodeError(`malformed decimal at byte ${r.pos}`)
+      writeNumber(w, m / POW10[k]!)
+      return
+    }
+    case Tag.Bytes: {
+      const n = r.uint()
+      if (n > r.remaining) throw new DecodeError(`length ${n} exceeds the remaining ${r.remaining} bytes`)
+      r.pos += n
+      w.copy(r.buf, start, r.pos)
+      return
+    }
+  }
+  // Non-ASCII strings, arrays and objects: decoded and written back in canonical form.
+  r.pos = start
+  writeValue(w, readValue(r))
+}
+
+/** Where the canonical value starting at `pos` in `buf` ends (the bytes must be a valid value: no checks). */
+export function valueEnd(buf: Uint8Array, pos: number): number {
+  const tag = buf[pos++]!
+  switch (tag) {
+    case Tag.Int:
+      while (buf[pos++]! >= 0x80);
+      return pos
+    case Tag.Float:
+      return pos + 8
+    case Tag.Decimal:
+      while (buf[pos++]! >= 0x80);
+      return pos + 1
+    case Tag.String:
+    case Tag.Bytes:
+      return blobEnd(buf, pos)
+    case Tag.Array:
+    case Tag.Object: {
+      let n = 0
+      let scale = 1
+      for (;;) {
+        const b = buf[pos++]!
+        n += (b & 0x7f) * scale
+        if (b < 0x80) break
+        scale *= 0x80
+      }
+      for (let i = 0; i < n; i++) {
+        if (tag === Tag.Object) pos = blobEnd(buf, pos) // the key
+        pos = valueEnd(buf, pos)
+      }
+      return pos
+    }
+    default:
+      return pos
+  }
+}
+
+/** Where the length-prefixed string or byte string starting at `pos` ends. */
+function blobEnd(buf: Uint8Array, pos: number): number {
+  let n = 0
+  let scale = 1
+  for (;;) {
+    const b = buf[pos++]!
+    n += (b & 0x7f) * scale
+    if (b < 0x80) return pos + n
+    scale *= 0x80
+  }
+}
+
+/** The removed-field marker's byte (a canonical removal is this one byte). */
+export const ABSENT_TAG: number = Tag.Absent
+
+/** Orders two canonical encodings as {@link compareValues} orders the values they encode. */
+export function compareValueBytes(a: Uint8Array, as: number, ae: number, b: Uint8Array, bs: number, be: number): number {
+  const la = ae - as
+  const lb = be - bs
+  const n = Math.min(la, lb)
+  for (let i = 0; i < n; i++) {
+    const x = a[as + i]!
+    const y = b[bs + i]!
+    if (x !== y) return x < y ? -1 : 1
+  }
+  return la === lb ? 0 : la < lb ? -1 : 1
+}

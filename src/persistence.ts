@@ -122,6 +122,8 @@ export class Persistence {
   /** Log entries written since the current snapshot (they hold what it lacks). */
   private logCount: number
   private logBytes = 0
+  /** An automatic compaction is queued and has not started yet. */
+  private compactionQueued = false
   private snapshotBytes: number
   /** Keys that a snapshot has made redundant: removed after the next snapshot is durable. */
   private obsolete: string[][]
@@ -276,7 +278,12 @@ export class Persistence {
     const done = this.enqueue(() => this.storage.save(key, wrap(delta)))
     this.obsolete.push(key)
     this.logBytes += delta.length
-    if (++this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes)) {
+    // One automatic compaction queued at a time: it snapshots the store as it is when it runs, so it covers every
+    // entry appended meanwhile. (Scheduling one per entry while the queue lags made a burst of large entries — a new
+    // replica's full sync — encode the whole state once per entry.)
+    this.logCount++
+    if (!this.compactionQueued && (this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes))) {
+      this.compactionQueued = true
       void this.scheduleCompaction(store).catch(() => {})
     }
     return done
@@ -318,9 +325,15 @@ export class Persistence {
     const key = seqKey(this.slot, 'snapshot', this.seq)
     const redundant = this.obsolete
     this.obsolete = this.text && this.textSource ? [key, seqKey(this.slot, 'snapshot', this.seq, true)] : [key]
+    // Until the snapshot is written its size is not known: at most the last one plus the log it absorbs, which keeps
+    // the next threshold growing with the state while writes outpace the queue.
+    this.snapshotBytes += this.logBytes
     this.logCount = 0
     this.logBytes = 0
-    return this.enqueue(() => this.writeSnapshot(store, key, redundant))
+    return this.enqueue(() => {
+      this.compactionQueued = false
+      return this.writeSnapshot(store, key, redundant)
+    })
   }
 
   /** Writes the snapshot, then (only once it is durable) removes what it replaces — atomically where possible. */

@@ -308,3 +308,59 @@ describe('RecordStore tombstone collection', () => {
     expect(room.get('c', 'mine')).toEqual({ id: 'mine', n: 3 }) // a record the frontier never saw is kept
   })
 })
+
+describe('RecordStore memory layout', () => {
+  /** Every visible record with its fields, in listing order. */
+  const listing = (s: RecordStore): string => JSON.stringify(s.collections().map((c) => [c, s.all(c)]))
+
+  it('reclaims rows and arena space (renumbering, compaction) without changing state, order or the index', () => {
+    const s = new RecordStore({ indexFromRecords: 0 })
+    const model = new Map<string, Record<string, unknown>>()
+    let t = 1
+    for (let i = 0; i < 5000; i++) {
+      s.put('c', `id-${i}`, { n: i, s: 'x'.repeat(i % 7) }, ts(t++))
+      model.set(`id-${i}`, { n: i, s: 'x'.repeat(i % 7), id: `id-${i}` }) // a record lists its id last
+    }
+    const vv = s.versionVector()
+    expect(s.changesSince(vv).records).toEqual([]) // builds the index
+    // Growing values move blocks to the end of the arena, leaving garbage behind until it is compacted.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 5000; i += 3) {
+        s.update('c', `id-${i}`, { s: 'y'.repeat(10 + round * 20) }, ts(t++))
+        model.get(`id-${i}`)!.s = 'y'.repeat(10 + round * 20)
+      }
+    }
+    // Deleting most records and collecting their tombstones empties most rows: they are renumbered.
+    for (let i = 0; i < 5000; i++) {
+      if (i % 5 === 0) continue
+      s.delete('c', `id-${i}`, ts(t++))
+      model.delete(`id-${i}`)
+    }
+    expect(s.collect(s.versionVector()).records).toBe(4000)
+    // Records created again come after the older ones, as in a Map.
+    s.put('c', 'id-1', { back: true }, ts(t++))
+    model.set('id-1', { back: true, id: 'id-1' })
+    expect(listing(s)).toBe(JSON.stringify([['c', [...model.values()]]]))
+    for (const [id, rec] of model) expect(s.get('c', id)).toEqual(rec)
+    expect(s.get('c', 'id-2')).toBeUndefined()
+    // The index (dropped by collect, rebuilt) still finds exactly the newer writes.
+    const before = s.versionVector()
+    s.update('c', 'id-5', { late: 1 }, ts(t++, 'b'))
+    expect(s.changesSince(before).records.map((r) => r.id)).toEqual(['id-5'])
+    const copy = RecordStore.decodeState(s.encodeState())
+    expect(listing(copy)).toBe(listing(s))
+    expect(copy.digest()).toBe(s.digest())
+  })
+
+  it('ids that are not ASCII (or not well-formed UTF-16) are found, listed and encoded exactly', () => {
+    const s = new RecordStore()
+    const ids = ['é', 'éa', 'a', 'ab', '\ud800', '\ud800x', '😀', '😀😀', 'z'.repeat(300), 'z'.repeat(300) + 'é']
+    ids.forEach((id, i) => s.put('c', id, { i }, ts(i + 1)))
+    expect(s.ids('c')).toEqual(ids)
+    for (const [i, id] of ids.entries()) expect(s.get('c', id)).toEqual({ id, i })
+    const copy = RecordStore.decodeState(s.encodeState())
+    expect(copy.ids('c')).toEqual(ids)
+    expect(copy.digest()).toBe(s.digest())
+    expect(Buffer.from(copy.encodeState()).equals(Buffer.from(encodeDelta(s.changesSince(new Map()))))).toBe(true)
+  })
+})

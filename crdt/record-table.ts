@@ -1,0 +1,632 @@
+/**
+ * The record store's memory layout: per collection, a {@link Table} keeps every record as one small block of bytes in
+ * a shared arena — no object per record, per register or per value. A million records of five short fields take
+ * about 120 bytes each (the id and its map entry are half of it) instead of the 500 that an object per record with
+ * arrays of registers took, and a cold load writes bytes instead of allocating millions of objects.
+ *
+ * A block (in memory only; never stored or sent, so it can change freely):
+ *
+ *   block := u8 flags                                 bit 0: has a floor; bit 1: the floor is a delete
+ *            [stamp floor]
+ *            uint n   n × (uint name, value, stamp)    registers in first-write order; removed fields included
+ *   stamp := uint x                                    x = 0: the same as the block's previous stamp; else
+ *            [int (wall − previous wall), uint counter] the peer is x − 1 (previous wall: 0 for the first stamp)
+ *   value := the canonical bytes of value.ts (tag 10: the field was removed)
+ *
+ * Names and peers are indexes into the store's tables (they only grow). Values are kept as their canonical bytes,
+ * so equal values have equal bytes and exact ties compare bytes, as {@link compareValues} does; they are decoded only
+ * when a record is read.
+ */
+import { type Reader, Writer, decodeString } from './bytes.js'
+import { readWireStamp, wireStamp } from './delta.js'
+import { DecodeError } from './errors.js'
+import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
+
+const NO_BYTES = new Uint8Array(0)
+
+/** A record's registers, parsed from its block (or being merged): the floor, then the fields in block order. */
+export class Regs {
+  /** The floor's peer index, or −1 when the record has no floor. */
+  floorPeer = -1
+  floorWall = 0
+  floorCounter = 0
+  deleted = false
+  n = 0
+  readonly names: number[] = []
+  readonly walls: number[] = []
+  readonly counters: number[] = []
+  readonly peers: number[] = []
+  /** Field `k`'s value is the canonical bytes `srcs[k][vs[k], ve[k])`. */
+  readonly srcs: Uint8Array[] = []
+  readonly vs: number[] = []
+  readonly ve: number[] = []
+
+  /** Empties it (no floor, no field). */
+  clear(): void {
+    this.floorPeer = -1
+    this.floorWall = 0
+    this.floorCounter = 0
+    this.deleted = false
+    this.n = 0
+  }
+
+  /** True when field `k` holds a value (it is not a removal). */
+  present(k: number): boolean {
+    return this.srcs[k]![this.vs[k]!] !== ABSENT_TAG
+  }
+
+  /** Visible when the floor is a replacement, or any field survives a delete. */
+  visible(): boolean {
+    if (this.floorPeer >= 0 && !this.deleted) return true
+    for (let k = 0; k < this.n; k++) if (this.present(k)) return true
+    return false
+  }
+
+  /** The slot of a name, or −1. */
+  slot(name: number): number {
+    const names = this.names
+    for (let k = 0; k < this.n; k++) if (names[k] === name) return k
+    return -1
+  }
+
+  /** Sets field `k`. */
+  set(k: number, name: number, wall: number, counter: number, peer: number, src: Uint8Array, vs: number, ve: number): void {
+    if (k >= this.filled) this.filled = k + 1
+    this.names[k] = name
+    this.walls[k] = wall
+    this.counters[k] = counter
+    this.peers[k] = peer
+    this.srcs[k] = src
+    this.vs[k] = vs
+    this.ve[k] = ve
+  }
+
+  /** Copies field `from` to slot `to`. */
+  move(from: number, to: number): void {
+    this.set(to, this.names[from]!, this.walls[from]!, this.counters[from]!, this.peers[from]!, this.srcs[from]!, this.vs[from]!, this.ve[from]!)
+  }
+
+  /** Drops references to value buffers (so a scratch keeps no arena alive), keeping the array's room. */
+  release(): void {
+    const srcs = this.srcs
+    for (let k = 0; k < this.filled; k++) srcs[k] = NO_BYTES
+    this.filled = 0
+  }
+
+  /** How many of `srcs` may hold a buffer. */
+  filled = 0
+}
+
+/** Cursor of the block reader, and the last stamp it read. */
+let at = 0
+let stampWall = 0
+let stampCounter = 0
+let stampPeer = -1
+
+function readUint(buf: Uint8Array): number {
+  let b = buf[at++]!
+  if (b < 0x80) return b
+  let v = b & 0x7f
+  let scale = 0x80
+  for (;;) {
+    b = buf[at++]!
+    v += (b & 0x7f) * scale
+    if (b < 0x80) return v
+    scale *= 0x80
+  }
+}
+
+/** Reads a stamp into stampWall/stampCounter/stampPeer (unchanged for "the same as the previous one"). */
+function readStamp(buf: Uint8Array): void {
+  const x = readUint(buf)
+  if (x === 0) return
+  stampPeer = x - 1
+  const d = readUint(buf)
+  stampWall += d % 2 === 1 ? -(d + 1) / 2 : d / 2
+  stampCounter = readUint(buf)
+}
+
+/** Starts reading the block at `pos`: returns its flags byte. */
+function startBlock(buf: Uint8Array, pos: number): number {
+  at = pos + 1
+  stampWall = 0
+  stampCounter = 0
+  stampPeer = -1
+  return buf[pos]!
+}
+
+/** Parses the block at `pos` into `out`. */
+export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
+  const flags = startBlock(buf, pos)
+  if (flags & 1) {
+    readStamp(buf)
+    out.floorPeer = stampPeer
+    out.floorWall = stampWall
+    out.floorCounter = stampCounter
+    out.deleted = (flags & 2) !== 0
+  } else {
+    out.floorPeer = -1
+    out.deleted = false
+  }
+  const n = readUint(buf)
+  out.n = n
+  if (n > out.filled) out.filled = n
+  const { names, srcs, vs, ve, walls, counters, peers } = out
+  for (let k = 0; k < n; k++) {
+    names[k] = readUint(buf)
+    srcs[k] = buf
+    vs[k] = at
+    at = valueEnd(buf, at)
+    ve[k] = at
+    readStamp(buf)
+    walls[k] = stampWall
+    counters[k] = stampCounter
+    peers[k] = stampPeer
+  }
+}
+
+/** The last stamp the block writer wrote. */
+let lastWall = 0
+let lastCounter = -1
+let lastPeer = -1
+
+function writeStamp(w: Writer, wall: number, counter: number, peer: number): void {
+  if (peer === lastPeer && wall === lastWall && counter === lastCounter) {
+    w.u8(0)
+    return
+  }
+  w.uint(peer + 1)
+  w.int(wall - lastWall)
+  w.uint(counter)
+  lastWall = wall
+  lastCounter = counter
+  lastPeer = peer
+}
+
+/** Serialises `regs` as a block. */
+export function writeBlock(regs: Regs, w: Writer): void {
+  w.pos = 0
+  lastWall = 0
+  lastCounter = -1
+  lastPeer = -1
+  const hasFloor = regs.floorPeer >= 0
+  w.u8(hasFloor ? (regs.deleted ? 3 : 1) : 0)
+  if (hasFloor) writeStamp(w, regs.floorWall, regs.floorCounter, regs.floorPeer)
+  w.uint(regs.n)
+  const { names, srcs, vs, ve, walls, counters, peers } = regs
+  for (let k = 0; k < regs.n; k++) {
+    w.uint(names[k]!)
+    w.copy(srcs[k]!, vs[k]!, ve[k]!)
+    writeStamp(w, walls[k]!, counters[k]!, peers[k]!)
+  }
+}
+
+/**
+ * Which peers and field names a delta being encoded names, numbered in order of first appearance, and its smallest
+ * wall time (see {@link scanBlock}).
+ */
+export class WireTables {
+  /** Store peer index → delta peer index (−1: not named yet); `peers` lists store indexes in delta order. */
+  readonly peerAt: number[]
+  readonly peers: number[] = []
+  readonly nameAt: number[]
+  readonly names: number[] = []
+  minWall = Number.MAX_SAFE_INTEGER
+
+  constructor(nPeers: number, nNames: number) {
+    this.peerAt = new Array<number>(nPeers).fill(-1)
+    this.nameAt = new Array<number>(nNames).fill(-1)
+  }
+
+  /** Notes a timestamp's peer (store index) and wall. */
+  see(peer: number, wall: number): void {
+    if (this.peerAt[peer] === -1) this.peerAt[peer] = this.peers.push(peer) - 1
+    if (wall < this.minWall) this.minWall = wall
+  }
+
+  /** Notes a field name (store index). */
+  name(name: number): void {
+    if (this.nameAt[name] === -1) this.nameAt[name] = this.names.push(name) - 1
+  }
+}
+
+/** Notes every stamp and name of the block at `pos` in `t` (the first pass of a full-state encode). */
+export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
+  const flags = startBlock(buf, pos)
+  if (flags & 1) {
+    readStamp(buf)
+    t.see(stampPeer, stampWall)
+  }
+  const n = readUint(buf)
+  for (let k = 0; k < n; k++) {
+    t.name(readUint(buf))
+    at = valueEnd(buf, at)
+    readStamp(buf)
+    t.see(stampPeer, stampWall)
+  }
+}
+
+/**
+ * Writes the block at `pos` as the rest of a delta record after its id (flags, floor, fields: see delta.ts), with
+ * names and peers numbered by `t` and timestamps relative to `baseWall` and `nPeers`; values are copied as they are.
+ */
+export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: WireTables, baseWall: number, nPeers: number): void {
+  const peerAt = t.peerAt
+  const flags = startBlock(buf, pos)
+  w.u8(flags)
+  if (flags & 1) {
+    readStamp(buf)
+    w.uint(stampWall - baseWall)
+    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+  }
+  const n = readUint(buf)
+  w.uint(n)
+  for (let k = 0; k < n; k++) {
+    w.uint(t.nameAt[readUint(buf)]!)
+    const start = at
+    at = valueEnd(buf, at)
+    w.copy(buf, start, at)
+    readStamp(buf)
+    w.uint(stampWall - baseWall)
+    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+  }
+}
+
+/** What {@link wireToBlock} found: the record needs the general merge, or these bits. */
+export const NEEDS_MERGE = -1
+export const WIRE_VISIBLE = 1
+export const WIRE_FLOOR = 2
+export const WIRE_EMPTY = 4
+
+const seenNames: number[] = []
+
+/**
+ * Reads the rest of a delta record after its id (flags, floor, fields) from `r`, with the checks of `readDelta`, and
+ * writes it to `w` as the block a record the store did not hold becomes when it is merged — unless merging is more
+ * than copying: a field named twice, a field its own floor erases, or many fields (then {@link NEEDS_MERGE}, and the
+ * caller rewinds `r`). `peerMap`/`nameMap` map delta indexes to store indexes; `cmpPeers` orders two store peers.
+ */
+export function wireToBlock(
+  r: Reader,
+  w: Writer,
+  baseWall: number,
+  nPeers: number,
+  peerMap: readonly number[],
+  nameMap: readonly number[],
+  cmpPeers: (a: number, b: number) => number,
+): number {
+  const flags = r.u8()
+  if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
+  w.pos = 0
+  lastWall = 0
+  lastCounter = -1
+  lastPeer = -1
+  w.u8(flags)
+  let fw = 0
+  let fc = 0
+  let fp = -1
+  const deleted = flags === 3
+  if (flags & 1) {
+    readWireStamp(r, baseWall, nPeers)
+    fw = wireStamp.wall
+    fc = wireStamp.counter
+    fp = peerMap[wireStamp.peer]!
+    writeStamp(w, fw, fc, fp)
+  }
+  const n = r.count(3)
+  if (n > 32) return NEEDS_MERGE
+  w.uint(n)
+  let visible = fp >= 0 && !deleted
+  for (let k = 0; k < n; k++) {
+    const name = nameMap[r.uint()]
+    if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
+    for (let j = 0; j < k; j++) if (seenNames[j] === name) return NEEDS_MERGE
+    seenNames[k] = name
+    w.uint(name)
+    const vs = w.pos
+    copyCanonicalValue(r, w)
+    readWireStamp(r, baseWall, nPeers)
+    const { wall, counter } = wireStamp
+    const peer = peerMap[wireStamp.peer]!
+    if (fp >= 0) {
+      const c = wall !== fw ? wall - fw : counter !== fc ? counter - fc : cmpPeers(peer, fp)
+      if (c < 0 || (c === 0 && deleted)) return NEEDS_MERGE
+    }
+    if (w.buffer[vs] !== ABSENT_TAG) visible = true
+    writeStamp(w, wall, counter, peer)
+  }
+  return (visible ? WIRE_VISIBLE : 0) | (fp >= 0 ? WIRE_FLOOR : 0) | (fp < 0 && n === 0 ? WIRE_EMPTY : 0)
+}
+
+const blockWriter = new Writer(1024)
+
+/** Hash of id bytes (FNV-1a). */
+export function hashBytes(buf: Uint8Array, start: number, end: number): number {
+  let h = 0x811c9dc5
+  for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193)
+  return h | 0
+}
+
+/** A record id as WTF-8 bytes, for lookups by string: `[idStart, idScratch.pos)` of `idScratch.buffer`. */
+const idScratch = new Writer(64)
+let idStart = 0
+
+function encodeId(id: string): void {
+  idScratch.pos = 0
+  idScratch.string(id)
+  const buf = idScratch.buffer
+  let p = 0
+  while (buf[p++]! >= 0x80);
+  idStart = p
+}
+
+const VISIBLE = 1
+const ALIVE = 2
+
+/**
+ * The records of one collection. Each record is a row: its id (WTF-8 bytes in an id arena, found through an
+ * open-addressing hash index) and its block (in the block arena). Rows are numbered in order of creation and never
+ * reused, so listing rows in order lists records in the order they were created (a record deleted and created again
+ * comes last); rows of removed records are reclaimed by renumbering once they are half of all rows, which bumps
+ * {@link generation}.
+ */
+export class Table {
+  /** The block arena; a row's block is `buf[off[row], off[row] + len[row])`. */
+  buf = new Uint8Array(1024)
+  private off = new Uint32Array(64)
+  private len = new Uint32Array(64)
+  /** VISIBLE | ALIVE bits per row. */
+  private flags = new Uint8Array(64)
+  /** End of the block arena's used part, and the bytes of it rows hold (the rest is garbage). */
+  private end = 0
+  private live = 0
+  /** Ids: `ids[idOff[row], idOff[row] + idLen[row])`, and each id's hash. */
+  private ids = new Uint8Array(1024)
+  private idEnd = 0
+  private idOff = new Uint32Array(64)
+  private idLen = new Uint32Array(64)
+  private hash = new Int32Array(64)
+  /** Open addressing: row + 1 per slot, 0 for empty; a removed row's slot stays (lookups skip it). */
+  private slots = new Int32Array(128)
+  /** Rows used (alive or not), and alive. */
+  private next = 0
+  private alive = 0
+  /** Bumped whenever rows are renumbered. */
+  generation = 0
+
+  constructor(
+    /** The collection's name. */
+    readonly name: string,
+  ) {}
+
+  /** Number of records. */
+  get size(): number {
+    return this.alive
+  }
+
+  /** Rows are `0 … rowLimit − 1`; skip those not {@link has}. */
+  get rowLimit(): number {
+    return this.next
+  }
+
+  /** True when `row` holds a record. */
+  has(row: number): boolean {
+    return (this.flags[row]! & ALIVE) !== 0
+  }
+
+  /** True when the row's record is visible. */
+  visible(row: number): boolean {
+    return (this.flags[row]! & VISIBLE) !== 0
+  }
+
+  /** The row of record `id`, or −1. */
+  find(id: string): number {
+    encodeId(id)
+    const buf = idScratch.buffer
+    return this.findBytes(buf, idStart, idScratch.pos, hashBytes(buf, idStart, idScratch.pos))
+  }
+
+  /** The row of the record whose id is the bytes `src[start, end)` (hash `h`), or −1. */
+  findBytes(src: Uint8Array, start: number, end: number, h: number): number {
+    const slots = this.slots
+    const mask = slots.length - 1
+    const n = end - start
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const v = slots[i]!
+      if (v === 0) return -1
+      const row = v - 1
+      if (this.hash[row] !== h || this.idLen[row] !== n || (this.flags[row]! & ALIVE) === 0) continue
+      const ids = this.ids
+      const o = this.idOff[row]!
+      let k = 0
+      while (k < n && ids[o + k] === src[start + k]) k++
+      if (k === n) return row
+    }
+  }
+
+  /** The id of a row. */
+  id(row: number): string {
+    const o = this.idOff[row]!
+    return decodeString(this.ids.subarray(o, o + this.idLen[row]!))
+  }
+
+  /** Writes a row's id bytes to `w` (no length). */
+  idBytes(row: number): Uint8Array {
+    const o = this.idOff[row]!
+    return this.ids.subarray(o, o + this.idLen[row]!)
+  }
+
+  /** A new, empty row for `id` (which must have none). */
+  add(id: string): number {
+    encodeId(id)
+    const buf = idScratch.buffer
+    return this.addBytes(buf, idStart, idScratch.pos, hashBytes(buf, idStart, idScratch.pos))
+  }
+
+  /** {@link add} with the id as the bytes `src[start, end)` and their hash `h`. */
+  addBytes(src: Uint8Array, start: number, end: number, h: number): number {
+    if (this.next === this.off.length) this.growRows()
+    if (2 * (this.next + 1) > this.slots.length) this.rehash(this.slots.length * 2)
+    const row = this.next++
+    this.alive++
+    const n = end - start
+    if (this.idEnd + n > this.ids.length) this.ids = grown(this.ids, Math.max(this.ids.length * 2, this.idEnd + n))
+    const ids = this.ids
+    for (let k = 0; k < n; k++) ids[this.idEnd + k] = src[start + k]!
+    this.idOff[row] = this.idEnd
+    this.idLen[row] = n
+    this.idEnd += n
+    this.hash[row] = h
+    this.off[row] = 0
+    this.len[row] = 0
+    this.flags[row] = ALIVE
+    this.insert(row)
+    return row
+  }
+
+  private insert(row: number): void {
+    const slots = this.slots
+    const mask = slots.length - 1
+    let i = this.hash[row]! & mask
+    while (slots[i] !== 0) i = (i + 1) & mask
+    slots[i] = row + 1
+  }
+
+  private rehash(size: number): void {
+    this.slots = new Int32Array(size)
+    for (let row = 0; row < this.next; row++) if (this.flags[row]! & ALIVE) this.insert(row)
+  }
+
+  private growRows(): void {
+    const size = Math.max(64, Math.ceil(this.off.length * 1.5))
+    this.off = grown(this.off, size)
+    this.len = grown(this.len, size)
+    this.flags = grown(this.flags, size)
+    this.idOff = grown(this.idOff, size)
+    this.idLen = grown(this.idLen, size)
+    this.hash = grown(this.hash, size)
+  }
+
+  /** Drops a record (its row stays unused until rows are renumbered). */
+  remove(row: number): void {
+    this.live -= this.len[row]!
+    this.len[row] = 0
+    this.flags[row] = 0
+    this.alive--
+  }
+
+  /**
+   * Renumbers the rows that hold records (in order) once removed rows are most of them, reclaiming the others' ids;
+   * bumps the generation. Not while rows are being iterated.
+   */
+  tidy(): void {
+    if (this.next - this.alive <= 1024 || this.next - this.alive <= this.alive) return
+    const ids = new Uint8Array(Math.max(1024, this.idEnd))
+    this.idEnd = pack(this.ids, ids, this.idOff, this.idLen, this.flags, this.next)
+    this.ids = ids
+    let to = 0
+    for (let row = 0; row < this.next; row++) {
+      if ((this.flags[row]! & ALIVE) === 0) continue
+      this.idOff[to] = this.idOff[row]!
+      this.idLen[to] = this.idLen[row]!
+      this.hash[to] = this.hash[row]!
+      this.off[to] = this.off[row]!
+      this.len[to] = this.len[row]!
+      this.flags[to] = this.flags[row]!
+      to++
+    }
+    this.flags.fill(0, to, this.next)
+    this.next = to
+    this.rehash(this.slots.length)
+    this.generation++
+  }
+
+  /** Where a row's block starts in {@link buf}. */
+  offset(row: number): number {
+    return this.off[row]!
+  }
+
+  /** The length of a row's block. */
+  length(row: number): number {
+    return this.len[row]!
+  }
+
+  /** Parses a row's block into `out`. */
+  read(row: number, out: Regs): void {
+    parseBlock(this.buf, this.off[row]!, out)
+  }
+
+  /** Stores `regs` as the row's block. */
+  write(row: number, regs: Regs): void {
+    // Before the block is written: in place, it overwrites the bytes `regs` points to.
+    const visible = regs.visible()
+    writeBlock(regs, blockWriter)
+    this.place(row, blockWriter, visible)
+  }
+
+  /** Stores the block written in `w` as the row's block. */
+  place(row: number, w: Writer, visible: boolean): void {
+    this.flags[row] = visible ? ALIVE | VISIBLE : ALIVE
+    const n = w.pos
+    const old = this.len[row]!
+    if (n > old) {
+      this.reserve(n)
+      this.off[row] = this.end
+      this.end += n
+    }
+    const buf = this.buf
+    const src = w.buffer
+    for (let i = 0, o = this.off[row]!; i < n; i++) buf[o + i] = src[i]!
+    this.len[row] = n
+    this.live += n - old
+  }
+
+  /** Bytes the table's arenas take. */
+  get capacity(): number {
+    return this.buf.length + this.ids.length
+  }
+
+  /** Gives back the block arena's spare room beyond an eighth (after a load, which grows it by doubling). */
+  trim(): void {
+    const want = this.end + (this.end >> 3) + 1024
+    if (this.buf.length > want + (want >> 2)) this.buf = this.buf.slice(0, want)
+    const ids = this.idEnd + (this.idEnd >> 3) + 1024
+    if (this.ids.length > ids + (ids >> 2)) this.ids = this.ids.slice(0, ids)
+  }
+
+  /** Makes room for `n` bytes at the end: compacts when garbage is most of the arena, else grows it. */
+  private reserve(n: number): void {
+    if (this.end + n <= this.buf.length) return
+    const garbage = this.end - this.live
+    const compact = garbage > this.live
+    const next = new Uint8Array(compact ? Math.max(1024, Math.ceil((this.live + n) * 1.5)) : Math.max(this.buf.length * 2, this.end + n))
+    // Compaction: the live blocks, in row order, packed at the start of a new arena.
+    if (compact) this.end = pack(this.buf, next, this.off, this.len, this.flags, this.next)
+    else next.set(this.buf.subarray(0, this.end))
+    this.buf = next
+  }
+}
+
+/** A copy of `a`, `size` long (zero-filled past `a`'s length). */
+export function grown<T extends Float64Array | Uint32Array | Int32Array | Uint8Array>(a: T, size: number): T {
+  const b = new (a.constructor as new (n: number) => T)(size)
+  b.set(a.length <= size ? a : (a.subarray(0, size) as T))
+  return b
+}
+
+/**
+ * Copies each alive row's bytes `src[off[row], off[row] + len[row])` to `dst`, packed in row order, and points `off`
+ * at the copies; returns where they end.
+ */
+function pack(src: Uint8Array, dst: Uint8Array, off: Uint32Array, len: Uint32Array, flags: Uint8Array, rows: number): number {
+  let pos = 0
+  for (let row = 0; row < rows; row++) {
+    if ((flags[row]! & ALIVE) === 0) continue
+    const n = len[row]!
+    const o = off[row]!
+    dst.set(src.subarray(o, o + n), pos)
+    off[row] = pos
+    pos += n
+  }
+  return pos
+}
