@@ -268,7 +268,7 @@ async function openState(
 ): Promise<{ persistence: Persistence; store: RecordStore; peerId: string; writerId: string; gc: string | undefined; tabs?: TabGroup; text: Uint8Array[] }> {
   const load = async (slot?: number) => {
     const opened = await Persistence.open(storage, { compactAfterEntries: init.compactAfterEntries, slot, text: init.text !== undefined })
-    const peerId = init.peerId ?? opened.peerId ?? randomHex(init, 32)
+    const peerId = init.peerId ?? opened.peerId ?? randomDigits(init, 32, 16)
     const writerId = opened.writerId ?? newWriterId(peerId, init)
     if (peerId !== opened.peerId || writerId !== opened.writerId) await opened.persistence.saveIdentity(peerId, writerId)
     return { ...opened, peerId, writerId }
@@ -285,21 +285,19 @@ export function roomTopic(app: string, room: string): string {
   return bytesToHex(sha256(utf8ToBytes(`syncmesh/room/v1\u0000${app}\u0000${room}`)))
 }
 
-/** A new storage history's origin id (see {@link writerIdFor}), from the injected clock and randomness. */
+/** A new storage history's origin id (see {@link writerIdFor}), from the injected randomness. */
 function newWriterId(peerId: string, init: ReplicaInit<unknown>): string {
-  return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, (init.clock?.now ?? Date.now)(), randomHex(init, 8))
+  return init.peerId === undefined ? writerIdFor(peerId) : writerIdFor(peerId, randomDigits(init, 8, 36))
 }
 
-/** `digits` random hex digits from `init.random`, else from the platform's cryptographic source. */
-function randomHex(init: ReplicaInit<unknown>, digits: number): string {
-  if (init.random) {
-    let out = ''
-    for (let i = 0; i < digits; i++) out += Math.floor(init.random() * 16).toString(16)
-    return out
-  }
-  const bytes = new Uint8Array(Math.ceil(digits / 2))
-  globalThis.crypto.getRandomValues(bytes)
-  return bytesToHex(bytes).slice(0, digits)
+/** `n` random digits in base `base` (≤ 36) from `init.random`, else from the platform's cryptographic source. */
+function randomDigits(init: ReplicaInit<unknown>, n: number, base: number): string {
+  const bytes = new Uint8Array(n)
+  if (!init.random) globalThis.crypto.getRandomValues(bytes)
+  let out = ''
+  // 256 is not a multiple of 36: a byte's digit is biased by at most 1/256, which costs a uniqueness nonce nothing.
+  for (let i = 0; i < n; i++) out += Math.floor(init.random ? init.random() * base : (bytes[i]! * base) / 256).toString(base)
+  return out
 }
 
 type Listeners = { [E in keyof ReplicaEvents]: Set<ReplicaEvents[E]> }

@@ -823,12 +823,12 @@ export class SyncEngine {
  * The origin id a new storage history stamps its writes with. A version vector's entry for an origin promises every
  * write of that origin up to it, so an origin must never outlive the storage that holds its writes: a replica that
  * lost its storage (or runs on a fresh one) under a peer id the application chose gets a new origin,
- * `peerId@<ms, base 36>.<random hex>` — the random part because a wall clock set back can repeat the ms of an
- * earlier history. A random peer id is already new with its storage and serves as the origin itself (`now`
- * undefined). {@link peerOfWriter} inverts it.
+ * `peerId@<nonce>`, the nonce random (8 base-36 characters, 41 bits). Not the time: a wall clock set back can repeat
+ * the ms of an earlier history. A random peer id is already new with its storage and serves as the origin itself
+ * (`nonce` undefined). {@link peerOfWriter} inverts it.
  */
-export function writerIdFor(peerId: string, now?: number, nonce = ''): string {
-  return now === undefined ? peerId : `${peerId}@${Math.max(0, Math.floor(now)).toString(36)}${nonce && `.${nonce}`}`
+export function writerIdFor(peerId: string, nonce?: string): string {
+  return nonce === undefined ? peerId : `${peerId}@${nonce}`
 }
 
 /**
