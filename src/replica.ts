@@ -793,29 +793,37 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
  */
 function sizeBound(fields: object, limit: number): number {
   let size = 0
+  // Only arrays and objects are stacked: a flat record (the common write) allocates nothing per field.
   const stack: [unknown, number][] = []
+  const add = (v: unknown, depth: number): void => {
+    const leaf = leafBound(v)
+    if (leaf >= 0) size += leaf
+    else stack.push([v, depth])
+  }
   for (const key in fields) {
     size += key.length * 3
-    stack.push([(fields as Record<string, unknown>)[key], 0])
+    add((fields as Record<string, unknown>)[key], 0)
   }
   while (stack.length > 0 && size <= limit) {
     const [v, depth] = stack.pop()!
-    if (typeof v === 'string') size += 5 + v.length * 3
-    else if (typeof v !== 'object' || v === null) size += 9
-    else if (v instanceof Uint8Array) size += 5 + v.length
-    else if (depth > MAX_VALUE_DEPTH) return 0 // too deep or cyclic: the store's validation refuses it precisely
+    if (depth > MAX_VALUE_DEPTH) return 0 // too deep or cyclic: the store's validation refuses it precisely
+    size += 5
+    if (Array.isArray(v)) for (const item of v) add(item, depth + 1)
     else {
-      size += 5
-      if (Array.isArray(v)) for (const item of v) stack.push([item, depth + 1])
-      else {
-        for (const key in v) {
-          size += 5 + key.length * 3
-          stack.push([(v as Record<string, unknown>)[key], depth + 1])
-        }
+      for (const key in v as object) {
+        size += 5 + key.length * 3
+        add((v as Record<string, unknown>)[key], depth + 1)
       }
     }
   }
   return size
+}
+
+/** {@link sizeBound} of a string, number, boolean, null, undefined or byte array; −1 for an array or object. */
+function leafBound(v: unknown): number {
+  if (typeof v === 'string') return 5 + v.length * 3
+  if (typeof v !== 'object' || v === null) return 9
+  return v instanceof Uint8Array ? 5 + v.length : -1
 }
 
 class CollectionImpl<T extends RecordShape, X> implements Collection<T, X> {

@@ -247,7 +247,7 @@ export class SyncEngine {
     const { store, writerId, log, maxMessageBytes } = this.init
     const delta = refs.length > 0 ? store.changesOf(writerId, this.committed, refs) : undefined
     const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : []
-    const upto = (this.committed = store.versionVector().get(writerId))
+    const upto = (this.committed = store.versionVectorView().get(writerId))
     const text = this.init.text?.dirty ? this.init.text.takeLocal(maxMessageBytes - 16) : undefined
     const newest = text?.newest && (!upto || compareTimestamps(text.newest, upto) > 0) ? text.newest : upto
     const stored = parts.map((part) => log.append(part))
@@ -499,7 +499,7 @@ export class SyncEngine {
    * covers it. Lagging only on our own writes does not count: their live batches follow durability, and are ACKed.
    */
   private catchUp(): void {
-    const ours = this.init.store.versionVector()
+    const ours = this.init.store.versionVectorView()
     for (const p of this.peers.values()) {
       const theirs = p.theirs
       if (p.dropped || theirs === undefined || !p.complete || this.gated(p)) continue
