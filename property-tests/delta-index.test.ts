@@ -3,7 +3,10 @@
  * - `changesSince(vv, ceiling)` through the index by origin and timestamp (here from the first record on) (built on the first incremental request, kept
  *   up to date by later writes and merges) lists the same registers and floors as filtering the whole state;
  * - `encodeChangesSince(vv)` (and so `encodeState`) writes the bytes of `encodeDelta(changesSince(vv))`;
- * - `applyEncoded(bytes)` merges like `apply(decodeDelta(bytes))`: same registers, vector, changes and overwrites.
+ * - `applyEncoded(bytes)` merges like `apply(decodeDelta(bytes))`: same registers, vector, changes and overwrites;
+ * - `encodeChangesSinceParts(vv, ceiling, max)` carries exactly the registers of `changesSince(vv, ceiling)` in parts
+ *   of at most `max` bytes, and any of its parts applied in any order never make the receiver's vector claim a write
+ *   it does not hold (a plain sync on that vector then converges it).
  */
 import fc from 'fast-check'
 import { describe } from 'vitest'
@@ -87,4 +90,64 @@ describe('record store fast paths', () => {
       assertSame('overwrites', seenC.join('\n'), seenB.join('\n'))
     }),
   )
+
+  propTest('encodeChangesSinceParts carries changesSince in parts; any parts in any order claim only what they carry', RUNS / 4, () =>
+    fc.property(roundsArb, fc.integer({ min: 40, max: 600 }), fc.boolean(), fc.array(fc.nat(), { maxLength: 12 }), (rounds, max, indexed, picks) => {
+      const store = new RecordStore(indexed ? { indexFromRecords: 0 } : {})
+      const other = new RecordStore()
+      const states: Uint8Array[] = [new RecordStore().encodeState()]
+      const stamps: Timestamp[] = []
+      // Two records written at one time (the ops here may reuse timestamps; a clock never does): never cut apart.
+      const writers = new Map<string, string>()
+      let sharedTimes = false
+      for (const [r, { local, remote, ceilingOf }] of rounds.entries()) {
+        for (const op of local) applyOp(store, op)
+        const before = other.versionVector()
+        for (const op of remote) applyOp(other, op)
+        store.apply(other.changesSince(before))
+        stamps.push(...[...local, ...remote].map((op: StampedOp) => op.ts))
+        for (const op of [...local, ...remote]) {
+          const key = JSON.stringify(op.ts)
+          const at = `${op.collection}/${op.id}`
+          if ((writers.get(key) ?? at) !== at) sharedTimes = true
+          writers.set(key, at)
+        }
+        states.push(store.encodeState())
+        for (const [i, state] of states.entries()) {
+          const vv = RecordStore.decodeState(state).versionVector()
+          const ceiling = ceilingOf % 3 === 0 ? undefined : stamps[(ceilingOf + i) % stamps.length]
+          const { parts, to } = store.encodeChangesSinceParts(vv, ceiling, max)
+          const want = store.changesSince(vv, ceiling)
+          const label = `round ${r}, vector ${i}, max ${max}, ceiling ${JSON.stringify(ceiling)}`
+          const decoded = parts.map((p) => decodeDelta(p))
+          assertSame(`${label}: registers`, registers(decoded.flatMap((d) => d.records)), registers(want.records))
+          assertSame(`${label}: claim`, JSON.stringify([...to]), JSON.stringify([...want.to]))
+          for (const [k, d] of decoded.entries()) {
+            // Larger only when it cannot be cut.
+            check(parts[k]!.length <= max || d.records.length <= 1 || sharedTimes, () => `${label}: part ${k} of ${parts[k]!.length} bytes holds ${d.records.length} records`)
+          }
+          // Any subset of the parts, in any order, then a plain sync on the vector they left, holds what a plain sync
+          // alone gives (a part that claimed more than it carried would make that sync leave something out).
+          const receiver = RecordStore.decodeState(state)
+          const order = picks.map((x) => x % Math.max(1, parts.length)).filter((k) => k < parts.length)
+          for (const k of order) receiver.applyEncoded(parts[k]!)
+          receiver.apply(store.changesSince(receiver.versionVector()))
+          const plain = RecordStore.decodeState(state)
+          plain.apply(store.changesSince(vv))
+          assertSame(`${label}: after parts ${order.join(',')} and a sync`, registerState(receiver), registerState(plain))
+        }
+      }
+    }),
+  )
 })
+
+/** The registers and floors of deltas' records, one line each, sorted (records may be split across parts). */
+function registers(records: readonly RecordDelta[]): string {
+  const lines: string[] = []
+  for (const rd of records) {
+    const at = `${JSON.stringify(rd.collection)} ${JSON.stringify(rd.id)}`
+    if (rd.floor) lines.push(`${at} floor ${JSON.stringify(rd.floor)} ${rd.deleted === true}`)
+    for (const f of rd.fields) lines.push(`${at} ${JSON.stringify(f.name)} ${JSON.stringify(f.ts)} ${encodeDelta({ from: new Map(), to: new Map(), records: [{ collection: 'c', id: 'i', fields: [f] }] }).join('.')}`)
+  }
+  return lines.sort().join('\n')
+}

@@ -510,11 +510,9 @@ export class SyncEngine {
       let lacks = false
       for (const ts of ours.values()) if (ts.peer !== this.init.writerId && isNewer(theirs, ts)) lacks = true
       if (!lacks) continue
-      const delta = this.init.store.changesSince(theirs, this.ceiling())
-      // A delta that claims nothing held back a write of ours that is not durable yet: wait for its live batch.
-      if (delta.to.size === 0) continue
-      p.catchingUp = delta.to
-      for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
+      // An answer that claims nothing held back a write of ours that is not durable yet: wait for its live batch.
+      const to = this.answer(p, theirs, true)
+      if (to.size > 0) p.catchingUp = to
     }
   }
 
@@ -605,11 +603,21 @@ export class SyncEngine {
     return hint !== undefined && hint > 0 ? Math.min(hint, this.init.maxMessageBytes) : this.init.maxMessageBytes
   }
 
-  /** A delta for `p`, cut into parts that fit its link; a single write larger than the link's hint goes whole. */
-  private deltaParts(p: PeerState, delta: Delta): readonly Uint8Array[] {
-    const limit = this.messageLimit(p)
-    const whole = (): Uint8Array[] => encodeDeltaParts(delta, this.init.maxMessageBytes - 16)
-    return limit < this.init.maxMessageBytes ? this.cut(delta, limit, whole) : whole()
+  /**
+   * Sends `p` what it lacks of our state given its vector `vv`, in parts that fit its link (a record's writes of one
+   * time larger than the link's hint go whole, up to our message limit); returns what the answer claims. With
+   * `onlyClaiming`, sends nothing unless the answer claims something.
+   */
+  private answer(p: PeerState, vv: ReadonlyMap<string, Timestamp>, onlyClaiming = false): ReadonlyMap<string, Timestamp> {
+    const limit = this.messageLimit(p) - 16
+    const { parts, to } = this.init.store.encodeChangesSinceParts(vv, this.ceiling(), limit)
+    if (onlyClaiming && to.size === 0) return to
+    const max = this.init.maxMessageBytes - 16
+    for (const part of parts) {
+      if (part.length > max) throw new MessageTooLargeError(`a single write of ${part.length} bytes exceeds the ${max}-byte message limit`, part.length, max)
+    }
+    for (const part of parts) this.send(p, encodeDeltaMessage(part, false))
+    return to
   }
 
   private receive(peer: PeerId, frame: Uint8Array): void {
@@ -653,10 +661,7 @@ export class SyncEngine {
     if (mine) hlc.receive(mine)
     if (isRequest && this.gated(p)) this.sendFrontier(p)
     else if (isRequest) {
-      const delta = store.changesSince(vv, this.ceiling())
-      if (delta.records.length > 0 || delta.to.size > 0) {
-        for (const part of this.deltaParts(p, delta)) this.send(p, encodeDeltaMessage(part, false))
-      }
+      this.answer(p, vv)
       // Always followed by our vector: the requester learns what we hold (and lack) even when we had things to send.
       this.sendVector(p, 'ack')
     }
