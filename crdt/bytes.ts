@@ -247,8 +247,10 @@ export class Reader {
   /** Reads a little-endian float64. */
   float(): number {
     if (this.remaining < 8) throw new DecodeError(`unexpected end of input in a float at byte ${this.pos}`)
-    f64Bytes.set(this.buf.subarray(this.pos, this.pos + 8))
-    this.pos += 8
+    const buf = this.buf
+    const p = this.pos
+    for (let i = 0; i < 8; i++) f64Bytes[i] = buf[p + i]!
+    this.pos = p + 8
     return f64[0]!
   }
 

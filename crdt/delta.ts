@@ -456,17 +456,8 @@ export interface ReadDeltaOptions {
   readonly claim?: (collection: string, id: RecordId, r: Reader) => boolean
 }
 
-/**
- * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onRecord` hears each record
- * (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any malformed, truncated or trailing
- * input — possibly after some records were handed over.
- */
-export function readDelta(
-  bytes: Uint8Array,
-  onRecord: (rec: RecordScratch) => void,
-  options: ReadDeltaOptions = {},
-): { from: VersionVector; to: VersionVector } {
-  const r = new Reader(bytes)
+/** The header of {@link encodeDelta}'s bytes: tables, base wall and vectors (checked). */
+function readHeader(r: Reader): { peers: string[]; names: string[]; baseWall: number; from: VersionVector; to: VersionVector } {
   const version = r.u8()
   if (version !== DELTA_FORMAT_VERSION) {
     throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
@@ -483,12 +474,11 @@ export function readDelta(
   }
   const nPeers = peers.length
   const ts = wireStamp
-  const readTs = (): void => readWireStamp(r, baseWall, nPeers)
   const readVV = (): VersionVector => {
     const n = r.count(2, nPeers)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
-      readTs()
+      readWireStamp(r, baseWall, nPeers)
       const peer = peers[ts.peer]!
       if (vv.has(peer)) throw new DecodeError(`version vector names ${JSON.stringify(peer)} twice`)
       vv.set(peer, { wall: ts.wall, counter: ts.counter, peer })
@@ -497,6 +487,24 @@ export function readDelta(
   }
   const from = readVV()
   const to = readVV()
+  return { peers, names, baseWall, from, to }
+}
+
+/**
+ * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onRecord` hears each record
+ * (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any malformed, truncated or trailing
+ * input — possibly after some records were handed over.
+ */
+export function readDelta(
+  bytes: Uint8Array,
+  onRecord: (rec: RecordScratch) => void,
+  options: ReadDeltaOptions = {},
+): { from: VersionVector; to: VersionVector } {
+  const r = new Reader(bytes)
+  const { peers, names, baseWall, from, to } = readHeader(r)
+  const nPeers = peers.length
+  const ts = wireStamp
+  const readTs = (): void => readWireStamp(r, baseWall, nPeers)
   options.onTables?.(peers, names, baseWall)
   const raw = options.raw === true
   const vw = raw ? new Writer(256) : undefined
@@ -574,6 +582,60 @@ export function readDelta(
   }
   if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the delta`)
   return { from, to }
+}
+
+/**
+ * The newest timestamp {@link encodeDelta}'s bytes carry (a floor, a field write or a `to` entry), undefined for an
+ * empty delta: what a receiver's clock must accept before it applies any of it. Reads (and so checks) the whole
+ * delta; throws {@link DecodeError} on any malformed, truncated or trailing input.
+ */
+export function newestInDelta(bytes: Uint8Array): Timestamp | undefined {
+  const r = new Reader(bytes)
+  const { peers, names, baseWall, to } = readHeader(r)
+  const nPeers = peers.length
+  const ts = wireStamp
+  let wall = -1
+  let counter = 0
+  let peer = ''
+  const see = (): void => {
+    if (ts.wall > wall || (ts.wall === wall && (ts.counter > counter || (ts.counter === counter && peers[ts.peer]! > peer)))) {
+      wall = ts.wall
+      counter = ts.counter
+      peer = peers[ts.peer]!
+    }
+  }
+  // The record walk of readDelta, stepping over ids and values instead of handing records over.
+  const id = new RecordId()
+  const nColl = r.count(2)
+  for (let c = 0; c < nColl; c++) {
+    if (r.string().length === 0) throw new DecodeError('delta names an empty collection')
+    const nRecords = r.count(3)
+    id.reset()
+    for (let i = 0; i < nRecords; i++) {
+      id.read(r)
+      const flags = r.u8()
+      if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
+      if (flags & 1) {
+        readWireStamp(r, baseWall, nPeers)
+        see()
+      }
+      const nFields = r.count(3)
+      for (let k = 0; k < nFields; k++) {
+        if (r.uint() >= names.length) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
+        copyCanonicalValue(r, undefined)
+        readWireStamp(r, baseWall, nPeers)
+        see()
+      }
+    }
+  }
+  if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the delta`)
+  for (const e of to.values()) {
+    ts.wall = e.wall
+    ts.counter = e.counter
+    ts.peer = peers.indexOf(e.peer)
+    see()
+  }
+  return wall < 0 ? undefined : { wall, counter, peer }
 }
 
 /** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */

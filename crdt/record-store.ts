@@ -54,11 +54,15 @@ export interface ApplyResult {
   readonly advanced: boolean
   /** Records whose floor the delta raised (visible or not): what depends on floors (text) must follow them. */
   readonly floors: RecordRef[]
+  /** True when the delta changed any record's registers (visible or not), listed in `changed` or not. */
+  readonly wrote: boolean
 }
 
 
 /** What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. */
 interface ApplyContext {
+  /** Set by a merge that changed a record's registers. */
+  wrote: boolean
   readonly changed: RecordChange[] | undefined
   readonly floors: RecordRef[] | undefined
   readonly onOverwrite: ((o: Overwrite) => void) | undefined
@@ -392,7 +396,7 @@ export class RecordStore {
    * field where two different values met (the replica turns these into conflict events).
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
-    const ctx: ApplyContext = { changed: [], floors: [], onOverwrite }
+    const ctx: ApplyContext = { wrote: false, changed: [], floors: [], onOverwrite }
     const inc = this.inc
     const w = localValues
     for (const rd of delta.records) {
@@ -420,19 +424,19 @@ export class RecordStore {
       this.merge(rd.collection, rd.id, inc, ctx)
     }
     inc.release()
-    return { changed: ctx.changed!, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors! }
+    return { changed: ctx.changed!, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors!, wrote: ctx.wrote }
   }
 
   /**
    * {@link apply} straight from {@link encodeDelta}'s bytes, with no delta object in between. Throws `DecodeError` on
    * malformed input; records read before the error may then have been merged (harmless: merges are idempotent), but
-   * the vector does not advance. Without `changes`, the result's `changed` and `floors` stay empty (a cold load needs
-   * no list).
+   * the vector does not advance. Without `changes`, the result's `changed` and `floors` stay empty (a cold load, or a
+   * replica nobody listens to, needs no list: `wrote` still says whether the delta changed anything).
    */
   applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
     const changed: RecordChange[] = []
     const floors: RecordRef[] = []
-    const ctx: ApplyContext = { changed: changes ? changed : undefined, floors: changes ? floors : undefined, onOverwrite }
+    const ctx: ApplyContext = { wrote: false, changed: changes ? changed : undefined, floors: changes ? floors : undefined, onOverwrite }
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
@@ -492,6 +496,7 @@ export class RecordStore {
             return false
           }
           if (got & WIRE_EMPTY) return true
+          ctx.wrote = true
           t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
           if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
           if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
@@ -502,7 +507,7 @@ export class RecordStore {
     inc.release()
     // A bulk load grows arenas by doubling: give back what it did not use.
     for (const t of this.tables.values()) if (t.capacity > 2 * (sizes.get(t) ?? 0) + (1 << 20)) t.trim()
-    return { changed, advanced: this.advanceOver(from, to), floors }
+    return { changed, advanced: this.advanceOver(from, to), floors, wrote: ctx.wrote }
   }
 
   /**
@@ -604,6 +609,7 @@ export class RecordStore {
         t.tidy()
       }
     } else if (dirty || row < 0) {
+      if (ctx) ctx.wrote = true
       if (row < 0) row = t.add(id)
       t.write(row, cur)
     }

@@ -237,9 +237,10 @@ export function valuesEqual(a: Value | undefined, b: Value | undefined): boolean
 /**
  * Reads one value like {@link readValue} (same checks, same errors) and writes its canonical bytes to `w` — the bytes
  * {@link writeValue} would write for the value read — without building the value when the input is already canonical
- * (null, booleans, integers, ASCII strings, bytes, removals): those are copied as they are.
+ * (null, booleans, integers, ASCII strings, bytes, removals): those are copied as they are. Without `w` it only
+ * checks the value and steps over it.
  */
-export function copyCanonicalValue(r: Reader, w: Writer): void {
+export function copyCanonicalValue(r: Reader, w: Writer | undefined): void {
   const start = r.pos
   const tag = r.u8()
   switch (tag) {
@@ -247,12 +248,12 @@ export function copyCanonicalValue(r: Reader, w: Writer): void {
     case Tag.False:
     case Tag.True:
     case Tag.Absent:
-      w.u8(tag)
+      w?.u8(tag)
       return
     case Tag.Int: {
       // A canonical varint (the reader refuses others) of a zig-zag integer: one encoding per value.
       if (Math.abs(r.int()) >= INT_LIMIT) throw new DecodeError(`integer out of range at byte ${r.pos}`)
-      w.copy(r.buf, start, r.pos)
+      w?.copy(r.buf, start, r.pos)
       return
     }
     case Tag.String: {
@@ -264,32 +265,35 @@ export function copyCanonicalValue(r: Reader, w: Writer): void {
       let ascii = true
       for (let i = from; i < r.pos && ascii; i++) ascii = buf[i]! < 0x80
       if (ascii) {
-        w.copy(r.buf, start, r.pos)
+        w?.copy(r.buf, start, r.pos)
         return
       }
       break
     }
-    case Tag.Float:
-      writeNumber(w, r.float())
+    case Tag.Float: {
+      const f = r.float()
+      if (w) writeNumber(w, f)
       return
+    }
     case Tag.Decimal: {
       const m = r.int()
       const k = r.u8()
       if (k < 1 || k >= POW10.length || Math.abs(m) >= INT_LIMIT) throw new DecodeError(`malformed decimal at byte ${r.pos}`)
-      writeNumber(w, m / POW10[k]!)
+      if (w) writeNumber(w, m / POW10[k]!)
       return
     }
     case Tag.Bytes: {
       const n = r.uint()
       if (n > r.remaining) throw new DecodeError(`length ${n} exceeds the remaining ${r.remaining} bytes`)
       r.pos += n
-      w.copy(r.buf, start, r.pos)
+      w?.copy(r.buf, start, r.pos)
       return
     }
   }
-  // Non-ASCII strings, arrays and objects: decoded and written back in canonical form.
+  // Non-ASCII strings, arrays and objects: decoded (and written back in canonical form).
   r.pos = start
-  writeValue(w, readValue(r))
+  const v = readValue(r)
+  if (w) writeValue(w, v)
 }
 
 /** Where the canonical value starting at `pos` in `buf` ends (the bytes must be a valid value: no checks). */

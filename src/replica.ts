@@ -378,7 +378,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
         cipher,
         store,
         durable: () => this.engine.durable(),
-        apply: (delta: Delta, bytes: Uint8Array) => this.engine.applyStored(delta, bytes),
+        apply: (bytes: Uint8Array) => this.engine.applyStored(bytes),
         changed: () => this.engine.antiEntropy(),
         load: (key: string[]) => storage.load(key),
         save: (key: string[], data: Uint8Array) => storage.save(key, data),
@@ -405,6 +405,7 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
           if (this.listeners.change.size === 0) return
           this.emitChanges(changes.map((c) => this.changeEvent(c.collection, c.id, c.existed, 'remote', c.text)).filter((e): e is RecordChangeEvent => e !== undefined))
         },
+        wantsChanges: () => this.listeners.change.size > 0,
         textApplied: (changes, fromTab) => {
           if (fromTab) this.unstored = true
           if (this.listeners.change.size === 0) return

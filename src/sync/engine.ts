@@ -8,7 +8,7 @@
  * message limit, and hands it to the store uploads. Inbound: decode, apply (text erased by raised floors first),
  * make durable, forward, acknowledge, then tell the replica what changed through {@link EngineHooks}.
  */
-import type { Delta, RecordRef } from '../../crdt/delta.js'
+import { type Delta, type RecordRef, decodeDelta, newestInDelta } from '../../crdt/delta.js'
 import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../../crdt/errors.js'
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
@@ -47,6 +47,8 @@ export interface EngineHooks {
    * stored again here).
    */
   applied(changes: readonly AppliedChange[], fromTab: boolean): void
+  /** Whether {@link applied} needs its list of changes (when nobody listens, a delta is applied without one). */
+  wantsChanges(): boolean
   /** A remote text delta was applied and handed to storage (`fromTab` as for {@link applied}). */
   textApplied(changes: readonly RecordTextChange[], fromTab: boolean): void
   /**
@@ -255,7 +257,7 @@ export class SyncEngine {
     return Promise.all(stored).then(() => {
       if (newest && (!this.durableUpTo || compareTimestamps(newest, this.durableUpTo) > 0)) this.durableUpTo = newest
       if (delta && parts.length > 0) {
-        this.sendLive(this.liveTargets(), parts, delta, encodeLiveMessage)
+        this.sendLive(this.liveTargets(), parts, () => delta, encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
       if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
@@ -269,11 +271,11 @@ export class SyncEngine {
   }
 
   /**
-   * Sends a live change (encoded `parts` of `delta`) to `targets`, naming them all and `reached` in the set it
-   * carries. A target whose link takes smaller messages gets `delta` cut again for it, from the decoded delta; a
-   * text change (no `delta`) goes whole.
+   * Sends a live change (encoded `parts` of the delta `delta()` returns) to `targets`, naming them all and `reached`
+   * in the set it carries. A target whose link takes smaller messages gets the delta cut again for it (only then is
+   * it decoded); a text change (no `delta`) goes whole.
    */
-  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: Delta | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
+  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
     if (targets.length === 0) return
     this.flushNeighbours()
     const seen = new Set(reached)
@@ -288,7 +290,7 @@ export class SyncEngine {
       else byLimit.set(limit, [t])
     }
     for (const [limit, group] of byLimit) {
-      const cut = limit < this.init.maxMessageBytes ? this.cut(delta!, limit, () => parts) : parts
+      const cut = limit < this.init.maxMessageBytes ? this.cut(delta!(), limit, () => parts) : parts
       for (const part of cut) this.sendAll(group, encode(part, seen, limit))
     }
   }
@@ -629,7 +631,7 @@ export class SyncEngine {
       const msg = decodeMessage(whole)
       if (!msg) return
       if (msg.type === 'delta') {
-        if (!this.gated(p)) this.onDelta(p, msg.delta, msg.live, msg.payload, msg.reached)
+        if (!this.gated(p)) this.onDelta(p, msg.newest, msg.live, msg.payload, msg.reached)
       }
       else if (msg.type === 'neighbours') p.neighbours = new Set(msg.peers)
       else if (msg.type === 'frontier') this.onFrontier(p, msg.frontier, msg.newest, msg.held)
@@ -669,17 +671,17 @@ export class SyncEngine {
     this.notify()
   }
 
-  private onDelta(p: PeerState, delta: Delta, live: boolean, payload: Uint8Array, reached: readonly number[] | undefined): void {
+  private onDelta(p: PeerState, newest: Timestamp | undefined, live: boolean, payload: Uint8Array, reached: readonly number[] | undefined): void {
     const { store, hooks } = this.init
     // Read during apply, before the store advances its vector (it does so once every record is applied).
     const held = store.versionVectorView()
-    const stored = this.apply(delta, payload, this.isTab(p), (o) => {
+    const stored = this.apply(payload, newest, this.isTab(p), (o) => {
       // A loser we already held was reported when it first lost; one arriving again (forwarded, duplicated) is not news.
       if (o.incomingLost && !isNewer(held, o.loser.timestamp)) return
       if (isConflict(o, p) && this.firstReport(o)) hooks.conflict(o)
     })
     stored?.catch((err: unknown) => hooks.error(asError(err)))
-    if (live && stored) this.forward(p, payload, delta, reached, encodeLiveMessage)
+    if (live && stored) this.forward(p, payload, () => decodeDelta(payload), reached, encodeLiveMessage)
     const ours = store.versionVectorView()
     this.acknowledge(p, ours)
     // Only a change of our state can change whether another peer agrees with us.
@@ -692,24 +694,23 @@ export class SyncEngine {
    * Applies a delta fetched from a server's store (see store-sync.ts); resolves once it is durable here. Throws
    * (ClockDriftError for a far-future writer) to refuse it, changing nothing.
    */
-  applyStored(delta: Delta, bytes: Uint8Array): Promise<void> {
-    const stored = this.apply(delta, bytes, false)
+  applyStored(bytes: Uint8Array): Promise<void> {
+    const stored = this.apply(bytes, newestInDelta(bytes), false)
     this.notify()
     return stored ?? Promise.resolve()
   }
 
   /**
-   * Applies a remote delta after the clock accepts its newest timestamp (throws ClockDriftError for a far-future
-   * writer: nothing is applied), erases the text that raised floors cover, stores `bytes` (not when they came
+   * Applies a remote delta, straight from its bytes, after the clock accepts its newest timestamp `newest` (throws
+   * ClockDriftError for a far-future writer: nothing is applied), erases the text that raised floors cover, stores `bytes` (not when they came
    * from a tab, which stored them) and tells the replica. Returns the storing, or undefined when nothing changed.
    */
-  private apply(delta: Delta, bytes: Uint8Array, fromTab: boolean, onOverwrite?: (o: Overwrite) => void): Promise<void> | undefined {
+  private apply(bytes: Uint8Array, newest: Timestamp | undefined, fromTab: boolean, onOverwrite?: (o: Overwrite) => void): Promise<void> | undefined {
     const { store, hlc, text, log, hooks } = this.init
-    const newest = newestTimestamp(delta)
     if (newest) hlc.receive(newest)
-    const result = store.apply(delta, onOverwrite)
-    // A raised floor is new state even when nothing visible changed (and it erases text stamped below it).
-    if (result.changed.length === 0 && !result.advanced && result.floors.length === 0) return undefined
+    // Text follows the records' changes and raised floors (a raised floor erases text stamped below it).
+    const result = store.applyEncoded(bytes, onOverwrite, text !== undefined || hooks.wantsChanges())
+    if (!result.wrote && !result.advanced) return undefined
     const stored = fromTab ? Promise.resolve() : log.append(bytes)
     hooks.applied(text ? text.afterRecords(result.changed, result.floors, (c, id) => store.has(c, id)) : result.changed, fromTab)
     return stored
@@ -777,9 +778,9 @@ export class SyncEngine {
    * Sends a live change that changed our state on to the peers it has not reached (see LIVE in protocol.ts), naming
    * them in the set it carries so that they do not send it to each other. A duplicate changes nothing and stops.
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
-   * A records change is cut again, from its decoded `delta`, for a peer whose link takes smaller messages.
+   * A records change is cut again, from `delta()`, for a peer whose link takes smaller messages.
    */
-  private forward(from: PeerState, payload: Uint8Array, delta: Delta | undefined, reached: readonly number[] | undefined, encode: LiveEncoder): void {
+  private forward(from: PeerState, payload: Uint8Array, delta: (() => Delta) | undefined, reached: readonly number[] | undefined, encode: LiveEncoder): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
@@ -872,19 +873,6 @@ function encodeLiveText(part: Uint8Array, reached: Iterable<number>, maxBytes: n
   return encodeTextMessage(part, true, reached, maxBytes)
 }
 
-/** The newest timestamp a delta carries (what the local clock must move past), if any. */
-function newestTimestamp(delta: Delta): Timestamp | undefined {
-  let max: Timestamp | undefined
-  const see = (ts: Timestamp): void => {
-    if (!max || compareTimestamps(ts, max) > 0) max = ts
-  }
-  for (const rd of delta.records) {
-    if (rd.floor) see(rd.floor)
-    for (const f of rd.fields) see(f.ts)
-  }
-  for (const ts of delta.to.values()) see(ts)
-  return max
-}
 
 function countRegisters(delta: Delta): number {
   let n = 0

@@ -126,7 +126,7 @@
  * UnsupportedVersionError; malformed input with DecodeError; oversized with MessageTooLargeError.
  */
 import { Reader, Writer } from '../../crdt/bytes.js'
-import { type Delta, type FieldDelta, type RecordDelta, decodeDelta, encodeDelta, readVersionVector, writeVersionVector } from '../../crdt/delta.js'
+import { type Delta, type FieldDelta, type RecordDelta, encodeDelta, newestInDelta, readVersionVector, writeVersionVector } from '../../crdt/delta.js'
 import { DecodeError, InvalidArgumentError } from '../../crdt/errors.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import type { VersionVector } from '../../crdt/version-vector.js'
@@ -170,8 +170,9 @@ export type Message =
   | {
       readonly type: 'delta'
       readonly live: boolean
-      readonly delta: Delta
-      /** The encoded delta inside the message (what storage logs), a view into the message. */
+      /** The newest timestamp the delta carries (checked whole at decode: see `newestInDelta`), undefined if none. */
+      readonly newest: Timestamp | undefined
+      /** The encoded delta inside the message (what storage logs and the store applies), a view into the message. */
       readonly payload: Uint8Array
       /** For a LIVE message: the peer hashes it has reached; for a live DELTA: undefined (only the sender). */
       readonly reached: readonly number[] | undefined
@@ -313,12 +314,12 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
     case Type.Delta: {
       const flags = r.u8()
       const payload = bytes.subarray(3)
-      return { type: 'delta', live: (flags & 1) === 1, delta: decodeDelta(payload), payload, reached: undefined }
+      return { type: 'delta', live: (flags & 1) === 1, newest: newestInDelta(payload), payload, reached: undefined }
     }
     case Type.Live: {
       const reached = readHashes(r, MAX_REACHED)
       const payload = bytes.subarray(r.pos)
-      return { type: 'delta', live: true, delta: decodeDelta(payload), payload, reached }
+      return { type: 'delta', live: true, newest: newestInDelta(payload), payload, reached }
     }
     case Type.Neighbours: {
       const peers = readHashes(r, MAX_NEIGHBOURS)

@@ -56,7 +56,7 @@ export interface StoreSyncHost {
   /** The newest own write that is durable locally. */
   durable(): Timestamp | undefined
   /** Applies a delta from the store; resolves once it is durable locally. Throws (e.g. ClockDriftError) to refuse it. */
-  apply(delta: Delta, bytes: Uint8Array): Promise<void>
+  apply(bytes: Uint8Array): Promise<void>
   /** Tells the peers about new state (after a catch-up changed something). */
   changed(): void
   load(key: string[]): Promise<Uint8Array | undefined>
@@ -337,7 +337,7 @@ export class StoreSync {
         this.stats.fetchedBytes += blob.byteLength
         try {
           const bytes = await openBlob(blob, this.host.topic, this.host.cipher)
-          applied.push(this.host.apply(decodeDelta(bytes), bytes))
+          applied.push(this.host.apply(bytes))
           changed = true
         } catch (err) {
           this.host.error(asError(err)) // a blob that does not open or decode changes nothing; the others still apply
