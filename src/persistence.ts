@@ -124,6 +124,8 @@ export class Persistence {
   private logBytes = 0
   /** An automatic compaction is queued and has not started yet. */
   private compactionQueued = false
+  /** An automatic compaction waits for the next turn of the event loop (cleared by any compaction queued first). */
+  private compactionTimer: ReturnType<typeof setTimeout> | undefined
   private snapshotBytes: number
   /** Keys that a snapshot has made redundant: removed after the next snapshot is durable. */
   private obsolete: string[][]
@@ -282,9 +284,13 @@ export class Persistence {
     // entry appended meanwhile. (Scheduling one per entry while the queue lags made a burst of large entries — a new
     // replica's full sync — encode the whole state once per entry.)
     this.logCount++
-    if (!this.compactionQueued && (this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes))) {
-      this.compactionQueued = true
-      void this.scheduleCompaction(store).catch(() => {})
+    // It starts on a later turn of the event loop, so that a burst of entries delivered together is absorbed by one.
+    if (!this.compactionQueued && this.compactionTimer === undefined && (this.logCount >= this.compactAfter || this.logBytes >= Math.max(MIN_COMPACT_BYTES, this.snapshotBytes))) {
+      this.compactionTimer = setTimeout(() => {
+        this.compactionTimer = undefined
+        this.compactionQueued = true
+        void this.scheduleCompaction(store).catch(() => {})
+      }, 0)
     }
     return done
   }
@@ -308,6 +314,8 @@ export class Persistence {
    */
   stop(reason: Error): void {
     this.failed ??= reason
+    clearTimeout(this.compactionTimer)
+    this.compactionTimer = undefined
   }
 
   /** Resolves when every queued write is durable; rejects with the first storage failure. */
@@ -321,6 +329,8 @@ export class Persistence {
    * can overtake the save it depends on, however compactions overlap.
    */
   private scheduleCompaction(store: RecordStore): Promise<void> {
+    clearTimeout(this.compactionTimer)
+    this.compactionTimer = undefined
     this.seq = Math.max(this.seq, 0) // a slot with nothing logged yet snapshots as 0; its log continues at 1
     const key = seqKey(this.slot, 'snapshot', this.seq)
     const redundant = this.obsolete
