@@ -13,7 +13,7 @@
  */
 import { DeltaWriter } from './delta.js'
 import type { DeltaIndex, OriginRange } from './delta-index.js'
-import { Regs, type Table, grown } from './record-table.js'
+import { Regs, type Table, blockToWire, grown } from './record-table.js'
 import type { Timestamp } from './timestamp.js'
 import type { VersionVector } from './version-vector.js'
 
@@ -63,11 +63,13 @@ class Items {
   rows = new Uint32Array(256)
   /** 1 when the item sends its record's writes (the first of its origin's items in that record). */
   emit = new Uint8Array(256)
+  /** 1 when an emitting item sends every register of its record (its block is then copied as it is). */
+  whole = new Uint8Array(256)
   /** Estimated bytes of the emitting items. */
   bytes = 0
   emitting = 0
 
-  push(range: number, wall: number, counter: number, table: number, row: number, emit: boolean): void {
+  push(range: number, wall: number, counter: number, table: number, row: number, emit: boolean, whole: boolean): void {
     if (this.n === this.walls.length) {
       const size = this.n * 2
       this.range = grown(this.range, size)
@@ -76,6 +78,7 @@ class Items {
       this.tables = grown(this.tables, size)
       this.rows = grown(this.rows, size)
       this.emit = grown(this.emit, size)
+      this.whole = grown(this.whole, size)
     }
     const i = this.n++
     this.range[i] = range
@@ -84,6 +87,7 @@ class Items {
     this.tables[i] = table
     this.rows[i] = row
     this.emit[i] = emit ? 1 : 0
+    this.whole[i] = whole ? 1 : 0
     if (emit) this.emitting++
   }
 
@@ -113,6 +117,8 @@ class PartsEncoder {
   private readonly partNames: number[] = []
   private readonly partPeers: number[] = []
   private partMinWall = Infinity
+  /** Whether the last {@link select} took every register of the record. */
+  private selectedAll = false
 
   /** What the answer claims (empty when a write is held back). */
   readonly from: ReadonlyMap<string, Timestamp>
@@ -177,6 +183,7 @@ class PartsEncoder {
         const row = log.rows[i]!
         const t = tables[ti]!
         let bytes = 0
+        let whole = false
         if (t.has(row) && p >= 0) {
           let first: boolean
           if (few) {
@@ -191,6 +198,7 @@ class PartsEncoder {
           if (first) {
             t.read(row, cur)
             bytes = this.select(p, t.idBytes(row).length, false)
+            whole = this.selectedAll
           }
         }
         // Close the part before a record that would overflow it, but never between two writes of one timestamp.
@@ -200,7 +208,7 @@ class PartsEncoder {
           t.read(row, cur)
         }
         if (bytes > 0) this.select(p, 0, true)
-        items.push(ri, wall, counter, ti, row, bytes > 0)
+        items.push(ri, wall, counter, ti, row, bytes > 0, whole && bytes > 0)
         items.bytes += bytes
       }
       this.done[ri] = true
@@ -219,18 +227,22 @@ class PartsEncoder {
 
   /**
    * With `cur` holding a record: the estimated bytes of its writes of peer `p` the receiver lacks (0: none), noting
-   * their names and walls in the part's tables when `note`.
+   * their names and walls in the part's tables when `note`, and in {@link selectedAll} whether that is all of them.
    */
   private select(p: number, idBytes: number, note: boolean): number {
     const { cur, req } = this
     const seen = req.seen
     let bytes = 0
+    let all = true
     if (cur.floorPeer === p && !covered(seen, p, cur.floorWall, cur.floorCounter) && !this.held(p, cur.floorWall, cur.floorCounter)) {
       bytes += 12
       if (note) this.notePeerWall(p, cur.floorWall)
-    }
+    } else if (cur.floorPeer >= 0) all = false
     for (let k = 0; k < cur.n; k++) {
-      if (cur.peers[k] !== p || covered(seen, p, cur.walls[k]!, cur.counters[k]!) || this.held(p, cur.walls[k]!, cur.counters[k]!)) continue
+      if (cur.peers[k] !== p || covered(seen, p, cur.walls[k]!, cur.counters[k]!) || this.held(p, cur.walls[k]!, cur.counters[k]!)) {
+        all = false
+        continue
+      }
       bytes += cur.ve[k]! - cur.vs[k]! + 12
       if (note) {
         this.notePeerWall(p, cur.walls[k]!)
@@ -238,6 +250,7 @@ class PartsEncoder {
         if (this.nameAt[name] === -1) this.nameAt[name] = this.partNames.push(name) - 1
       }
     }
+    this.selectedAll = all
     return bytes === 0 ? 0 : bytes + idBytes + 8
   }
 
@@ -330,9 +343,9 @@ class PartsEncoder {
     // The tables: the gathered records' peers and names (a superset when these items are half of a part), and the
     // vectors' peers.
     const peers = new Map<string, number>()
-    const peerAt = new Map<number, number>()
+    const peerAt = new Int32Array(src.peerIds.length).fill(-1)
     for (const p of this.partPeers) {
-      peerAt.set(p, peers.size)
+      peerAt[p] = peers.size
       peers.set(src.peerIds[p]!, peers.size)
     }
     let baseWall = this.partMinWall
@@ -357,14 +370,20 @@ class PartsEncoder {
     const dw = new DeltaWriter(peers, baseWall, names, from, to, items.bytes + 1024)
     dw.collections(groups.size)
     const seen = req.seen
+    const wire = { peerAt, nameAt: this.nameAt }
     for (const [ti, list] of groups) {
       const t = tables[ti]!
       dw.collection(t.name, list.length)
       for (const i of list) {
         const p = this.peerOf[items.range[i]!]!
-        const pi = peerAt.get(p)!
-        t.read(items.rows[i]!, cur)
-        const w = dw.recordIdBytes(t.idBytes(items.rows[i]!))
+        const pi = peerAt[p]!
+        const row = items.rows[i]!
+        const w = dw.recordIdBytes(t.idBytes(row))
+        if (items.whole[i] === 1) {
+          blockToWire(t.buf, t.offset(row), w, wire, baseWall, peers.size)
+          continue
+        }
+        t.read(row, cur)
         const floor = cur.floorPeer === p && !covered(seen, p, cur.floorWall, cur.floorCounter) && !this.held(p, cur.floorWall, cur.floorCounter)
         if (floor) {
           w.u8(cur.deleted ? 3 : 1)

@@ -250,26 +250,60 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
  * Writes the block at `pos` as the rest of a delta record after its id (flags, floor, fields: see delta.ts), with
  * names and peers numbered by `t` and timestamps relative to `baseWall` and `nPeers`; values are copied as they are.
  */
-export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: WireTables, baseWall: number, nPeers: number): void {
-  const peerAt = t.peerAt
+export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readonly peerAt: ArrayLike<number>; readonly nameAt: ArrayLike<number> }, baseWall: number, nPeers: number): void {
+  // Written straight into the writer's buffer, with room made once per field: this runs once per record of a
+  // full-state encode or a full sync.
+  const { peerAt, nameAt } = t
   const flags = startBlock(buf, pos)
-  w.u8(flags)
+  w.ensure(2 * MAX_VARINT + 1 + MAX_VARINT)
+  let out = w.buffer
+  let o = w.pos
+  out[o++] = flags
   if (flags & 1) {
     readStamp(buf)
-    w.uint(stampWall - baseWall)
-    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+    o = putUint(out, o, stampWall - baseWall)
+    o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
   }
   const n = readUint(buf)
-  w.uint(n)
+  o = putUint(out, o, n)
   for (let k = 0; k < n; k++) {
-    w.uint(t.nameAt[readUint(buf)]!)
+    const name = nameAt[readUint(buf)]!
     const start = at
     at = valueEnd(buf, at)
-    w.copy(buf, start, at)
+    const len = at - start
+    w.pos = o
+    w.ensure(len + 3 * MAX_VARINT)
+    out = w.buffer
+    o = putUint(out, o, name)
+    if (len < 32) for (let i = 0; i < len; i++) out[o + i] = buf[start + i]!
+    else out.set(buf.subarray(start, at), o)
+    o += len
     readStamp(buf)
-    w.uint(stampWall - baseWall)
-    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+    o = putUint(out, o, stampWall - baseWall)
+    o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
   }
+  w.pos = o
+}
+
+/** The most bytes a varint of a safe integer takes. */
+const MAX_VARINT = 8
+
+/** Writes `v` (a safe integer ≥ 0) as a varint at `o` in `out`, which has room; returns the position after it. */
+function putUint(out: Uint8Array, o: number, v: number): number {
+  if (v < 0x80) {
+    out[o] = v
+    return o + 1
+  }
+  while (v > 0x7fffffff) {
+    out[o++] = (v % 0x80) | 0x80
+    v = Math.floor(v / 0x80)
+  }
+  while (v >= 0x80) {
+    out[o++] = (v & 0x7f) | 0x80
+    v >>>= 7
+  }
+  out[o++] = v
+  return o
 }
 
 /** What {@link wireToBlock} found: the record needs the general merge, or these bits. */
