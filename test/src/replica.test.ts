@@ -211,6 +211,23 @@ describe('replication', () => {
     await until(() => digest(b) === digest(a!), 5000, 'digests')
   })
 
+  it('a new replica that nobody listens to stores its whole catch-up: reopened offline, it holds every record', async () => {
+    const net = new MemoryNetwork({ seed: 6 })
+    const { rs: [a] } = await make(1, { maxMessageBytes: 16 * 1024 }, net)
+    const c = a!.collection('big')
+    for (let i = 0; i < 2000; i++) void c.put({ id: `r${i}`, n: i, s: `${i}`.repeat(8) })
+    await a!.sync()
+    const storage = new MemoryStorage()
+    const b = await createReplica({ peerId: 'late', transports: [net.transport()], antiEntropyMs: 0, maxMessageBytes: 16 * 1024, storage })
+    await b.sync()
+    expect(b.collection('big').all()).toHaveLength(2000)
+    await b.close()
+    const again = await createReplica({ peerId: 'late', storage: reopen(storage) })
+    open.push(again)
+    expect(digest(again)).toBe(digest(a!))
+    expect(again.collection('big').get('r1999')).toEqual({ id: 'r1999', n: 1999, s: '1999'.repeat(8) })
+  })
+
   it('sync() rejects with SyncTimeoutError when a peer never answers', async () => {
     const net = new MemoryNetwork({ seed: 1 })
     const { rs: [a] } = await make(1, {}, net)
