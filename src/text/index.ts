@@ -3,7 +3,8 @@
  * import this entry point load yjs). Pass `text: yjsText()` to `createReplica`; then `collection.text(id, field)`
  * returns a `Y.Text` bound to that record's field: edits to it merge character by character on every replica, travel
  * over the same transports and storage as the records, and follow the record's put and delete (see the README,
- * "Text fields").
+ * "Text fields"). With `text: yjsRichText()` instead, text fields are `Y.XmlFragment`s, the type ProseMirror and Tiptap
+ * edit through y-prosemirror.
  */
 import type * as Y from 'yjs'
 import { YjsTextState } from './store.js'
@@ -14,5 +15,10 @@ export { TEXT_FORMAT_VERSION, encodeTextDelta, decodeTextDelta, type TextRun, ty
 
 /** Text support on Yjs for {@link createReplica}: text fields are `Y.Text`s. */
 export function yjsText(): TextSupport<Y.Text> {
-  return { create: (context) => new YjsTextState(context) }
+  return { create: (context) => new YjsTextState<Y.Text>(context, 'text') }
+}
+
+/** Rich-text support on Yjs for {@link createReplica}: text fields are `Y.XmlFragment`s (bind them with y-prosemirror). */
+export function yjsRichText(): TextSupport<Y.XmlFragment> {
+  return { create: (context) => new YjsTextState<Y.XmlFragment>(context, 'xml') }
 }

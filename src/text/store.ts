@@ -1,5 +1,7 @@
 /**
- * The text half of a replica's state, on Yjs: one Y.Doc (holding one Y.Text, `text`) per text field of a record.
+ * The text half of a replica's state, on Yjs: one Y.Doc per text field of a record, holding one Y.Text (`text`) or,
+ * for rich text, one Y.XmlFragment (`xml`). Stamps, sync and erasure work on the document's Yjs structs, whatever type
+ * holds them; only reading the content and reporting changes depend on the type.
  *
  * Stamps. Every local Yjs transaction gets a timestamp of the replica's HLC; the Yjs structs it created are recorded
  * as a run (client, clock range, stamp), its deletions as the origin's newest deleting stamp in that field. Runs and
@@ -35,7 +37,8 @@ interface Field {
   readonly id: string
   readonly name: string
   readonly doc: Y.Doc
-  readonly ytext: Y.Text
+  /** The shared type the application edits: a Y.Text, or a Y.XmlFragment for rich text. */
+  readonly shared: Y.Text | Y.XmlFragment
   readonly record: RecordText
   /** Per Yjs client, its runs in clock order. */
   readonly runs: Map<number, TextRun[]>
@@ -45,7 +48,10 @@ interface Field {
   lastEdit: Timestamp | undefined
   /** Local updates not yet taken ({@link YjsTextState.takeLocal}). */
   pending: Uint8Array[]
-  /** The delta of the transaction in progress (set by the observer). */
+  /**
+   * The change of the transaction in progress, set by the observer when the content changed: the Y.Text delta, or
+   * for rich text the fragment's own delta of child nodes (empty when only nested nodes changed).
+   */
   delta: TextDelta | undefined
 }
 
@@ -101,8 +107,11 @@ function encodeStateVector(sv: Map<number, number>): Uint8Array {
   return w.finish()
 }
 
+/** Which Yjs type a text field is: plain text (`Y.Text`) or rich text (`Y.XmlFragment`, as y-prosemirror edits). */
+export type TextKind = 'text' | 'xml'
+
 /** {@link TextState} on Yjs; see the module comment. */
-export class YjsTextState implements TextState<Y.Text> {
+export class YjsTextState<T extends Y.Text | Y.XmlFragment = Y.Text> implements TextState<T> {
   private readonly records = new Map<string, Map<string, RecordText>>()
   private readonly vv: VersionVector = new Map()
   private readonly dirtyFields = new Set<Field>()
@@ -123,7 +132,10 @@ export class YjsTextState implements TextState<Y.Text> {
   /** Whether a local edit was made yet (the first one fixes where live deltas start: see takeLocal). */
   private editing = false
 
-  constructor(private readonly ctx: TextContext) {}
+  constructor(
+    private readonly ctx: TextContext,
+    private readonly kind: TextKind = 'text',
+  ) {}
 
   private session(): string {
     if (this.sessionStamp === undefined) {
@@ -141,12 +153,12 @@ export class YjsTextState implements TextState<Y.Text> {
     return new Map(this.vv)
   }
 
-  text(collection: string, id: string, field: string): Y.Text {
-    return this.field(collection, id, field).ytext
+  text(collection: string, id: string, field: string): T {
+    return this.field(collection, id, field).shared as T
   }
 
   content(collection: string, id: string, field: string): string {
-    return this.records.get(collection)?.get(id)?.fields.get(field)?.ytext.toString() ?? ''
+    return this.records.get(collection)?.get(id)?.fields.get(field)?.shared.toString() ?? ''
   }
 
   alive(collection: string, id: string): boolean {
@@ -190,7 +202,7 @@ export class YjsTextState implements TextState<Y.Text> {
       if (!erase) continue
       f.doc.transact(() => Y.applyUpdate(f.doc, erase, ERASE), ERASE)
       if (local) this.stampErasure(f, floor.ts, erase)
-      if (f.delta && f.delta.length > 0) text[f.name] = f.delta
+      if (f.delta) text[f.name] = f.delta
       f.delta = undefined
     }
     if (Object.keys(text).length === 0 && aliveBefore === recordAlive(rec)) return undefined
@@ -316,7 +328,7 @@ export class YjsTextState implements TextState<Y.Text> {
         throw new DecodeError(`text field ${d.collection}/${d.id}.${d.field}: the Yjs update does not apply: ${(err as Error).message}`)
       }
       const isAlive = f.lastEdit !== undefined && survives(f.lastEdit, f.record.floor)
-      if ((f.delta && f.delta.length > 0) || wasAlive !== isAlive) entry.text[d.field] = f.delta ?? []
+      if (f.delta || wasAlive !== isAlive) entry.text[d.field] = f.delta ?? []
       f.delta = undefined
     }
     const changed: RecordTextChange[] = []
@@ -351,7 +363,7 @@ export class YjsTextState implements TextState<Y.Text> {
       w.string(f.collection)
       w.string(f.id)
       w.string(f.name)
-      w.string(f.ytext.toString())
+      w.string(f.shared.toString())
       const h = murmur3x128(w.view())
       for (let i = 0; i < 4; i++) lanes[i] = (lanes[i]! + h[i]!) >>> 0
     }
@@ -384,11 +396,18 @@ export class YjsTextState implements TextState<Y.Text> {
       named = true // our Yjs client id in this field, for this session (deterministic: see clientId)
       doc.clientID = clientId(`${this.ctx.writerId}\u0000${collection.length}:${collection}${id.length}:${id}${name}\u0000${this.session()}`)
     })
-    const ytext = doc.getText('text')
-    const field: Field = { collection, id, name, doc, ytext, record: rec, runs: new Map(), dels: new Map(), lastEdit: undefined, pending: [], delta: undefined }
-    ytext.observe((event) => {
-      field.delta = event.delta as TextDelta
-    })
+    const shared = this.kind === 'xml' ? doc.getXmlFragment('xml') : doc.getText('text')
+    const field: Field = { collection, id, name, doc, shared, record: rec, runs: new Map(), dels: new Map(), lastEdit: undefined, pending: [], delta: undefined }
+    if (shared instanceof Y.Text) {
+      shared.observe((event) => {
+        field.delta = event.delta as TextDelta
+      })
+    } else {
+      shared.observeDeep((events) => {
+        const own = events.find((e) => e.target === shared)
+        field.delta = own ? (own.changes.delta as TextDelta) : []
+      })
+    }
     doc.on('update', (update: Uint8Array, origin: unknown, _doc: Y.Doc, tr: Y.Transaction) => {
       if (origin !== REMOTE && origin !== ERASE) this.local(field, update, tr)
     })

@@ -31,3 +31,11 @@ export function reopen(s: MemoryStorage): MemoryStorage {
   Object.assign(s, { closed: false })
   return s
 }
+
+/** Three rounds of a short pause then `sync()` on every replica: enough for text and records to settle. */
+export async function settle(...rs: Replica[]): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 5))
+    await Promise.all(rs.map((r) => r.sync({ timeoutMs: 5000 })))
+  }
+}

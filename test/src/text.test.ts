@@ -22,7 +22,7 @@ import { MemoryNetwork } from '../../transports/memory.js'
 import { bundleDetails } from '../../examples/web/bundle.js'
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb'
 import { indexedDBStorage } from '../../src/storage/indexeddb.js'
-import { record, until } from './helpers.js'
+import { record, reopen, settle, until } from './helpers.js'
 
 const open: Replica[] = []
 afterEach(async () => {
@@ -36,18 +36,6 @@ async function textReplica(net: MemoryNetwork, peerId: string, init: Partial<Rep
   const r = await createReplica<Y.Text>({ peerId, transports: [net.transport()], antiEntropyMs: 0, text: yjsText(), ...init })
   open.push(r)
   return r
-}
-
-async function settle(...rs: Replica[]): Promise<void> {
-  for (let i = 0; i < 3; i++) {
-    await new Promise((r) => setTimeout(r, 5))
-    await Promise.all(rs.map((r) => r.sync({ timeoutMs: 5000 })))
-  }
-}
-
-function reopen(s: MemoryStorage): MemoryStorage {
-  Object.assign(s, { closed: false })
-  return s
 }
 
 describe('text fields', () => {
