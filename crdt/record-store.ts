@@ -388,6 +388,80 @@ export class RecordStore {
   }
 
   /**
+   * `encodeDelta(changesOf(origin, since, refs))`, byte for byte, written straight from the blocks: no delta object,
+   * no value decoded (values are copied as the canonical bytes they are kept in). What a replica's commit sends and
+   * logs for every flush of local writes, so its cost is the bytes of the records written and nothing per field.
+   */
+  encodeChangesOf(origin: string, since: Timestamp | undefined, refs: Iterable<RecordRef>): Uint8Array {
+    const p = this.peerIndex.get(origin)
+    const newest = this.vv.get(origin)
+    const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
+    const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
+    const sinceWall = since?.wall ?? -1
+    const sinceCounter = since?.counter ?? -1
+    // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
+    // them); the field names in order of first appearance; the smallest wall.
+    let baseWall = MAX_WALL
+    if (since && to.size > 0) baseWall = since.wall
+    if (newest && to.size > 0 && newest.wall < baseWall) baseWall = newest.wall
+    const nameAt: number[] = []
+    const names = new Map<string, number>()
+    const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
+    const cur = this.cur
+    let any = false
+    if (p !== undefined) {
+      for (const { collection, id } of refs) {
+        const t = this.tables.get(collection)
+        const row = t ? t.find(id) : -1
+        if (row < 0) continue
+        let group = groups.get(collection)
+        if (group?.seen.has(row)) continue
+        t!.read(row, cur)
+        let out = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, sinceWall, sinceCounter)
+        if (out && cur.floorWall < baseWall) baseWall = cur.floorWall
+        for (let k = 0; k < cur.n; k++) {
+          if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) continue
+          out = true
+          if (cur.walls[k]! < baseWall) baseWall = cur.walls[k]!
+          const name = cur.names[k]!
+          if (nameAt[name] === undefined) {
+            nameAt[name] = names.size
+            names.set(this.nameIds[name]!, names.size)
+          }
+        }
+        if (!out) continue
+        any = true
+        if (!group) groups.set(collection, (group = { table: t!, ids: [], rows: [], seen: new Set() }))
+        group.seen.add(row)
+        group.ids.push(id)
+        group.rows.push(row)
+      }
+    }
+    const peers = new Map<string, number>()
+    if (to.size > 0 || any) peers.set(origin, 0)
+    else baseWall = 0
+    // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
+    const w = new DeltaWriter(peers, baseWall, names, from, to)
+    w.collections(groups.size)
+    for (const [collection, { table, ids, rows }] of groups) {
+      w.collection(collection, ids.length)
+      for (let i = 0; i < ids.length; i++) {
+        table.read(rows[i]!, cur)
+        const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, sinceWall, sinceCounter)
+        let nFields = 0
+        for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) nFields++
+        w.recordAt(ids[i]!, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
+        for (let k = 0; k < cur.n; k++) {
+          if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) continue
+          w.fieldAt(nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
+        }
+      }
+    }
+    cur.release()
+    return w.finish()
+  }
+
+  /**
    * Merges a delta; idempotent, commutative and associative with every other delta. `onOverwrite` hears of every
    * field where two different values met (the replica turns these into conflict events).
    */
@@ -1089,6 +1163,11 @@ const MAX_AHEAD = 32
 function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: number, peer: string): boolean {
   const seen = vv.get(peer)
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
+}
+
+/** True when `(wall, counter)` is after `(sinceWall, sinceCounter)` (−1, −1: after everything). */
+function newerThan(wall: number, counter: number, sinceWall: number, sinceCounter: number): boolean {
+  return wall > sinceWall || (wall === sinceWall && counter > sinceCounter)
 }
 
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */

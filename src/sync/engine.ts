@@ -8,7 +8,7 @@
  * message limit, and hands it to the store uploads. Inbound: decode, apply (text erased by raised floors first),
  * make durable, forward, acknowledge, then tell the replica what changed through {@link EngineHooks}.
  */
-import type { Delta, RecordRef } from '../../crdt/delta.js'
+import { type Delta, type RecordRef, decodeDelta } from '../../crdt/delta.js'
 import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../../crdt/errors.js'
 import type { HLC } from '../../crdt/hlc.js'
 import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
@@ -245,8 +245,11 @@ export class SyncEngine {
    */
   commit(refs: readonly RecordRef[]): Promise<void> {
     const { store, writerId, log, maxMessageBytes } = this.init
-    const delta = refs.length > 0 ? store.changesOf(writerId, this.committed, refs) : undefined
-    const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : []
+    // Encoded straight from the store's blocks; only a delta too large for one message is built as an object and cut.
+    const since = this.committed
+    const whole = refs.length > 0 ? store.encodeChangesOf(writerId, since, refs) : undefined
+    let delta = whole && whole.length > maxMessageBytes - 16 ? store.changesOf(writerId, since, refs) : undefined
+    const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : whole ? [whole] : []
     const upto = (this.committed = store.versionVectorView().get(writerId))
     const text = this.init.text?.dirty ? this.init.text.takeLocal(maxMessageBytes - 16) : undefined
     const newest = text?.newest && (!upto || compareTimestamps(text.newest, upto) > 0) ? text.newest : upto
@@ -254,8 +257,11 @@ export class SyncEngine {
     for (const part of text?.parts ?? []) stored.push(log.appendText(part))
     return Promise.all(stored).then(() => {
       if (newest && (!this.durableUpTo || compareTimestamps(newest, this.durableUpTo) > 0)) this.durableUpTo = newest
-      if (delta && parts.length > 0) {
-        this.sendLive(this.liveTargets(), parts, delta, encodeLiveMessage)
+      if (parts.length > 0) {
+        const targets = this.liveTargets()
+        // A peer whose link takes smaller messages gets the delta cut again for it (see sendLive), from its object.
+        if (!delta && targets.some((t) => parts[0]!.length + 16 > this.messageLimit(t))) delta = decodeDelta(parts[0]!)
+        this.sendLive(targets, parts, delta, encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
       if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
