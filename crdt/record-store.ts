@@ -724,7 +724,7 @@ export class RecordStore {
     const w = localValues
     w.pos = 0
     for (let i = 1; i < clean.length; i += 2) writeValue(w, clean[i] as Value | undefined)
-    const buf = w.view()
+    const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
     const peer = this.peer(ts.peer)
     let pos = 0
     for (let i = 0, k = 0; i < clean.length; i += 2, k++) {
