@@ -64,6 +64,9 @@ interface ApplyContext {
   readonly onOverwrite: ((o: Overwrite) => void) | undefined
 }
 
+/** The writes {@link RecordStore.encodeChangesOf} found, as numbers (reused: encoding never re-enters itself). */
+const changeData: number[] = []
+
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
 
@@ -121,8 +124,10 @@ export class RecordStore {
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    const inc = this.localWrite(normalizeFields(collection, id, fields, false), ts)
-    inc.floorPeer = this.peer(ts.peer)
+    const n = normalizeFields(collection, id, fields, false) // first: a bad value writes nothing
+    const peer = this.peer(ts.peer)
+    const inc = this.localWrite(n, ts, peer)
+    inc.floorPeer = peer
     inc.floorWall = ts.wall
     inc.floorCounter = ts.counter
     this.merge(collection, id, inc, undefined)
@@ -133,7 +138,8 @@ export class RecordStore {
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
   update(collection: string, id: string, patch: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    this.merge(collection, id, this.localWrite(normalizeFields(collection, id, patch, true), ts), undefined)
+    const n = normalizeFields(collection, id, patch, true)
+    this.merge(collection, id, this.localWrite(n, ts, this.peer(ts.peer)), undefined)
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -602,7 +608,7 @@ export class RecordStore {
     let reports: Overwrite[] | undefined
     /** `(peer, wall, counter)` of the writes the index must hear of, once the record has its row. */
     const indexed = this.indexed
-    indexed.length = 0
+    if (index) indexed.length = 0 // only an index needs it (truncating an array is a runtime call)
     // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
     // record's visible fields are compared as a whole instead of inferred from the register writes.
     // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
@@ -717,22 +723,23 @@ export class RecordStore {
     return lost
   }
 
-  /** Regs for a local write: `clean` from normalizeFields, every field at `ts`. */
-  private localWrite(clean: unknown[], ts: Timestamp): Regs {
+  /** Regs for a local write: the first `n` entries of {@link fieldScratch} (normalizeFields), every field at `ts` of `peer` (its index). */
+  private localWrite(n: number, ts: Timestamp, peer: number): Regs {
+    const clean = fieldScratch
     const inc = this.inc
     inc.clear()
     const w = localValues
     w.pos = 0
-    for (let i = 1; i < clean.length; i += 2) writeValue(w, clean[i] as Value | undefined)
+    for (let i = 1; i < n; i += 2) writeValue(w, clean[i] as Value | undefined)
     const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
-    const peer = this.peer(ts.peer)
     let pos = 0
-    for (let i = 0, k = 0; i < clean.length; i += 2, k++) {
+    for (let i = 0, k = 0; i < n; i += 2, k++) {
       const end = valueEnd(buf, pos)
       inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
+      clean[i + 1] = undefined // keeps no reference to the caller's values
       pos = end
     }
-    inc.n = clean.length / 2
+    inc.n = n / 2
     return inc
   }
 
@@ -1183,31 +1190,31 @@ function checkRef(collection: string, id: string): void {
   if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
 }
 
-/** Reused by every write (writes never re-enter the store), so a one-field update allocates no array. */
+/** Reused by every write (writes never re-enter the store), so a write allocates no array. */
 const fieldScratch: unknown[] = []
 
 /**
- * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Returns
- * `[name, value, name, value, …]`; with `removals`, `undefined` values are kept (they remove the field).
+ * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Fills
+ * {@link fieldScratch} with `[name, value, name, value, …]` and returns how many entries it filled (twice the
+ * fields); with `removals`, `undefined` values are kept (they remove the field).
  */
-function normalizeFields(collection: string, id: string, fields: object, removals: boolean): unknown[] {
+function normalizeFields(collection: string, id: string, fields: object, removals: boolean): number {
   checkRef(collection, id)
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) {
     throw new InvalidValueError(`record ${JSON.stringify(id)}: fields must be a plain object`)
   }
   const out = fieldScratch
-  out.length = 0
+  let n = 0
   for (const name of Object.keys(fields)) {
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
       if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)
       continue
     }
-    if (v === undefined) {
-      if (removals) out.push(name, undefined)
-      continue
-    }
-    out.push(name, normalizeValue(v, name))
+    if (v === undefined && !removals) continue
+    out[n] = name
+    out[n + 1] = v === undefined ? undefined : normalizeValue(v, name)
+    n += 2
   }
-  return out
+  return n
 }
