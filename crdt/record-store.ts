@@ -395,10 +395,11 @@ export class RecordStore {
 
   /**
    * `encodeDelta(changesOf(origin, since, refs))`, byte for byte, written straight from the blocks: no delta object,
-   * no value decoded (values are copied as the canonical bytes they are kept in). What a replica's commit sends and
-   * logs for every flush of local writes, so its cost is the bytes of the records written and nothing per field.
+   * no value decoded (values are copied as the canonical bytes they are kept in). The records are given as the ids
+   * `written` in each collection (an id may repeat: each record goes out once), the refs in that order. What a
+   * replica's commit sends and logs for every flush of local writes, so its cost is the bytes of the records written.
    */
-  encodeChangesOf(origin: string, since: Timestamp | undefined, refs: Iterable<RecordRef>): Uint8Array {
+  encodeChangesOf(origin: string, since: Timestamp | undefined, written: ReadonlyMap<string, Iterable<string>>): Uint8Array {
     const p = this.peerIndex.get(origin)
     const newest = this.vv.get(origin)
     const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
@@ -415,14 +416,14 @@ export class RecordStore {
     const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
     const cur = this.cur
     let any = false
-    if (p !== undefined) {
-      for (const { collection, id } of refs) {
-        const t = this.tables.get(collection)
-        const row = t ? t.find(id) : -1
-        if (row < 0) continue
-        let group = groups.get(collection)
-        if (group?.seen.has(row)) continue
-        t!.read(row, cur)
+    for (const [collection, ids] of p === undefined ? [] : written) {
+      const t = this.tables.get(collection)
+      if (!t) continue
+      let group: { table: Table; ids: string[]; rows: number[]; seen: Set<number> } | undefined
+      for (const id of ids) {
+        const row = t.find(id)
+        if (row < 0 || group?.seen.has(row)) continue
+        t.read(row, cur)
         let out = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, sinceWall, sinceCounter)
         if (out && cur.floorWall < baseWall) baseWall = cur.floorWall
         for (let k = 0; k < cur.n; k++) {
@@ -437,7 +438,7 @@ export class RecordStore {
         }
         if (!out) continue
         any = true
-        if (!group) groups.set(collection, (group = { table: t!, ids: [], rows: [], seen: new Set() }))
+        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [], seen: new Set() }))
         group.seen.add(row)
         group.ids.push(id)
         group.rows.push(row)

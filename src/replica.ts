@@ -2,7 +2,6 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidArgumentError, InvalidValueError, asError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
-import type { RecordRef } from '../crdt/delta.js'
 import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
@@ -318,8 +317,8 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   private readonly listeners: Listeners = { change: new Set(), 'peer:join': new Set(), 'peer:leave': new Set(), sync: new Set(), conflict: new Set(), error: new Set() }
   private readonly collections = new Map<string, CollectionImpl<RecordShape, X>>()
   private readonly maxMessageBytes: number
-  /** Records written since the last flush, per collection. */
-  private dirty = new Map<string, Set<string>>()
+  /** Ids of the records written since the last flush, per collection (repeats included). */
+  private dirty = new Map<string, string[]>()
   private batch: Batch | undefined
   private pendingWrites = 0
   /** Settles when the latest flushed batch is durable and sent. */
@@ -685,9 +684,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   /** Schedules the flush of a write (of record `id`, or of text when both are undefined); resolves once durable. */
   private markDirty(collection: string | undefined, id: string | undefined): Promise<void> {
     if (collection !== undefined && id !== undefined) {
+      // Listed as written, repeats included (the commit reads each record once): no set to keep per write.
       let ids = this.dirty.get(collection)
-      if (!ids) this.dirty.set(collection, (ids = new Set()))
-      ids.add(id)
+      if (!ids) this.dirty.set(collection, (ids = []))
+      ids.push(id)
     }
     this.pendingWrites++
     if (!this.batch) {
@@ -709,11 +709,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     const batch = this.batch
     if (!batch) return
     this.batch = undefined
-    const refs: RecordRef[] = []
-    for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
+    const written = this.dirty
     this.dirty = new Map()
     try {
-      this.settled = this.engine.commit(refs).then(
+      this.settled = this.engine.commit(written).then(
         () => {
           this.pendingWrites -= batch.writes
           batch.resolve()
