@@ -67,6 +67,20 @@ interface ApplyContext {
 /** The writes {@link RecordStore.encodeChangesOf} found, as numbers (reused: encoding never re-enters itself). */
 const changeData: number[] = []
 
+/** What {@link RecordStore.encodeChangesOf} looks for and has found (reused: encoding never re-enters itself). */
+interface OwnScan {
+  /** The origin's peer index (−1: none). */
+  peer: number
+  sinceWall: number
+  sinceCounter: number
+  /** The smallest wall of the delta. */
+  minWall: number
+  /** Store name index → delta name index; the delta's names in order. */
+  readonly nameAt: number[]
+  readonly names: Map<string, number>
+}
+const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0, nameAt: [], names: new Map() }
+
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
 
@@ -399,44 +413,33 @@ export class RecordStore {
    * `written` in each collection (an id may repeat: each record goes out once), the refs in that order. What a
    * replica's commit sends and logs for every flush of local writes, so its cost is the bytes of the records written.
    */
-  encodeChangesOf(origin: string, since: Timestamp | undefined, written: ReadonlyMap<string, Iterable<string>>): Uint8Array {
+  encodeChangesOf(origin: string, since: Timestamp | undefined, written: ReadonlyMap<string, readonly string[]>): Uint8Array {
     const p = this.peerIndex.get(origin)
     const newest = this.vv.get(origin)
     const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
     const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
-    const sinceWall = since?.wall ?? -1
-    const sinceCounter = since?.counter ?? -1
+    const own = ownScan
+    own.peer = p ?? -1
+    own.sinceWall = since === undefined ? -1 : since.wall
+    own.sinceCounter = since === undefined ? -1 : since.counter
+    own.minWall = MAX_WALL
+    if (to.size > 0) own.minWall = Math.min(newest!.wall, since === undefined ? MAX_WALL : since.wall)
+    own.nameAt.length = 0
+    own.names.clear()
     // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
-    // them); the field names in order of first appearance; the smallest wall.
-    let baseWall = MAX_WALL
-    if (since && to.size > 0) baseWall = since.wall
-    if (newest && to.size > 0 && newest.wall < baseWall) baseWall = newest.wall
-    const nameAt: number[] = []
-    const names = new Map<string, number>()
+    // them); the field names in order of first appearance; the smallest wall. The work per record is in small
+    // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
+    // no iterator step while the loop itself still runs unoptimised.
     const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
-    const cur = this.cur
     let any = false
     for (const [collection, ids] of p === undefined ? [] : written) {
       const t = this.tables.get(collection)
       if (!t) continue
       let group: { table: Table; ids: string[]; rows: number[]; seen: Set<number> } | undefined
-      for (const id of ids) {
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!
         const row = t.find(id)
-        if (row < 0 || group?.seen.has(row)) continue
-        t.read(row, cur)
-        let out = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, sinceWall, sinceCounter)
-        if (out && cur.floorWall < baseWall) baseWall = cur.floorWall
-        for (let k = 0; k < cur.n; k++) {
-          if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) continue
-          out = true
-          if (cur.walls[k]! < baseWall) baseWall = cur.walls[k]!
-          const name = cur.names[k]!
-          if (nameAt[name] === undefined) {
-            nameAt[name] = names.size
-            names.set(this.nameIds[name]!, names.size)
-          }
-        }
-        if (!out) continue
+        if (row < 0 || group?.seen.has(row) || !this.scanOwn(t, row, own)) continue
         any = true
         if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [], seen: new Set() }))
         group.seen.add(row)
@@ -446,26 +449,57 @@ export class RecordStore {
     }
     const peers = new Map<string, number>()
     if (to.size > 0 || any) peers.set(origin, 0)
-    else baseWall = 0
     // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
-    const w = new DeltaWriter(peers, baseWall, names, from, to)
+    const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
     w.collections(groups.size)
     for (const [collection, { table, ids, rows }] of groups) {
       w.collection(collection, ids.length)
-      for (let i = 0; i < ids.length; i++) {
-        table.read(rows[i]!, cur)
-        const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, sinceWall, sinceCounter)
-        let nFields = 0
-        for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) nFields++
-        w.recordAt(ids[i]!, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
-        for (let k = 0; k < cur.n; k++) {
-          if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, sinceWall, sinceCounter)) continue
-          w.fieldAt(nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
-        }
+      for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
+    }
+    this.cur.release()
+    return w.finish()
+  }
+
+  /**
+   * Pass 1 of {@link encodeChangesOf} for one record: whether it holds a floor or register of `own.peer` newer than
+   * `own.since…`; numbers the names of those registers and lowers `own.minWall` to their walls.
+   */
+  private scanOwn(t: Table, row: number, own: OwnScan): boolean {
+    const cur = this.cur
+    t.read(row, cur)
+    const p = own.peer
+    let out = false
+    if (cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)) {
+      out = true
+      if (cur.floorWall < own.minWall) own.minWall = cur.floorWall
+    }
+    for (let k = 0; k < cur.n; k++) {
+      const wall = cur.walls[k]!
+      if (cur.peers[k] !== p || !newerThan(wall, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
+      out = true
+      if (wall < own.minWall) own.minWall = wall
+      const name = cur.names[k]!
+      if (own.nameAt[name] === undefined) {
+        own.nameAt[name] = own.names.size
+        own.names.set(this.nameIds[name]!, own.names.size)
       }
     }
-    cur.release()
-    return w.finish()
+    return out
+  }
+
+  /** Pass 2 of {@link encodeChangesOf} for one record: writes what {@link scanOwn} found. */
+  private writeOwn(w: DeltaWriter, t: Table, row: number, id: string, own: OwnScan): void {
+    const cur = this.cur
+    t.read(row, cur)
+    const p = own.peer
+    const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)
+    let nFields = 0
+    for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) nFields++
+    w.recordAt(id, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
+    for (let k = 0; k < cur.n; k++) {
+      if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
+      w.fieldAt(own.nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
+    }
   }
 
   /**
@@ -1206,7 +1240,9 @@ function normalizeFields(collection: string, id: string, fields: object, removal
   }
   const out = fieldScratch
   let n = 0
-  for (const name of Object.keys(fields)) {
+  const names = Object.keys(fields)
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
       if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)
