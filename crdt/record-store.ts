@@ -144,7 +144,7 @@ export class RecordStore {
     inc.floorPeer = peer
     inc.floorWall = ts.wall
     inc.floorCounter = ts.counter
-    this.merge(collection, id, inc, undefined)
+    this.mergeLocal(collection, id, inc)
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -153,7 +153,7 @@ export class RecordStore {
   update(collection: string, id: string, patch: object, ts: Timestamp): void {
     checkTimestamp(ts)
     const n = normalizeFields(collection, id, patch, true)
-    this.merge(collection, id, this.localWrite(n, ts, this.peer(ts.peer)), undefined)
+    this.mergeLocal(collection, id, this.localWrite(n, ts, this.peer(ts.peer)))
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -168,7 +168,7 @@ export class RecordStore {
     inc.floorWall = ts.wall
     inc.floorCounter = ts.counter
     inc.deleted = true
-    this.merge(collection, id, inc, undefined)
+    this.mergeLocal(collection, id, inc)
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -726,6 +726,18 @@ export class RecordStore {
     cur.release()
     before?.release()
     if (reports) for (const o of reports) ctx!.onOverwrite!(o)
+  }
+
+  /**
+   * Merges a local write (one stamp, each field once). A record the store does not hold takes it as it is: merging
+   * into nothing is copying (as applyEncoded's claim does for a remote record), so a new record skips the merge.
+   */
+  private mergeLocal(collection: string, id: string, inc: Regs): void {
+    let t = this.tables.get(collection)
+    if (!t) this.tables.set(collection, (t = new Table(collection)))
+    const row = t.find(id)
+    if (row >= 0) this.merge(collection, id, inc, undefined, t, row)
+    else if (inc.floorPeer >= 0 || inc.n > 0) t.write(t.add(id), inc)
   }
 
   /** Tells the index (if built) that `ts` wrote the record. */
