@@ -237,8 +237,8 @@ export class SyncEngine {
 
   /**
    * Commits local writes: the records `written` since the last commit (their ids per collection; an id may repeat)
-   * and the text edits waiting to be
-   * taken. Builds their delta once and makes it durable, then sends it to every connected peer as LIVE messages
+   * and the text edits waiting to be taken. Builds their delta once (encoded straight from the store's blocks) and
+   * makes it durable, then sends it to every connected peer as LIVE messages
    * whose `reached` set names us and all of them (in a full mesh nobody forwards; in a sparser topology receivers
    * forward to the rest), and hands it to the store uploads. Durable first, then sent: a peer must never hold a
    * write of ours that a crash could take from us, or our version vector would later claim it while we lack it.
@@ -246,7 +246,7 @@ export class SyncEngine {
    */
   commit(written: ReadonlyMap<string, readonly string[]>): Promise<void> {
     const { store, writerId, log, maxMessageBytes } = this.init
-    // Encoded straight from the store's blocks; only a delta too large for one message is built as an object and cut.
+    // Only a delta too large for one message is built as an object, to be cut.
     const since = this.committed
     const whole = written.size > 0 ? store.encodeChangesOf(writerId, since, written) : undefined
     let delta = whole && whole.length > maxMessageBytes - 16 ? store.changesOf(writerId, since, refsOf(written)) : undefined
