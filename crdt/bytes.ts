@@ -119,6 +119,23 @@ export class Writer {
     this.pos = writeWtf8(s, this.buf, this.pos)
   }
 
+  /** Writes `s.slice(start)` as {@link string} does, without making the slice when it is short ASCII. */
+  stringFrom(s: string, start: number): void {
+    const n = s.length - start
+    if (n < 64) {
+      let ascii = true
+      for (let i = start; i < s.length && ascii; i++) ascii = s.charCodeAt(i) < 0x80
+      if (ascii) {
+        this.ensure(n + 1)
+        const buf = this.buf
+        buf[this.pos++] = n
+        for (let i = start; i < s.length; i++) buf[this.pos++] = s.charCodeAt(i)
+        return
+      }
+    }
+    this.string(s.slice(start))
+  }
+
   /** The bytes written so far (a copy, safe to keep). */
   finish(): Uint8Array {
     return this.buf.slice(0, this.pos)

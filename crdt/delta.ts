@@ -158,7 +158,8 @@ export class DeltaWriter {
     const prev = this.prevBytes === undefined ? this.prev : decodeString(this.prevBytes)
     const shared = sharedPrefix(prev, id)
     w.uint(shared)
-    w.string(shared === 0 ? id : id.slice(shared))
+    if (shared === 0) w.string(id)
+    else w.stringFrom(id, shared)
     this.prev = id
     this.prevBytes = undefined
     return w

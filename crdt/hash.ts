@@ -13,24 +13,25 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
   let h4 = h1
   const len = bytes.length
   const blocks = len - (len % 16)
-  const word = (i: number): number => bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24)
+  // Every sum is truncated to 32 bits where it is made (`| 0`, as Math.imul would): the optimising compiler then keeps
+  // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them.
   for (let i = 0; i < blocks; i += 16) {
-    let k1 = word(i)
-    let k2 = word(i + 4)
-    let k3 = word(i + 8)
-    let k4 = word(i + 12)
+    let k1 = word(bytes, i)
+    let k2 = word(bytes, i + 4)
+    let k3 = word(bytes, i + 8)
+    let k4 = word(bytes, i + 12)
     k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2)
     h1 ^= k1
-    h1 = (Math.imul(rotl(h1, 19) + h2, 5) + 0x561ccd1b) | 0
+    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0
     k2 = Math.imul(rotl(Math.imul(k2, c2), 16), c3)
     h2 ^= k2
-    h2 = (Math.imul(rotl(h2, 17) + h3, 5) + 0x0bcaa747) | 0
+    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0
     k3 = Math.imul(rotl(Math.imul(k3, c3), 17), c4)
     h3 ^= k3
-    h3 = (Math.imul(rotl(h3, 15) + h4, 5) + 0x96cd1c35) | 0
+    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0
     k4 = Math.imul(rotl(Math.imul(k4, c4), 18), c1)
     h4 ^= k4
-    h4 = (Math.imul(rotl(h4, 13) + h1, 5) + 0x32ac3b17) | 0
+    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0
   }
   let k1 = 0
   let k2 = 0
@@ -65,6 +66,11 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
   h3 = (h3 + h1) | 0
   h4 = (h4 + h1) | 0
   return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0]
+}
+
+/** The little-endian 32-bit word at `bytes[i]` (signed). */
+function word(bytes: Uint8Array, i: number): number {
+  return bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24)
 }
 
 function rotl(x: number, r: number): number {

@@ -68,6 +68,23 @@ interface ApplyContext {
   readonly onOverwrite: ((o: Overwrite) => void) | undefined
 }
 
+/** The writes {@link RecordStore.encodeChangesOf} found, as numbers (reused: encoding never re-enters itself). */
+const changeData: number[] = []
+
+/** What {@link RecordStore.encodeChangesOf} looks for and has found (reused: encoding never re-enters itself). */
+interface OwnScan {
+  /** The origin's peer index (−1: none). */
+  peer: number
+  sinceWall: number
+  sinceCounter: number
+  /** The smallest wall of the delta. */
+  minWall: number
+  /** Store name index → delta name index; the delta's names in order. */
+  readonly nameAt: number[]
+  readonly names: Map<string, number>
+}
+const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0, nameAt: [], names: new Map() }
+
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
 
@@ -125,11 +142,13 @@ export class RecordStore {
   /** Replaces a record with `fields` (an `id` key, if present, must equal `id`; `undefined` fields are skipped). */
   put(collection: string, id: string, fields: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    const inc = this.localWrite(normalizeFields(collection, id, fields, false), ts)
-    inc.floorPeer = this.peer(ts.peer)
+    const n = normalizeFields(collection, id, fields, false) // first: a bad value writes nothing
+    const peer = this.peer(ts.peer)
+    const inc = this.localWrite(n, ts, peer)
+    inc.floorPeer = peer
     inc.floorWall = ts.wall
     inc.floorCounter = ts.counter
-    this.merge(collection, id, inc, undefined)
+    this.mergeLocal(collection, id, inc)
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -137,7 +156,8 @@ export class RecordStore {
   /** Sets the given fields of a record (creating it if needed); a field set to `undefined` is removed. */
   update(collection: string, id: string, patch: object, ts: Timestamp): void {
     checkTimestamp(ts)
-    this.merge(collection, id, this.localWrite(normalizeFields(collection, id, patch, true), ts), undefined)
+    const n = normalizeFields(collection, id, patch, true)
+    this.mergeLocal(collection, id, this.localWrite(n, ts, this.peer(ts.peer)))
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -152,7 +172,7 @@ export class RecordStore {
     inc.floorWall = ts.wall
     inc.floorCounter = ts.counter
     inc.deleted = true
-    this.merge(collection, id, inc, undefined)
+    this.mergeLocal(collection, id, inc)
     this.indexWrite(ts, collection, id)
     this.advanceTo(ts)
   }
@@ -392,6 +412,101 @@ export class RecordStore {
   }
 
   /**
+   * `encodeDelta(changesOf(origin, since, refs))`, byte for byte, written straight from the blocks: no delta object,
+   * no value decoded (values are copied as the canonical bytes they are kept in). The records are given as the ids
+   * `written` in each collection (an id may repeat: each record goes out once), the refs in that order. What a
+   * replica's commit sends and logs for every flush of local writes, so its cost is the bytes of the records written.
+   */
+  encodeChangesOf(origin: string, since: Timestamp | undefined, written: ReadonlyMap<string, readonly string[]>): Uint8Array {
+    const p = this.peerIndex.get(origin)
+    const newest = this.vv.get(origin)
+    const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
+    const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
+    const own = ownScan
+    own.peer = p ?? -1
+    own.sinceWall = since === undefined ? -1 : since.wall
+    own.sinceCounter = since === undefined ? -1 : since.counter
+    own.minWall = MAX_WALL
+    if (to.size > 0) own.minWall = Math.min(newest!.wall, since === undefined ? MAX_WALL : since.wall)
+    own.nameAt.length = 0
+    own.names.clear()
+    // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
+    // them); the field names in order of first appearance; the smallest wall. The work per record is in small
+    // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
+    // no iterator step while the loop itself still runs unoptimised.
+    const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
+    let any = false
+    for (const [collection, ids] of p === undefined ? [] : written) {
+      const t = this.tables.get(collection)
+      if (!t) continue
+      let group: { table: Table; ids: string[]; rows: number[]; seen: Set<number> } | undefined
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!
+        const row = t.find(id)
+        if (row < 0 || group?.seen.has(row) || !this.scanOwn(t, row, own)) continue
+        any = true
+        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [], seen: new Set() }))
+        group.seen.add(row)
+        group.ids.push(id)
+        group.rows.push(row)
+      }
+    }
+    const peers = new Map<string, number>()
+    if (to.size > 0 || any) peers.set(origin, 0)
+    // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
+    const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
+    w.collections(groups.size)
+    for (const [collection, { table, ids, rows }] of groups) {
+      w.collection(collection, ids.length)
+      for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
+    }
+    this.cur.release()
+    return w.finish()
+  }
+
+  /**
+   * Pass 1 of {@link encodeChangesOf} for one record: whether it holds a floor or register of `own.peer` newer than
+   * `own.since…`; numbers the names of those registers and lowers `own.minWall` to their walls.
+   */
+  private scanOwn(t: Table, row: number, own: OwnScan): boolean {
+    const cur = this.cur
+    t.read(row, cur)
+    const p = own.peer
+    let out = false
+    if (cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)) {
+      out = true
+      if (cur.floorWall < own.minWall) own.minWall = cur.floorWall
+    }
+    for (let k = 0; k < cur.n; k++) {
+      const wall = cur.walls[k]!
+      if (cur.peers[k] !== p || !newerThan(wall, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
+      out = true
+      if (wall < own.minWall) own.minWall = wall
+      const name = cur.names[k]!
+      if (own.nameAt[name] === undefined) {
+        own.nameAt[name] = own.names.size
+        own.names.set(this.nameIds[name]!, own.names.size)
+      }
+    }
+    return out
+  }
+
+  /** Pass 2 of {@link encodeChangesOf} for one record: writes what {@link scanOwn} found. */
+  private writeOwn(w: DeltaWriter, t: Table, row: number, id: string, own: OwnScan): void {
+    const cur = this.cur
+    t.read(row, cur)
+    const p = own.peer
+    const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)
+    let nFields = 0
+    for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) nFields++
+    w.recordAt(id, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
+    for (let k = 0; k < cur.n; k++) {
+      if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
+      w.fieldAt(own.nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
+    }
+  }
+
+  /**
    * Merges a delta; idempotent, commutative and associative with every other delta. `onOverwrite` hears of every
    * field where two different values met (the replica turns these into conflict events).
    */
@@ -533,7 +648,7 @@ export class RecordStore {
     let reports: Overwrite[] | undefined
     /** `(peer, wall, counter)` of the writes the index must hear of, once the record has its row. */
     const indexed = this.indexed
-    indexed.length = 0
+    if (index) indexed.length = 0 // only an index needs it (truncating an array is a runtime call)
     // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
     // record's visible fields are compared as a whole instead of inferred from the register writes.
     // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
@@ -619,6 +734,18 @@ export class RecordStore {
     if (reports) for (const o of reports) ctx!.onOverwrite!(o)
   }
 
+  /**
+   * Merges a local write (one stamp, each field once). A record the store does not hold takes it as it is: merging
+   * into nothing is copying (as applyEncoded's claim does for a remote record), so a new record skips the merge.
+   */
+  private mergeLocal(collection: string, id: string, inc: Regs): void {
+    let t = this.tables.get(collection)
+    if (!t) this.tables.set(collection, (t = new Table(collection)))
+    const row = t.find(id)
+    if (row >= 0) this.merge(collection, id, inc, undefined, t, row)
+    else if (inc.floorPeer >= 0 || inc.n > 0) t.write(t.add(id), inc)
+  }
+
   /** Tells the index (if built) that `ts` wrote the record. */
   private indexWrite(ts: Timestamp, collection: string, id: string): void {
     if (!this.index) return
@@ -649,22 +776,23 @@ export class RecordStore {
     return lost
   }
 
-  /** Regs for a local write: `clean` from normalizeFields, every field at `ts`. */
-  private localWrite(clean: unknown[], ts: Timestamp): Regs {
+  /** Regs for a local write: the first `n` entries of {@link fieldScratch} (normalizeFields), every field at `ts` of `peer` (its index). */
+  private localWrite(n: number, ts: Timestamp, peer: number): Regs {
+    const clean = fieldScratch
     const inc = this.inc
     inc.clear()
     const w = localValues
     w.pos = 0
-    for (let i = 1; i < clean.length; i += 2) writeValue(w, clean[i] as Value | undefined)
-    const buf = w.view()
-    const peer = this.peer(ts.peer)
+    for (let i = 1; i < n; i += 2) writeValue(w, clean[i] as Value | undefined)
+    const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
     let pos = 0
-    for (let i = 0, k = 0; i < clean.length; i += 2, k++) {
+    for (let i = 0, k = 0; i < n; i += 2, k++) {
       const end = valueEnd(buf, pos)
       inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
+      clean[i + 1] = undefined // keeps no reference to the caller's values
       pos = end
     }
-    inc.n = clean.length / 2
+    inc.n = n / 2
     return inc
   }
 
@@ -1097,6 +1225,11 @@ function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: num
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
 }
 
+/** True when `(wall, counter)` is after `(sinceWall, sinceCounter)` (−1, −1: after everything). */
+function newerThan(wall: number, counter: number, sinceWall: number, sinceCounter: number): boolean {
+  return wall > sinceWall || (wall === sinceWall && counter > sinceCounter)
+}
+
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */
 function checkTimestamp(ts: Timestamp): void {
   const reason = invalidTimestampReason(ts)
@@ -1110,31 +1243,33 @@ function checkRef(collection: string, id: string): void {
   if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
 }
 
-/** Reused by every write (writes never re-enter the store), so a one-field update allocates no array. */
+/** Reused by every write (writes never re-enter the store), so a write allocates no array. */
 const fieldScratch: unknown[] = []
 
 /**
- * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Returns
- * `[name, value, name, value, …]`; with `removals`, `undefined` values are kept (they remove the field).
+ * Validates and normalises a record's fields before anything is written (so a bad value writes nothing). Fills
+ * {@link fieldScratch} with `[name, value, name, value, …]` and returns how many entries it filled (twice the
+ * fields); with `removals`, `undefined` values are kept (they remove the field).
  */
-function normalizeFields(collection: string, id: string, fields: object, removals: boolean): unknown[] {
+function normalizeFields(collection: string, id: string, fields: object, removals: boolean): number {
   checkRef(collection, id)
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) {
     throw new InvalidValueError(`record ${JSON.stringify(id)}: fields must be a plain object`)
   }
   const out = fieldScratch
-  out.length = 0
-  for (const name of Object.keys(fields)) {
+  let n = 0
+  const names = Object.keys(fields)
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
       if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)
       continue
     }
-    if (v === undefined) {
-      if (removals) out.push(name, undefined)
-      continue
-    }
-    out.push(name, normalizeValue(v, name))
+    if (v === undefined && !removals) continue
+    out[n] = name
+    out[n + 1] = v === undefined ? undefined : normalizeValue(v, name)
+    n += 2
   }
-  return out
+  return n
 }

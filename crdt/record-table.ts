@@ -381,17 +381,26 @@ export function hashBytes(buf: Uint8Array, start: number, end: number): number {
   return h | 0
 }
 
-/** A record id as WTF-8 bytes, for lookups by string: `[idStart, idScratch.pos)` of `idScratch.buffer`. */
+/**
+ * A record id as WTF-8 bytes, for lookups by string: `[idStart, idScratch.pos)` of `idScratch.buffer`, with its hash.
+ * The last id encoded is remembered: a write looks its record up, then adds it when new, and encodes the id once.
+ */
 const idScratch = new Writer(64)
 let idStart = 0
+let idHash = 0
+let idLast: string | undefined
 
 function encodeId(id: string): void {
+  if (id === idLast) return
+  idLast = undefined // stays unset if encoding throws
   idScratch.pos = 0
   idScratch.string(id)
   const buf = idScratch.buffer
   let p = 0
   while (buf[p++]! >= 0x80);
   idStart = p
+  idHash = hashBytes(buf, idStart, idScratch.pos)
+  idLast = id
 }
 
 const VISIBLE = 1
@@ -456,8 +465,7 @@ export class Table {
   /** The row of record `id`, or −1. */
   find(id: string): number {
     encodeId(id)
-    const buf = idScratch.buffer
-    return this.findBytes(buf, idStart, idScratch.pos, hashBytes(buf, idStart, idScratch.pos))
+    return this.findBytes(idScratch.buffer, idStart, idScratch.pos, idHash)
   }
 
   /** The row of the record whose id is the bytes `src[start, end)` (hash `h`), or −1. */
@@ -493,8 +501,7 @@ export class Table {
   /** A new, empty row for `id` (which must have none). */
   add(id: string): number {
     encodeId(id)
-    const buf = idScratch.buffer
-    return this.addBytes(buf, idStart, idScratch.pos, hashBytes(buf, idStart, idScratch.pos))
+    return this.addBytes(idScratch.buffer, idStart, idScratch.pos, idHash)
   }
 
   /** {@link add} with the id as the bytes `src[start, end)` and their hash `h`. */

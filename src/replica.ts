@@ -2,7 +2,6 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { InvalidArgumentError, InvalidValueError, asError } from '../crdt/errors.js'
 import { HLC } from '../crdt/hlc.js'
-import type { RecordRef } from '../crdt/delta.js'
 import type { StoredRecord } from '../crdt/record-store.js'
 import { type RecordStore } from '../crdt/record-store.js'
 import type { Timestamp } from '../crdt/timestamp.js'
@@ -318,8 +317,8 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   private readonly listeners: Listeners = { change: new Set(), 'peer:join': new Set(), 'peer:leave': new Set(), sync: new Set(), conflict: new Set(), error: new Set() }
   private readonly collections = new Map<string, CollectionImpl<RecordShape, X>>()
   private readonly maxMessageBytes: number
-  /** Records written since the last flush, per collection. */
-  private dirty = new Map<string, Set<string>>()
+  /** Ids of the records written since the last flush, per collection (repeats included). */
+  private dirty = new Map<string, string[]>()
   private batch: Batch | undefined
   private pendingWrites = 0
   /** Settles when the latest flushed batch is durable and sent. */
@@ -686,9 +685,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
   /** Schedules the flush of a write (of record `id`, or of text when both are undefined); resolves once durable. */
   private markDirty(collection: string | undefined, id: string | undefined): Promise<void> {
     if (collection !== undefined && id !== undefined) {
+      // Listed as written, repeats included (the commit reads each record once): no set to keep per write.
       let ids = this.dirty.get(collection)
-      if (!ids) this.dirty.set(collection, (ids = new Set()))
-      ids.add(id)
+      if (!ids) this.dirty.set(collection, (ids = []))
+      ids.push(id)
     }
     this.pendingWrites++
     if (!this.batch) {
@@ -710,11 +710,10 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
     const batch = this.batch
     if (!batch) return
     this.batch = undefined
-    const refs: RecordRef[] = []
-    for (const [collection, ids] of this.dirty) for (const id of ids) refs.push({ collection, id })
+    const written = this.dirty
     this.dirty = new Map()
     try {
-      this.settled = this.engine.commit(refs).then(
+      this.settled = this.engine.commit(written).then(
         () => {
           this.pendingWrites -= batch.writes
           batch.resolve()
@@ -794,26 +793,34 @@ export class ReplicaImpl<X = unknown> implements Replica<X> {
  */
 function sizeBound(fields: object, limit: number): number {
   let size = 0
-  // Only arrays and objects are stacked: a flat record (the common write) allocates nothing per field.
-  const stack: [unknown, number][] = []
-  const add = (v: unknown, depth: number): void => {
-    const leaf = leafBound(v)
-    if (leaf >= 0) size += leaf
-    else stack.push([v, depth])
-  }
+  // Only arrays and objects are stacked, and the stack is made for the first: a flat record (the common write)
+  // allocates nothing at all.
+  let stack: unknown[] | undefined
   for (const key in fields) {
+    const v = (fields as Record<string, unknown>)[key]
+    const leaf = leafBound(v)
     size += key.length * 3
-    add((fields as Record<string, unknown>)[key], 0)
+    if (leaf >= 0) size += leaf
+    else (stack ??= []).push(v, 0)
   }
-  while (stack.length > 0 && size <= limit) {
-    const [v, depth] = stack.pop()!
+  while (stack !== undefined && stack.length > 0 && size <= limit) {
+    const depth = stack.pop() as number
+    const v = stack.pop()
     if (depth > MAX_VALUE_DEPTH) return 0 // too deep or cyclic: the store's validation refuses it precisely
     size += 5
-    if (Array.isArray(v)) for (const item of v) add(item, depth + 1)
-    else {
+    if (Array.isArray(v)) {
+      for (const item of v) {
+        const leaf = leafBound(item)
+        if (leaf >= 0) size += leaf
+        else stack.push(item, depth + 1)
+      }
+    } else {
       for (const key in v as object) {
+        const item = (v as Record<string, unknown>)[key]
+        const leaf = leafBound(item)
         size += 5 + key.length * 3
-        add((v as Record<string, unknown>)[key], depth + 1)
+        if (leaf >= 0) size += leaf
+        else stack.push(item, depth + 1)
       }
     }
   }
@@ -827,28 +834,47 @@ function leafBound(v: unknown): number {
   return v instanceof Uint8Array ? 5 + v.length : -1
 }
 
+/** A write refused before it started: rejects, as an `async` method's throw would. */
+function rejected(err: unknown): Promise<never> {
+  return Promise.reject(err)
+}
+
 class CollectionImpl<T extends RecordShape, X> implements Collection<T, X> {
   constructor(
     private readonly replica: ReplicaImpl<X>,
     readonly name: string,
   ) {}
 
-  async put(record: T): Promise<void> {
+  // Not `async`: the write's promise is its batch's, shared by every write of the tick (an async wrapper would add a
+  // promise and three microtask hops per write). Bad input still rejects, never throws (see {@link rejected}).
+  put(record: T): Promise<void> {
     if (typeof record !== 'object' || record === null || Array.isArray(record)) {
-      throw new InvalidValueError(`${this.name}.put: a record must be a plain object with a string id`)
+      return rejected(new InvalidValueError(`${this.name}.put: a record must be a plain object with a string id`))
     }
-    return this.replica.write(this.name, record.id, 'put', record)
+    try {
+      return this.replica.write(this.name, record.id, 'put', record)
+    } catch (err) {
+      return rejected(err)
+    }
   }
 
-  async update(id: string, patch: Partial<Omit<T, 'id'>>): Promise<void> {
+  update(id: string, patch: Partial<Omit<T, 'id'>>): Promise<void> {
     if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
-      throw new InvalidValueError(`${this.name}.update: the patch must be a plain object`)
+      return rejected(new InvalidValueError(`${this.name}.update: the patch must be a plain object`))
     }
-    return this.replica.write(this.name, id, 'update', patch)
+    try {
+      return this.replica.write(this.name, id, 'update', patch)
+    } catch (err) {
+      return rejected(err)
+    }
   }
 
-  async delete(id: string): Promise<void> {
-    return this.replica.write(this.name, id, 'delete')
+  delete(id: string): Promise<void> {
+    try {
+      return this.replica.write(this.name, id, 'delete')
+    } catch (err) {
+      return rejected(err)
+    }
   }
 
   get(id: string): T | undefined {

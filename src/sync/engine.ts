@@ -238,17 +238,21 @@ export class SyncEngine {
   }
 
   /**
-   * Commits local writes: the records in `refs` (written since the last commit) and the text edits waiting to be
-   * taken. Builds their delta once and makes it durable, then sends it to every connected peer as LIVE messages
+   * Commits local writes: the records `written` since the last commit (their ids per collection; an id may repeat)
+   * and the text edits waiting to be taken. Builds their delta once (encoded straight from the store's blocks) and
+   * makes it durable, then sends it to every connected peer as LIVE messages
    * whose `reached` set names us and all of them (in a full mesh nobody forwards; in a sparser topology receivers
    * forward to the rest), and hands it to the store uploads. Durable first, then sent: a peer must never hold a
    * write of ours that a crash could take from us, or our version vector would later claim it while we lack it.
    * Resolves once durable and sent; throws at once when the delta cannot be encoded.
    */
-  commit(refs: readonly RecordRef[]): Promise<void> {
+  commit(written: ReadonlyMap<string, readonly string[]>): Promise<void> {
     const { store, writerId, log, maxMessageBytes } = this.init
-    const delta = refs.length > 0 ? store.changesOf(writerId, this.committed, refs) : undefined
-    const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : []
+    // Only a delta too large for one message is built as an object, to be cut.
+    const since = this.committed
+    const whole = written.size > 0 ? store.encodeChangesOf(writerId, since, written) : undefined
+    const delta = whole && whole.length > maxMessageBytes - 16 ? store.changesOf(writerId, since, refsOf(written)) : undefined
+    const parts = delta ? encodeDeltaParts(delta, maxMessageBytes - 16) : whole ? [whole] : []
     const upto = (this.committed = store.versionVectorView().get(writerId))
     const text = this.init.text?.dirty ? this.init.text.takeLocal(maxMessageBytes - 16) : undefined
     const newest = text?.newest && (!upto || compareTimestamps(text.newest, upto) > 0) ? text.newest : upto
@@ -256,8 +260,10 @@ export class SyncEngine {
     for (const part of text?.parts ?? []) stored.push(log.appendText(part))
     return Promise.all(stored).then(() => {
       if (newest && (!this.durableUpTo || compareTimestamps(newest, this.durableUpTo) > 0)) this.durableUpTo = newest
-      if (delta && parts.length > 0) {
-        this.sendLive(this.liveTargets(), parts, () => delta, encodeLiveMessage)
+      if (parts.length > 0) {
+        // A peer whose link takes smaller messages gets the delta cut again for it (see sendLive), from its object:
+        // built only for a delta larger than one message, decoded from the one part otherwise.
+        this.sendLive(this.liveTargets(), parts, () => delta ?? decodeDelta(parts[0]!), encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
       if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
@@ -880,4 +886,9 @@ function countRegisters(delta: Delta): number {
   return n
 }
 
-
+/** The records of a commit's `written` map, as refs. */
+function refsOf(written: ReadonlyMap<string, readonly string[]>): RecordRef[] {
+  const refs: RecordRef[] = []
+  for (const [collection, ids] of written) for (const id of ids) refs.push({ collection, id })
+  return refs
+}

@@ -83,4 +83,17 @@ describe('values', () => {
     expect(() => new Reader(new Uint8Array(9).fill(0xff)).uint()).toThrow(DecodeError)
     expect(() => new Reader(new Uint8Array([0x80])).uint()).toThrow(/end of input/)
   })
+
+  it('Writer.stringFrom(s, k) writes exactly what Writer.string(s.slice(k)) writes', () => {
+    const strings = ['', 'r00042', 'héllo wörld', 'a\ud800b', '😀x😀', 'ab'.repeat(40), 'x'.repeat(200) + 'é']
+    for (const s of strings) {
+      for (let k = 0; k <= s.length; k++) {
+        const a = new Writer(4)
+        a.stringFrom(s, k)
+        const b = new Writer(4)
+        b.string(s.slice(k))
+        expect(a.finish(), `${JSON.stringify(s)} from ${k}`).toEqual(b.finish())
+      }
+    }
+  })
 })

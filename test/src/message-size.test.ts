@@ -4,7 +4,7 @@
  * answer, on live changes, and on changes forwarded from another peer — and the replicas still converge.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { createReplica, type Replica } from '../../src/index.js'
+import { MemoryStorage, createReplica, type Replica } from '../../src/index.js'
 import { decodeMessage } from '../../src/sync/protocol.js'
 import { MemoryNetwork, type MemoryTransport } from '../../transports/memory.js'
 import { until } from '../transports/libp2p-room.js'
@@ -64,6 +64,27 @@ describe('Transport.maxMessageSize', () => {
     expect(sizesB.length).toBeGreaterThan(20)
     expect(Math.max(...sizesA)).toBeLessThanOrEqual(HINT)
     expect(Math.max(...sizesB)).toBeLessThanOrEqual(HINT)
+  })
+
+  it('commits a batch larger than maxMessageBytes in parts: each logged and sent, all of it durable', async () => {
+    const net = new MemoryNetwork({ seed: 9 })
+    const storage = new (class extends MemoryStorage {
+      override async close(): Promise<void> {} // kept for the reopen below
+    })()
+    const a = await createReplica({ peerId: 'a', room: 'hint', storage, transports: [net.transport()], antiEntropyMs: 0, maxMessageBytes: 16_384 })
+    open.push(a)
+    const b = await replica('b', net.transport())
+    await until(() => b.status().peers.length === 1, 5000, 'the pair')
+    // ~90 KB written in one tick: one commit, over five times the message limit.
+    await Promise.all(Array.from({ length: 100 }, (_, i) => a.collection('t').put({ id: `r-${i}`, blob } as never)))
+    await until(() => b.collection('t').all().length === 100, 10_000, 'the batch to arrive')
+    const logged = (await storage.loadRange(['log'])).map((e) => e.data.length)
+    expect(logged.length).toBeGreaterThan(5)
+    expect(Math.max(...logged)).toBeLessThanOrEqual(16_384)
+    await a.close()
+    const again = await createReplica({ storage, antiEntropyMs: 0 })
+    open.push(again)
+    expect(again.collection('t').all()).toHaveLength(100)
   })
 
   it('sends a single write larger than the hint whole rather than never', async () => {
