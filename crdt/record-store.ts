@@ -430,34 +430,39 @@ export class RecordStore {
     // them); the field names in order of first appearance; the smallest wall. The work per record is in small
     // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
     // no iterator step while the loop itself still runs unoptimised.
-    const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
-    let any = false
-    for (const [collection, ids] of p === undefined ? [] : written) {
-      const t = this.tables.get(collection)
-      if (!t) continue
-      let group: { table: Table; ids: string[]; rows: number[]; seen: Set<number> } | undefined
-      for (let i = 0; i < ids.length; i++) {
-        const id = ids[i]!
-        const row = t.find(id)
-        if (row < 0 || group?.seen.has(row) || !this.scanOwn(t, row, own)) continue
-        any = true
-        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [], seen: new Set() }))
-        group.seen.add(row)
-        group.ids.push(id)
-        group.rows.push(row)
+    // A record listed twice goes out once: the rows taken are marked in their table until the end.
+    const groups = new Map<string, { table: Table; ids: string[]; rows: number[] }>()
+    try {
+      let any = false
+      for (const [collection, ids] of p === undefined ? [] : written) {
+        const t = this.tables.get(collection)
+        if (!t) continue
+        let group: { table: Table; ids: string[]; rows: number[] } | undefined
+        for (let i = 0; i < ids.length; i++) {
+          const id = ids[i]!
+          const row = t.find(id)
+          if (row < 0 || t.marked(row) || !this.scanOwn(t, row, own)) continue
+          any = true
+          if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
+          t.mark(row)
+          group.ids.push(id)
+          group.rows.push(row)
+        }
       }
+      const peers = new Map<string, number>()
+      if (to.size > 0 || any) peers.set(origin, 0)
+      // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
+      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
+      w.collections(groups.size)
+      for (const [collection, { table, ids, rows }] of groups) {
+        w.collection(collection, ids.length)
+        for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
+      }
+      return w.finish()
+    } finally {
+      for (const { table, rows } of groups.values()) for (let i = 0; i < rows.length; i++) table.unmark(rows[i]!)
+      this.cur.release()
     }
-    const peers = new Map<string, number>()
-    if (to.size > 0 || any) peers.set(origin, 0)
-    // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
-    const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
-    w.collections(groups.size)
-    for (const [collection, { table, ids, rows }] of groups) {
-      w.collection(collection, ids.length)
-      for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
-    }
-    this.cur.release()
-    return w.finish()
   }
 
   /**
@@ -1237,6 +1242,8 @@ function checkRef(collection: string, id: string): void {
   if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
 }
 
+const hasOwn = Object.prototype.hasOwnProperty
+
 /** Reused by every write (writes never re-enter the store), so a write allocates no array. */
 const fieldScratch: unknown[] = []
 
@@ -1252,9 +1259,9 @@ function normalizeFields(collection: string, id: string, fields: object, removal
   }
   const out = fieldScratch
   let n = 0
-  const names = Object.keys(fields)
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!
+  // The own enumerable keys in Object.keys order, with no array made per write.
+  for (const name in fields) {
+    if (!hasOwn.call(fields, name)) continue
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
       if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)

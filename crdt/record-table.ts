@@ -371,6 +371,8 @@ function encodeId(id: string): void {
 
 const VISIBLE = 1
 const ALIVE = 2
+/** A transient mark (see {@link Table.mark}); never set when the table is written to. */
+const MARKED = 4
 
 /**
  * The records of one collection. Each record is a row: its id (WTF-8 bytes in an id arena, found through an
@@ -426,6 +428,23 @@ export class Table {
   /** True when the row's record is visible. */
   visible(row: number): boolean {
     return (this.flags[row]! & VISIBLE) !== 0
+  }
+
+  /**
+   * Marks a row, for a reader that must take each record once (RecordStore.encodeChangesOf); it unmarks every row it
+   * marked before anything else touches the table.
+   */
+  mark(row: number): void {
+    this.flags[row]! |= MARKED
+  }
+
+  /** True when the row is marked. */
+  marked(row: number): boolean {
+    return (this.flags[row]! & MARKED) !== 0
+  }
+
+  unmark(row: number): void {
+    this.flags[row]! &= ~MARKED
   }
 
   /** The row of record `id`, or −1. */
