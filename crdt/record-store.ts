@@ -782,11 +782,16 @@ export class RecordStore {
     inc.clear()
     const w = localValues
     w.pos = 0
-    for (let i = 1; i < n; i += 2) writeValue(w, clean[i] as Value | undefined)
+    // Each value's end is noted as it is written (the registers take them below, once the buffer no longer moves).
+    const ends = inc.ve
+    for (let i = 1, k = 0; i < n; i += 2, k++) {
+      writeValue(w, clean[i] as Value | undefined)
+      ends[k] = w.pos
+    }
     const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
     let pos = 0
     for (let i = 0, k = 0; i < n; i += 2, k++) {
-      const end = valueEnd(buf, pos)
+      const end = ends[k]!
       inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
       clean[i + 1] = undefined // keeps no reference to the caller's values
       pos = end
