@@ -500,10 +500,22 @@ export class RecordStore {
     const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)
     let nFields = 0
     for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) nFields++
-    w.recordAt(id, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
+    // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0, so a stamp is
+    // `wall − base, counter`): walls go out as small differences, never as the large numbers they are.
+    const out = w.recordId(id)
+    const base = w.wallBase
+    if (floor) {
+      out.u8(cur.deleted ? 3 : 1)
+      out.uint(cur.floorWall - base)
+      out.uint(cur.floorCounter)
+    } else out.u8(0)
+    out.uint(nFields)
     for (let k = 0; k < cur.n; k++) {
       if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
-      w.fieldAt(own.nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
+      out.uint(own.nameAt[cur.names[k]!]!)
+      out.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
+      out.uint(cur.walls[k]! - base)
+      out.uint(cur.counters[k]!)
     }
   }
 
