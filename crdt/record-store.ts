@@ -801,14 +801,23 @@ export class RecordStore {
       ends[k] = w.pos
     }
     const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
+    // Stored straight into the register arrays (Regs.set's work): a wall passed to a call as an argument is boxed.
+    const { names, walls, counters, peers, srcs, vs } = inc
+    const wall = ts.wall
+    const counter = ts.counter
     let pos = 0
     for (let i = 0, k = 0; i < n; i += 2, k++) {
-      const end = ends[k]!
-      inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
+      names[k] = this.name(clean[i] as string)
+      walls[k] = wall
+      counters[k] = counter
+      peers[k] = peer
+      srcs[k] = buf
+      vs[k] = pos
+      pos = ends[k]!
       clean[i + 1] = undefined // keeps no reference to the caller's values
-      pos = end
     }
     inc.n = n / 2
+    if (inc.n > inc.filled) inc.filled = inc.n
     return inc
   }
 
