@@ -430,23 +430,23 @@ export class RecordStore {
     // them); the field names in order of first appearance; the smallest wall. The work per record is in small
     // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
     // no iterator step while the loop itself still runs unoptimised.
-    // A record listed twice goes out once: the rows taken are marked in their table until the end.
-    const groups = new Map<string, { table: Table; ids: string[]; rows: number[] }>()
+    // A record listed twice goes out once: the rows taken are marked in their table until the end. What goes out is
+    // noted as positions in the caller's id list and rows, in two typed arrays per collection (sized once).
+    const groups = new Map<string, { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number }>()
     try {
       let any = false
       for (const [collection, ids] of p === undefined ? [] : written) {
         const t = this.tables.get(collection)
         if (!t) continue
-        let group: { table: Table; ids: string[]; rows: number[] } | undefined
+        let group: { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number } | undefined
         for (let i = 0; i < ids.length; i++) {
-          const id = ids[i]!
-          const row = t.find(id)
+          const row = t.find(ids[i]!)
           if (row < 0 || t.marked(row) || !this.scanOwn(t, row, own)) continue
           any = true
-          if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
+          if (!group) groups.set(collection, (group = { table: t, ids, at: new Int32Array(ids.length - i), rows: new Int32Array(ids.length - i), n: 0 }))
           t.mark(row)
-          group.ids.push(id)
-          group.rows.push(row)
+          group.at[group.n] = i
+          group.rows[group.n++] = row
         }
       }
       const peers = new Map<string, number>()
@@ -454,13 +454,13 @@ export class RecordStore {
       // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
       const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
       w.collections(groups.size)
-      for (const [collection, { table, ids, rows }] of groups) {
-        w.collection(collection, ids.length)
-        for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
+      for (const [collection, { table, ids, at, rows, n }] of groups) {
+        w.collection(collection, n)
+        for (let i = 0; i < n; i++) this.writeOwn(w, table, rows[i]!, ids[at[i]!]!, own)
       }
       return w.finish()
     } finally {
-      for (const { table, rows } of groups.values()) for (let i = 0; i < rows.length; i++) table.unmark(rows[i]!)
+      for (const { table, rows, n } of groups.values()) for (let i = 0; i < n; i++) table.unmark(rows[i]!)
       this.cur.release()
     }
   }
@@ -472,15 +472,14 @@ export class RecordStore {
   private scanOwn(t: Table, row: number, own: OwnScan): boolean {
     const cur = this.cur
     t.read(row, cur)
-    const p = own.peer
     let out = false
-    if (cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)) {
+    if (ownFloor(cur, own)) {
       out = true
       if (cur.floorWall < own.minWall) own.minWall = cur.floorWall
     }
     for (let k = 0; k < cur.n; k++) {
+      if (!ownField(cur, k, own)) continue
       const wall = cur.walls[k]!
-      if (cur.peers[k] !== p || !newerThan(wall, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
       out = true
       if (wall < own.minWall) own.minWall = wall
       const name = cur.names[k]!
@@ -496,10 +495,9 @@ export class RecordStore {
   private writeOwn(w: DeltaWriter, t: Table, row: number, id: string, own: OwnScan): void {
     const cur = this.cur
     t.read(row, cur)
-    const p = own.peer
-    const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)
+    const floor = ownFloor(cur, own)
     let nFields = 0
-    for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) nFields++
+    for (let k = 0; k < cur.n; k++) if (ownField(cur, k, own)) nFields++
     // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0, so a stamp is
     // `wall − base, counter`): walls go out as small differences, never as the large numbers they are.
     const out = w.recordId(id)
@@ -511,7 +509,7 @@ export class RecordStore {
     } else out.u8(0)
     out.uint(nFields)
     for (let k = 0; k < cur.n; k++) {
-      if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
+      if (!ownField(cur, k, own)) continue
       out.uint(own.nameAt[cur.names[k]!]!)
       out.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
       out.uint(cur.walls[k]! - base)
@@ -1250,9 +1248,19 @@ function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: num
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
 }
 
-/** True when `(wall, counter)` is after `(sinceWall, sinceCounter)` (−1, −1: after everything). */
-function newerThan(wall: number, counter: number, sinceWall: number, sinceCounter: number): boolean {
-  return wall > sinceWall || (wall === sinceWall && counter > sinceCounter)
+/**
+ * Whether field `k` of `r` is a write of `own.peer` after `own.since…` ({@link RecordStore.encodeChangesOf}). Takes
+ * the registers and an index, not the wall: a wall passed as an argument is boxed.
+ */
+function ownField(r: Regs, k: number, own: OwnScan): boolean {
+  const wall = r.walls[k]!
+  return r.peers[k] === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.counters[k]! > own.sinceCounter))
+}
+
+/** {@link ownField} for the record's floor. */
+function ownFloor(r: Regs, own: OwnScan): boolean {
+  const wall = r.floorWall
+  return r.floorPeer === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.floorCounter > own.sinceCounter))
 }
 
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */
