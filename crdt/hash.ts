@@ -15,11 +15,13 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
   const blocks = len - (len % 16)
   // Every sum is truncated to 32 bits where it is made (`| 0`, as Math.imul would): the optimising compiler then keeps
   // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them.
+  // On a little-endian machine, 4-aligned input (every freshly encoded entry) is read a 32-bit word at a time.
+  const words = LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 ? new Int32Array(bytes.buffer, bytes.byteOffset, blocks >> 2) : undefined
   for (let i = 0; i < blocks; i += 16) {
-    let k1 = word(bytes, i)
-    let k2 = word(bytes, i + 4)
-    let k3 = word(bytes, i + 8)
-    let k4 = word(bytes, i + 12)
+    let k1 = words ? words[i >> 2]! : word(bytes, i)
+    let k2 = words ? words[(i >> 2) + 1]! : word(bytes, i + 4)
+    let k3 = words ? words[(i >> 2) + 2]! : word(bytes, i + 8)
+    let k4 = words ? words[(i >> 2) + 3]! : word(bytes, i + 12)
     k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2)
     h1 ^= k1
     h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0
@@ -67,6 +69,8 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
   h4 = (h4 + h1) | 0
   return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0]
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 
 /** The little-endian 32-bit word at `bytes[i]` (signed). */
 function word(bytes: Uint8Array, i: number): number {

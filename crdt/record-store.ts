@@ -434,34 +434,39 @@ export class RecordStore {
     // them); the field names in order of first appearance; the smallest wall. The work per record is in small
     // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
     // no iterator step while the loop itself still runs unoptimised.
-    const groups = new Map<string, { table: Table; ids: string[]; rows: number[]; seen: Set<number> }>()
-    let any = false
-    for (const [collection, ids] of p === undefined ? [] : written) {
-      const t = this.tables.get(collection)
-      if (!t) continue
-      let group: { table: Table; ids: string[]; rows: number[]; seen: Set<number> } | undefined
-      for (let i = 0; i < ids.length; i++) {
-        const id = ids[i]!
-        const row = t.find(id)
-        if (row < 0 || group?.seen.has(row) || !this.scanOwn(t, row, own)) continue
-        any = true
-        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [], seen: new Set() }))
-        group.seen.add(row)
-        group.ids.push(id)
-        group.rows.push(row)
+    // A record listed twice goes out once: the rows taken are marked in their table until the end. What goes out is
+    // noted as positions in the caller's id list and rows, in two typed arrays per collection (sized once).
+    const groups = new Map<string, { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number }>()
+    try {
+      let any = false
+      for (const [collection, ids] of p === undefined ? [] : written) {
+        const t = this.tables.get(collection)
+        if (!t) continue
+        let group: { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number } | undefined
+        for (let i = 0; i < ids.length; i++) {
+          const row = t.find(ids[i]!)
+          if (row < 0 || t.marked(row) || !this.scanOwn(t, row, own)) continue
+          any = true
+          if (!group) groups.set(collection, (group = { table: t, ids, at: new Int32Array(ids.length - i), rows: new Int32Array(ids.length - i), n: 0 }))
+          t.mark(row)
+          group.at[group.n] = i
+          group.rows[group.n++] = row
+        }
       }
+      const peers = new Map<string, number>()
+      if (to.size > 0 || any) peers.set(origin, 0)
+      // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
+      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
+      w.collections(groups.size)
+      for (const [collection, { table, ids, at, rows, n }] of groups) {
+        w.collection(collection, n)
+        for (let i = 0; i < n; i++) this.writeOwn(w, table, rows[i]!, ids[at[i]!]!, own)
+      }
+      return w.finish()
+    } finally {
+      for (const { table, rows, n } of groups.values()) for (let i = 0; i < n; i++) table.unmark(rows[i]!)
+      this.cur.release()
     }
-    const peers = new Map<string, number>()
-    if (to.size > 0 || any) peers.set(origin, 0)
-    // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
-    const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
-    w.collections(groups.size)
-    for (const [collection, { table, ids, rows }] of groups) {
-      w.collection(collection, ids.length)
-      for (let i = 0; i < ids.length; i++) this.writeOwn(w, table, rows[i]!, ids[i]!, own)
-    }
-    this.cur.release()
-    return w.finish()
   }
 
   /**
@@ -471,15 +476,14 @@ export class RecordStore {
   private scanOwn(t: Table, row: number, own: OwnScan): boolean {
     const cur = this.cur
     t.read(row, cur)
-    const p = own.peer
     let out = false
-    if (cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)) {
+    if (ownFloor(cur, own)) {
       out = true
       if (cur.floorWall < own.minWall) own.minWall = cur.floorWall
     }
     for (let k = 0; k < cur.n; k++) {
+      if (!ownField(cur, k, own)) continue
       const wall = cur.walls[k]!
-      if (cur.peers[k] !== p || !newerThan(wall, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
       out = true
       if (wall < own.minWall) own.minWall = wall
       const name = cur.names[k]!
@@ -495,14 +499,25 @@ export class RecordStore {
   private writeOwn(w: DeltaWriter, t: Table, row: number, id: string, own: OwnScan): void {
     const cur = this.cur
     t.read(row, cur)
-    const p = own.peer
-    const floor = cur.floorPeer === p && newerThan(cur.floorWall, cur.floorCounter, own.sinceWall, own.sinceCounter)
+    const floor = ownFloor(cur, own)
     let nFields = 0
-    for (let k = 0; k < cur.n; k++) if (cur.peers[k] === p && newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) nFields++
-    w.recordAt(id, cur.floorWall, cur.floorCounter, floor ? 0 : -1, cur.deleted, nFields)
+    for (let k = 0; k < cur.n; k++) if (ownField(cur, k, own)) nFields++
+    // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0, so a stamp is
+    // `wall − base, counter`): walls go out as small differences, never as the large numbers they are.
+    const out = w.recordId(id)
+    const base = w.wallBase
+    if (floor) {
+      out.u8(cur.deleted ? 3 : 1)
+      out.uint(cur.floorWall - base)
+      out.uint(cur.floorCounter)
+    } else out.u8(0)
+    out.uint(nFields)
     for (let k = 0; k < cur.n; k++) {
-      if (cur.peers[k] !== p || !newerThan(cur.walls[k]!, cur.counters[k]!, own.sinceWall, own.sinceCounter)) continue
-      w.fieldAt(own.nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, 0)
+      if (!ownField(cur, k, own)) continue
+      out.uint(own.nameAt[cur.names[k]!]!)
+      out.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
+      out.uint(cur.walls[k]! - base)
+      out.uint(cur.counters[k]!)
     }
   }
 
@@ -783,16 +798,30 @@ export class RecordStore {
     inc.clear()
     const w = localValues
     w.pos = 0
-    for (let i = 1; i < n; i += 2) writeValue(w, clean[i] as Value | undefined)
+    // Each value's end is noted as it is written (the registers take them below, once the buffer no longer moves).
+    const ends = inc.ve
+    for (let i = 1, k = 0; i < n; i += 2, k++) {
+      writeValue(w, clean[i] as Value | undefined)
+      ends[k] = w.pos
+    }
     const buf = w.buffer // no view: the registers hold offsets, and nothing is written to `w` until the merge is done
+    // Stored straight into the register arrays (Regs.set's work): a wall passed to a call as an argument is boxed.
+    const { names, walls, counters, peers, srcs, vs } = inc
+    const wall = ts.wall
+    const counter = ts.counter
     let pos = 0
     for (let i = 0, k = 0; i < n; i += 2, k++) {
-      const end = valueEnd(buf, pos)
-      inc.set(k, this.name(clean[i] as string), ts.wall, ts.counter, peer, buf, pos, end)
+      names[k] = this.name(clean[i] as string)
+      walls[k] = wall
+      counters[k] = counter
+      peers[k] = peer
+      srcs[k] = buf
+      vs[k] = pos
+      pos = ends[k]!
       clean[i + 1] = undefined // keeps no reference to the caller's values
-      pos = end
     }
     inc.n = n / 2
+    if (inc.n > inc.filled) inc.filled = inc.n
     return inc
   }
 
@@ -1225,9 +1254,19 @@ function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: num
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
 }
 
-/** True when `(wall, counter)` is after `(sinceWall, sinceCounter)` (−1, −1: after everything). */
-function newerThan(wall: number, counter: number, sinceWall: number, sinceCounter: number): boolean {
-  return wall > sinceWall || (wall === sinceWall && counter > sinceCounter)
+/**
+ * Whether field `k` of `r` is a write of `own.peer` after `own.since…` ({@link RecordStore.encodeChangesOf}). Takes
+ * the registers and an index, not the wall: a wall passed as an argument is boxed.
+ */
+function ownField(r: Regs, k: number, own: OwnScan): boolean {
+  const wall = r.walls[k]!
+  return r.peers[k] === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.counters[k]! > own.sinceCounter))
+}
+
+/** {@link ownField} for the record's floor. */
+function ownFloor(r: Regs, own: OwnScan): boolean {
+  const wall = r.floorWall
+  return r.floorPeer === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.floorCounter > own.sinceCounter))
 }
 
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */
@@ -1242,6 +1281,8 @@ function checkRef(collection: string, id: string): void {
   }
   if (typeof id !== 'string' || id.length === 0) throw new InvalidValueError('record id must be a non-empty string')
 }
+
+const hasOwn = Object.prototype.hasOwnProperty
 
 /** Reused by every write (writes never re-enter the store), so a write allocates no array. */
 const fieldScratch: unknown[] = []
@@ -1258,9 +1299,9 @@ function normalizeFields(collection: string, id: string, fields: object, removal
   }
   const out = fieldScratch
   let n = 0
-  const names = Object.keys(fields)
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!
+  // The own enumerable keys in Object.keys order, with no array made per write.
+  for (const name in fields) {
+    if (!hasOwn.call(fields, name)) continue
     const v = (fields as Record<string, unknown>)[name]
     if (name === 'id') {
       if (v !== id) throw new InvalidValueError(`record ${JSON.stringify(id)}: the id field cannot be changed`)

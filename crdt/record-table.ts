@@ -99,7 +99,11 @@ export class Regs {
 
 /** Cursor of the block reader, and the last stamp it read. */
 let at = 0
-let stampWall = 0
+/**
+ * The walls of the block reader's last stamp ([0]) and of the block writer's ([1]): kept in a float array, since a
+ * wall (ms since 1970) is no small integer and a module variable would box it anew on every stamp.
+ */
+const walls64 = new Float64Array(2)
 let stampCounter = 0
 let stampPeer = -1
 
@@ -116,20 +120,20 @@ function readUint(buf: Uint8Array): number {
   }
 }
 
-/** Reads a stamp into stampWall/stampCounter/stampPeer (unchanged for "the same as the previous one"). */
+/** Reads a stamp into walls64[0], stampCounter and stampPeer (unchanged for "the same as the previous one"). */
 function readStamp(buf: Uint8Array): void {
   const x = readUint(buf)
   if (x === 0) return
   stampPeer = x - 1
   const d = readUint(buf)
-  stampWall += d % 2 === 1 ? -(d + 1) / 2 : d / 2
+  walls64[0] = walls64[0]! + (d % 2 === 1 ? -(d + 1) / 2 : d / 2)
   stampCounter = readUint(buf)
 }
 
 /** Starts reading the block at `pos`: returns its flags byte. */
 function startBlock(buf: Uint8Array, pos: number): number {
   at = pos + 1
-  stampWall = 0
+  walls64[0] = 0
   stampCounter = 0
   stampPeer = -1
   return buf[pos]!
@@ -141,7 +145,7 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
   if (flags & 1) {
     readStamp(buf)
     out.floorPeer = stampPeer
-    out.floorWall = stampWall
+    out.floorWall = walls64[0]!
     out.floorCounter = stampCounter
     out.deleted = (flags & 2) !== 0
   } else {
@@ -159,26 +163,25 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
     at = valueEnd(buf, at)
     ve[k] = at
     readStamp(buf)
-    walls[k] = stampWall
+    walls[k] = walls64[0]!
     counters[k] = stampCounter
     peers[k] = stampPeer
   }
 }
 
 /** The last stamp the block writer wrote. */
-let lastWall = 0
 let lastCounter = -1
 let lastPeer = -1
 
 function writeStamp(w: Writer, wall: number, counter: number, peer: number): void {
-  if (peer === lastPeer && wall === lastWall && counter === lastCounter) {
+  if (peer === lastPeer && wall === walls64[1]! && counter === lastCounter) {
     w.u8(0)
     return
   }
   w.uint(peer + 1)
-  w.int(wall - lastWall)
+  w.int(wall - walls64[1]!)
   w.uint(counter)
-  lastWall = wall
+  walls64[1] = wall
   lastCounter = counter
   lastPeer = peer
 }
@@ -186,7 +189,7 @@ function writeStamp(w: Writer, wall: number, counter: number, peer: number): voi
 /** Serialises `regs` as a block. */
 export function writeBlock(regs: Regs, w: Writer): void {
   w.pos = 0
-  lastWall = 0
+  walls64[1] = 0
   lastCounter = -1
   lastPeer = -1
   const hasFloor = regs.floorPeer >= 0
@@ -235,14 +238,14 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
   const flags = startBlock(buf, pos)
   if (flags & 1) {
     readStamp(buf)
-    t.see(stampPeer, stampWall)
+    t.see(stampPeer, walls64[0]!)
   }
   const n = readUint(buf)
   for (let k = 0; k < n; k++) {
     t.name(readUint(buf))
     at = valueEnd(buf, at)
     readStamp(buf)
-    t.see(stampPeer, stampWall)
+    t.see(stampPeer, walls64[0]!)
   }
 }
 
@@ -261,7 +264,7 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   out[o++] = flags
   if (flags & 1) {
     readStamp(buf)
-    o = putUint(out, o, stampWall - baseWall)
+    o = putUint(out, o, walls64[0]! - baseWall)
     o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
   }
   const n = readUint(buf)
@@ -279,7 +282,7 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
     else out.set(buf.subarray(start, at), o)
     o += len
     readStamp(buf)
-    o = putUint(out, o, stampWall - baseWall)
+    o = putUint(out, o, walls64[0]! - baseWall)
     o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
   }
   w.pos = o
@@ -332,7 +335,7 @@ export function wireToBlock(
   const flags = r.u8()
   if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
   w.pos = 0
-  lastWall = 0
+  walls64[1] = 0
   lastCounter = -1
   lastPeer = -1
   w.u8(flags)
@@ -405,6 +408,8 @@ function encodeId(id: string): void {
 
 const VISIBLE = 1
 const ALIVE = 2
+/** A transient mark (see {@link Table.mark}); never set when the table is written to. */
+const MARKED = 4
 
 /**
  * The records of one collection. Each record is a row: its id (WTF-8 bytes in an id arena, found through an
@@ -460,6 +465,23 @@ export class Table {
   /** True when the row's record is visible. */
   visible(row: number): boolean {
     return (this.flags[row]! & VISIBLE) !== 0
+  }
+
+  /**
+   * Marks a row, for a reader that must take each record once (RecordStore.encodeChangesOf); it unmarks every row it
+   * marked before anything else touches the table.
+   */
+  mark(row: number): void {
+    this.flags[row]! |= MARKED
+  }
+
+  /** True when the row is marked. */
+  marked(row: number): boolean {
+    return (this.flags[row]! & MARKED) !== 0
+  }
+
+  unmark(row: number): void {
+    this.flags[row]! &= ~MARKED
   }
 
   /** The row of record `id`, or −1. */
