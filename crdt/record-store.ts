@@ -4,7 +4,7 @@ import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { NEEDS_MERGE, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, hashBytes, scanBlock, wireToBlock } from './record-table.js'
+import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
@@ -66,6 +66,38 @@ interface ApplyContext {
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
+
+/** What {@link RecordStore.encodeChangesSince} sends, gathered before it is written (encodes never re-enter). */
+let outgoing = new Outgoing()
+
+/**
+ * The records of `out` in write order: grouped by table in order of first appearance, in their order within a group
+ * (already so when the records came from a scan, table by table).
+ */
+function groupByTable(out: Outgoing): Int32Array {
+  const n = out.n
+  const order = new Int32Array(n)
+  let contiguous = true
+  const done = new Set<number>()
+  for (let i = 1; i < n && contiguous; i++) {
+    if (out.tables[i] === out.tables[i - 1]) continue
+    if (done.has(out.tables[i]!)) contiguous = false
+    done.add(out.tables[i - 1]!)
+  }
+  if (contiguous) {
+    for (let i = 0; i < n; i++) order[i] = i
+    return order
+  }
+  const groups = new Map<number, number[]>()
+  for (let i = 0; i < n; i++) {
+    let g = groups.get(out.tables[i]!)
+    if (!g) groups.set(out.tables[i]!, (g = []))
+    g.push(i)
+  }
+  let k = 0
+  for (const g of groups.values()) for (const i of g) order[k++] = i
+  return order
+}
 
 /** A record's block as {@link RecordStore.applyEncoded} transcodes it from a delta. */
 const transcoded = new Writer(1024)
@@ -310,28 +342,43 @@ export class RecordStore {
    * superset, each record once: through the index when the changes are few (cost proportional to them), else by scanning every record.
    */
   private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, t: Table, row: number) => void): void {
-    let total = 0
-    if (vv.size > 0) for (const t of this.tables.values()) total += t.size
-    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
-    if ((vv.size > 0 && total >= this.indexFrom) || (this.index !== undefined && vv.size > 0)) {
-      if (this.index === undefined || this.index.stale) this.index = this.buildIndex()
-      // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
-      const found = this.index.candidates(vv, Math.max(64, total >> 3))
-      if (found) {
-        const seen = new Set<number>()
-        const tables = this.index.tables
-        for (let i = 0; i < found.length; i += 2) {
-          const t = tables[found[i]!]!
-          const row = found[i + 1]!
-          const key = found[i]! * 2 ** 32 + row
-          if (!t.has(row) || seen.has(key)) continue
-          seen.add(key)
-          fn(t.name, t, row)
-        }
-        return
-      }
+    const found = this.indexCandidates(vv)
+    if (found) {
+      const tables = this.index!.tables
+      for (let i = 0; i < found.length; i += 2) fn(tables[found[i]!]!.name, tables[found[i]!]!, found[i + 1]!)
+      return
     }
     for (const [collection, t] of this.tables) for (let row = 0; row < t.rowLimit; row++) if (t.has(row)) fn(collection, t, row)
+  }
+
+  /**
+   * The records that may hold a floor or register `vv` does not cover, found through the index when the changes are
+   * few: `[table, row, …]` (table: an index into the index's `tables`), each record once; undefined when every record
+   * has to be scanned instead.
+   */
+  private indexCandidates(vv: ReadonlyMap<string, Timestamp>): number[] | undefined {
+    if (vv.size === 0) return undefined
+    let total = 0
+    for (const t of this.tables.values()) total += t.size
+    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
+    if (total < this.indexFrom && this.index === undefined) return undefined
+    if (this.index === undefined || this.index.stale) this.index = this.buildIndex()
+    // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
+    const found = this.index.candidates(vv, Math.max(64, total >> 3))
+    if (!found) return undefined
+    const seen = new Set<number>()
+    const tables = this.index.tables
+    let out = 0
+    for (let i = 0; i < found.length; i += 2) {
+      const row = found[i + 1]!
+      const key = found[i]! * 2 ** 32 + row
+      if (!tables[found[i]!]!.has(row) || seen.has(key)) continue
+      seen.add(key)
+      found[out++] = found[i]!
+      found[out++] = row
+    }
+    found.length = out
+    return found
   }
 
   /** An index of every floor and register held. */
@@ -885,84 +932,66 @@ export class RecordStore {
   encodeChangesSince(vv: ReadonlyMap<string, Timestamp>): Uint8Array {
     if (vv.size === 0) return this.encodeAll()
     const { from, to } = this.claims(vv, undefined)
-    // Store index → delta index, in order of first appearance (as encodeDelta numbers them).
-    const peerAt: number[] = new Array(this.peerIds.length).fill(-1)
-    const nameAt: number[] = new Array(this.nameIds.length).fill(-1)
-    const peers = new Map<string, number>()
-    const names = new Map<string, number>()
-    let baseWall = MAX_WALL
-    const seeString = (peer: string, wall: number): void => {
-      if (!peers.has(peer)) peers.set(peer, peers.size)
-      if (wall < baseWall) baseWall = wall
-      const p = this.peerIndex.get(peer)
-      if (p !== undefined && peerAt[p] === -1) peerAt[p] = peers.get(peer)!
-    }
-    for (const ts of from.values()) seeString(ts.peer, ts.wall)
-    for (const ts of to.values()) seeString(ts.peer, ts.wall)
-    const see = (p: number, wall: number): void => {
-      if (peerAt[p] === -1) {
-        peerAt[p] = peers.size
-        peers.set(this.peerIds[p]!, peers.size)
-      }
-      if (wall < baseWall) baseWall = wall
-    }
-    // Pass 1: which records go out, grouped by collection in the order changesSince lists them; the tables.
-    const all = vv.size === 0
+    // The vectors' peers first, as encodeDelta numbers them (an origin may have no register left: add it).
+    for (const ts of to.values()) this.peer(ts.peer)
+    for (const ts of from.values()) this.peer(ts.peer)
+    const t = new WireTables(this.peerIds.length, this.nameIds.length)
+    for (const ts of from.values()) t.see(this.peer(ts.peer), ts.wall)
+    for (const ts of to.values()) t.see(this.peer(ts.peer), ts.wall)
+    // Pass 1: one read of each candidate block gathers what goes out (records in the order changesSince lists them).
     const seen = this.seenBy(vv)
-    const cur = this.cur
-    const groups = new Map<string, { table: Table; ids: string[]; rows: number[] }>()
-    let group: { table: Table; ids: string[]; rows: number[] } | undefined
-    let groupName: string | undefined
-    let registers = 0
-    this.forEachCandidate(vv, (collection, t, row) => {
-      t.read(row, cur)
-      let out = false
-      if (cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))) {
-        see(cur.floorPeer, cur.floorWall)
-        out = true
+    const out = outgoing
+    out.clear()
+    const found = this.indexCandidates(vv)
+    const tables: Table[] = found ? this.index!.tables : [...this.tables.values()]
+    if (found) {
+      for (let i = 0; i < found.length; i += 2) {
+        const table = tables[found[i]!]!
+        const row = found[i + 1]!
+        collectOutgoing(table.buf, table.offset(row), seen, t, out, found[i]!, row)
       }
-      for (let k = 0; k < cur.n; k++) {
-        if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
-        see(cur.peers[k]!, cur.walls[k]!)
-        const name = cur.names[k]!
-        if (nameAt[name] === -1) {
-          nameAt[name] = names.size
-          names.set(this.nameIds[name]!, names.size)
-        }
-        registers++
-        out = true
-      }
-      if (!out) return
-      if (collection !== groupName) {
-        groupName = collection
-        group = groups.get(collection)
-        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
-      }
-      group!.ids.push(t.id(row))
-      group!.rows.push(row)
-    })
-    if (peers.size === 0) baseWall = 0
-    // Pass 2: the bytes.
-    const w = new DeltaWriter(peers, baseWall, names, from, to, registers * 12)
-    w.collections(groups.size)
-    for (const [collection, { table, ids, rows }] of groups) {
-      w.collection(collection, ids.length)
-      for (let i = 0; i < ids.length; i++) {
-        table.read(rows[i]!, cur)
-        const floor = cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))
-        let nFields = cur.n
-        if (!all) {
-          nFields = 0
-          for (let k = 0; k < cur.n; k++) if (!covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) nFields++
-        }
-        w.recordAt(ids[i]!, cur.floorWall, cur.floorCounter, floor ? peerAt[cur.floorPeer]! : -1, cur.deleted, nFields)
-        for (let k = 0; k < cur.n; k++) {
-          if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
-          w.fieldAt(nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, peerAt[cur.peers[k]!]!)
-        }
+    } else {
+      for (let ti = 0; ti < tables.length; ti++) {
+        const table = tables[ti]!
+        const buf = table.buf
+        for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
       }
     }
-    cur.release()
+    // Pass 2: the bytes, records grouped by collection in order of first appearance.
+    const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
+    const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
+    const baseWall = peers.size === 0 ? 0 : t.minWall
+    const w = new DeltaWriter(peers, baseWall, names, from, to, out.valueBytes + 16 * out.m + 16 * out.n + 64)
+    const order = groupByTable(out)
+    let groups = 0
+    for (let i = 0; i < order.length; i++) if (i === 0 || out.tables[order[i]!] !== out.tables[order[i - 1]!]) groups++
+    w.collections(groups)
+    const { peerAt, nameAt } = t
+    for (let i = 0; i < order.length; i++) {
+      const r = order[i]!
+      const table = tables[out.tables[r]!]!
+      if (i === 0 || out.tables[r] !== out.tables[order[i - 1]!]) {
+        let n = 1
+        while (i + n < order.length && out.tables[order[i + n]!] === out.tables[r]) n++
+        w.collection(table.name, n)
+      }
+      const row = out.rows[r]!
+      const ww = w.recordIdBytes(table.idBytes(row))
+      const fp = out.floorPeers[r]!
+      if (fp < 0) ww.u8(0)
+      else {
+        ww.u8(out.deleted[r] ? 3 : 1)
+        w.tsAt(out.floorWalls[r]!, out.floorCounters[r]!, peerAt[fp]!)
+      }
+      const first = out.firsts[r]!
+      const end = first + out.counts[r]!
+      ww.uint(end - first)
+      const buf = table.buf
+      for (let k = first; k < end; k++) {
+        w.fieldAt(nameAt[out.names[k]!]!, buf, out.vs[k]!, out.ve[k]!, out.walls[k]!, out.counters[k]!, peerAt[out.peers[k]!]!)
+      }
+    }
+    if (out.tables.length > 1 << 16 || out.names.length > 1 << 18) outgoing = new Outgoing()
     return w.finish()
   }
 

@@ -247,6 +247,120 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
 }
 
 /**
+ * The records a delta being encoded sends and, of each, the floor and registers it sends (see
+ * {@link collectOutgoing}): parallel arrays, per record and per register, reused from one encode to the next. A
+ * register's value is `buf[vs, ve)` of its table's block arena, which stays put while the store is not written.
+ */
+export class Outgoing {
+  /** Records: the table (a number the caller gives), the row, the floor (peer −1: not sent), the registers `[first, first + count)`. */
+  n = 0
+  tables = new Int32Array(1024)
+  rows = new Int32Array(1024)
+  floorPeers = new Int32Array(1024)
+  floorWalls = new Float64Array(1024)
+  floorCounters = new Float64Array(1024)
+  deleted = new Uint8Array(1024)
+  firsts = new Int32Array(1024)
+  counts = new Int32Array(1024)
+  /** Registers: store name and peer indexes, value bounds, wall and counter. */
+  m = 0
+  names = new Int32Array(4096)
+  peers = new Int32Array(4096)
+  vs = new Int32Array(4096)
+  ve = new Int32Array(4096)
+  walls = new Float64Array(4096)
+  counters = new Float64Array(4096)
+  /** Value bytes of the registers sent. */
+  valueBytes = 0
+
+  clear(): void {
+    this.n = 0
+    this.m = 0
+    this.valueBytes = 0
+  }
+
+  growRecords(): void {
+    const size = this.tables.length * 2
+    this.tables = grown(this.tables, size)
+    this.rows = grown(this.rows, size)
+    this.floorPeers = grown(this.floorPeers, size)
+    this.floorWalls = grown(this.floorWalls, size)
+    this.floorCounters = grown(this.floorCounters, size)
+    this.deleted = grown(this.deleted, size)
+    this.firsts = grown(this.firsts, size)
+    this.counts = grown(this.counts, size)
+  }
+
+  growRegisters(): void {
+    const size = this.names.length * 2
+    this.names = grown(this.names, size)
+    this.peers = grown(this.peers, size)
+    this.vs = grown(this.vs, size)
+    this.ve = grown(this.ve, size)
+    this.walls = grown(this.walls, size)
+    this.counters = grown(this.counters, size)
+  }
+}
+
+/**
+ * Adds the record whose block is at `pos` in `buf` (row `row` of table number `table`) to `out` with its floor and
+ * registers that `seen` does not cover (`[wall, counter]` pairs by store peer index, wall −1 for none; see
+ * delta-parts.ts `covered`), noting their peers, names and walls in `t` in the order they will be written — or
+ * adds nothing when `seen` covers all of it. One pass over the block, no object made.
+ */
+export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly number[], t: WireTables, out: Outgoing, table: number, row: number): void {
+  const flags = startBlock(buf, pos)
+  let fp = -1
+  let fw = 0
+  let fc = 0
+  if (flags & 1) {
+    readStamp(buf)
+    const w = seen[2 * stampPeer]
+    if (w === undefined || w < 0 || stampWall > w || (stampWall === w && stampCounter > seen[2 * stampPeer + 1]!)) {
+      fp = stampPeer
+      fw = stampWall
+      fc = stampCounter
+      t.see(fp, fw)
+    }
+  }
+  const n = readUint(buf)
+  const first = out.m
+  for (let k = 0; k < n; k++) {
+    const name = readUint(buf)
+    const vs = at
+    at = valueEnd(buf, at)
+    const ve = at
+    readStamp(buf)
+    const w = seen[2 * stampPeer]
+    if (w !== undefined && w >= 0 && (stampWall < w || (stampWall === w && stampCounter <= seen[2 * stampPeer + 1]!))) continue
+    t.see(stampPeer, stampWall)
+    t.name(name)
+    let m = out.m
+    if (m === out.names.length) out.growRegisters()
+    out.names[m] = name
+    out.peers[m] = stampPeer
+    out.vs[m] = vs
+    out.ve[m] = ve
+    out.walls[m] = stampWall
+    out.counters[m] = stampCounter
+    out.m = ++m
+    out.valueBytes += ve - vs
+  }
+  if (fp < 0 && out.m === first) return
+  const i = out.n
+  if (i === out.tables.length) out.growRecords()
+  out.tables[i] = table
+  out.rows[i] = row
+  out.floorPeers[i] = fp
+  out.floorWalls[i] = fw
+  out.floorCounters[i] = fc
+  out.deleted[i] = flags === 3 ? 1 : 0
+  out.firsts[i] = first
+  out.counts[i] = out.m - first
+  out.n = i + 1
+}
+
+/**
  * Writes the block at `pos` as the rest of a delta record after its id (flags, floor, fields: see delta.ts), with
  * names and peers numbered by `t` and timestamps relative to `baseWall` and `nPeers`; values are copied as they are.
  */
