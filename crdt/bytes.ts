@@ -44,11 +44,22 @@ export class Writer {
   uint(v: number): void {
     this.ensure(8)
     const buf = this.buf
-    while (v >= 0x80) {
-      buf[this.pos++] = (v % 0x80) | 0x80
-      v = Math.floor(v / 0x80)
+    let pos = this.pos
+    // Above 2^32, the low 28 bits first in float arithmetic; the rest (and every smaller value) with bit operations.
+    if (v > 0xffffffff) {
+      const lo = v % 0x10000000
+      buf[pos++] = (lo & 0x7f) | 0x80
+      buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
+      buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
+      buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
+      v = (v - lo) / 0x10000000
     }
-    buf[this.pos++] = v
+    while (v >= 0x80) {
+      buf[pos++] = (v & 0x7f) | 0x80
+      v >>>= 7
+    }
+    buf[pos++] = v
+    this.pos = pos
   }
 
   /** Writes a safe integer as a zig-zag varint. */

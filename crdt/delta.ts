@@ -566,7 +566,8 @@ export function readDelta(
         rec.peers[k] = peers[ts.peer]!
         rec.peerIndexes[k] = ts.peer
       }
-      if (vw) rec.vbuf = vw.view()
+      // The writer's buffer itself (values lie in [0, pos)): a view per record would allocate.
+      if (vw) rec.vbuf = vw.buffer
       onRecord(rec)
     }
     // Drop references to the last record's values so the scratch arrays keep nothing alive.

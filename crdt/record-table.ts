@@ -99,8 +99,8 @@ export class Regs {
 
 /** Cursor of the block reader, and the last stamp it read. */
 let at = 0
-let stampWall = 0
-let stampCounter = 0
+/** The last stamp's wall and counter (a typed array: a module variable would box each new double). */
+const stampWC = new Float64Array(2)
 let stampPeer = -1
 
 function readUint(buf: Uint8Array): number {
@@ -116,21 +116,21 @@ function readUint(buf: Uint8Array): number {
   }
 }
 
-/** Reads a stamp into stampWall/stampCounter/stampPeer (unchanged for "the same as the previous one"). */
+/** Reads a stamp into stampWC (wall, counter) and stampPeer (unchanged for "the same as the previous one"). */
 function readStamp(buf: Uint8Array): void {
   const x = readUint(buf)
   if (x === 0) return
   stampPeer = x - 1
   const d = readUint(buf)
-  stampWall += d % 2 === 1 ? -(d + 1) / 2 : d / 2
-  stampCounter = readUint(buf)
+  stampWC[0] = stampWC[0]! + (d % 2 === 1 ? -(d + 1) / 2 : d / 2)
+  stampWC[1] = readUint(buf)
 }
 
 /** Starts reading the block at `pos`: returns its flags byte. */
 function startBlock(buf: Uint8Array, pos: number): number {
   at = pos + 1
-  stampWall = 0
-  stampCounter = 0
+  stampWC[0] = 0
+  stampWC[1] = 0
   stampPeer = -1
   return buf[pos]!
 }
@@ -141,8 +141,8 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
   if (flags & 1) {
     readStamp(buf)
     out.floorPeer = stampPeer
-    out.floorWall = stampWall
-    out.floorCounter = stampCounter
+    out.floorWall = stampWC[0]!
+    out.floorCounter = stampWC[1]!
     out.deleted = (flags & 2) !== 0
   } else {
     out.floorPeer = -1
@@ -159,35 +159,35 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
     at = valueEnd(buf, at)
     ve[k] = at
     readStamp(buf)
-    walls[k] = stampWall
-    counters[k] = stampCounter
+    walls[k] = stampWC[0]!
+    counters[k] = stampWC[1]!
     peers[k] = stampPeer
   }
 }
 
 /** The last stamp the block writer wrote. */
-let lastWall = 0
-let lastCounter = -1
+/** The last written stamp's wall and counter (unboxed, as {@link stampWC}). */
+const lastWC = new Float64Array(2)
 let lastPeer = -1
 
 function writeStamp(w: Writer, wall: number, counter: number, peer: number): void {
-  if (peer === lastPeer && wall === lastWall && counter === lastCounter) {
+  if (peer === lastPeer && wall === lastWC[0]! && counter === lastWC[1]!) {
     w.u8(0)
     return
   }
   w.uint(peer + 1)
-  w.int(wall - lastWall)
+  w.int(wall - lastWC[0]!)
   w.uint(counter)
-  lastWall = wall
-  lastCounter = counter
+  lastWC[0] = wall
+  lastWC[1] = counter
   lastPeer = peer
 }
 
 /** Serialises `regs` as a block. */
 export function writeBlock(regs: Regs, w: Writer): void {
   w.pos = 0
-  lastWall = 0
-  lastCounter = -1
+  lastWC[0] = 0
+  lastWC[1] = -1
   lastPeer = -1
   const hasFloor = regs.floorPeer >= 0
   w.u8(hasFloor ? (regs.deleted ? 3 : 1) : 0)
@@ -235,14 +235,14 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
   const flags = startBlock(buf, pos)
   if (flags & 1) {
     readStamp(buf)
-    t.see(stampPeer, stampWall)
+    t.see(stampPeer, stampWC[0]!)
   }
   const n = readUint(buf)
   for (let k = 0; k < n; k++) {
     t.name(readUint(buf))
     at = valueEnd(buf, at)
     readStamp(buf)
-    t.see(stampPeer, stampWall)
+    t.see(stampPeer, stampWC[0]!)
   }
 }
 
@@ -316,10 +316,10 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly num
   if (flags & 1) {
     readStamp(buf)
     const w = seen[2 * stampPeer]
-    if (w === undefined || w < 0 || stampWall > w || (stampWall === w && stampCounter > seen[2 * stampPeer + 1]!)) {
+    if (w === undefined || w < 0 || stampWC[0]! > w || (stampWC[0]! === w && stampWC[1]! > seen[2 * stampPeer + 1]!)) {
       fp = stampPeer
-      fw = stampWall
-      fc = stampCounter
+      fw = stampWC[0]!
+      fc = stampWC[1]!
       t.see(fp, fw)
     }
   }
@@ -332,8 +332,8 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly num
     const ve = at
     readStamp(buf)
     const w = seen[2 * stampPeer]
-    if (w !== undefined && w >= 0 && (stampWall < w || (stampWall === w && stampCounter <= seen[2 * stampPeer + 1]!))) continue
-    t.see(stampPeer, stampWall)
+    if (w !== undefined && w >= 0 && (stampWC[0]! < w || (stampWC[0]! === w && stampWC[1]! <= seen[2 * stampPeer + 1]!))) continue
+    t.see(stampPeer, stampWC[0]!)
     t.name(name)
     let m = out.m
     if (m === out.names.length) out.growRegisters()
@@ -341,8 +341,8 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly num
     out.peers[m] = stampPeer
     out.vs[m] = vs
     out.ve[m] = ve
-    out.walls[m] = stampWall
-    out.counters[m] = stampCounter
+    out.walls[m] = stampWC[0]!
+    out.counters[m] = stampWC[1]!
     out.m = ++m
     out.valueBytes += ve - vs
   }
@@ -370,8 +370,8 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: WireTabl
   w.u8(flags)
   if (flags & 1) {
     readStamp(buf)
-    w.uint(stampWall - baseWall)
-    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+    w.uint(stampWC[0]! - baseWall)
+    w.uint(stampWC[1]! * nPeers + peerAt[stampPeer]!)
   }
   const n = readUint(buf)
   w.uint(n)
@@ -381,8 +381,8 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: WireTabl
     at = valueEnd(buf, at)
     w.copy(buf, start, at)
     readStamp(buf)
-    w.uint(stampWall - baseWall)
-    w.uint(stampCounter * nPeers + peerAt[stampPeer]!)
+    w.uint(stampWC[0]! - baseWall)
+    w.uint(stampWC[1]! * nPeers + peerAt[stampPeer]!)
   }
 }
 
@@ -412,8 +412,8 @@ export function wireToBlock(
   const flags = r.u8()
   if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
   w.pos = 0
-  lastWall = 0
-  lastCounter = -1
+  lastWC[0] = 0
+  lastWC[1] = -1
   lastPeer = -1
   w.u8(flags)
   let fw = 0
