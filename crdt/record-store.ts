@@ -4,7 +4,7 @@ import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock } from './record-table.js'
+import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock, wireToRegs } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
@@ -101,6 +101,9 @@ function groupByTable(out: Outgoing): Int32Array {
 
 /** A record's block as {@link RecordStore.applyEncoded} transcodes it from a delta. */
 const transcoded = new Writer(1024)
+
+/** The values of a delta record {@link RecordStore.applyEncoded} merges (each merge copies them before the next). */
+const incoming = new Writer(1024)
 
 /**
  * Collections of records, each record an LWW map of fields with whole-record replace and delete:
@@ -483,34 +486,17 @@ export class RecordStore {
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
-    // The table and row of a record the claim found held: onRecord, which merges that very record next, uses them.
-    let hintTable: Table | undefined
-    let hintRow = -1
     const inc = this.inc
     const w = transcoded
     const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
     const sizes = new Map<Table, number>()
     for (const t of this.tables.values()) sizes.set(t, t.capacity)
+    // Merges want the record's id as a string only to report it (or to add a record the store does not hold).
+    const reports = changes || onOverwrite !== undefined
     const { from, to } = readDelta(
       bytes,
-      (rec) => {
-        inc.clear()
-        if (rec.floorPeerIndex >= 0) {
-          inc.floorPeer = peerMap[rec.floorPeerIndex]!
-          inc.floorWall = rec.floorWall
-          inc.floorCounter = rec.floorCounter
-          inc.deleted = rec.deleted
-        }
-        const n = rec.n
-        const buf = rec.vbuf
-        for (let k = 0; k < n; k++) {
-          inc.set(k, nameMap[rec.nameIndexes[k]!]!, rec.walls[k]!, rec.counters[k]!, peerMap[rec.peerIndexes[k]!]!, buf, rec.vs[k]!, rec.ve[k]!)
-        }
-        inc.n = n
-        const t = hintTable
-        hintTable = undefined
-        this.merge(rec.collection, rec.id, inc, ctx, t, hintRow)
-      },
+      // Never called: claim takes every record.
+      () => undefined,
       {
         raw: true,
         onTables: (peers, names, base) => {
@@ -518,30 +504,28 @@ export class RecordStore {
           nameMap = names.map((n) => this.name(n))
           baseWall = base
         },
-        // A record this store does not hold goes straight from the delta's bytes to its block, when merging it
-        // into nothing is copying it (no index to update, no tombstone collected that could make it stale).
+        // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
+        // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
+        // stale); else into the incoming registers, merged into the row found here.
         claim: (collection, id, r) => {
-          if (this.index !== undefined || this.collectedNewest !== undefined) return false
           let t = this.tables.get(collection)
           if (!t) this.tables.set(collection, (t = new Table(collection)))
           const h = hashBytes(id.bytes, 0, id.len)
           const held = t.findBytes(id.bytes, 0, id.len, h)
-          if (held >= 0) {
-            // Merged by onRecord next (this very record), which need not look it up again.
-            hintTable = t
-            hintRow = held
-            return false
-          }
-          const start = r.pos
-          const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
-          if (got === NEEDS_MERGE) {
+          if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
+            const start = r.pos
+            const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
+            if (got !== NEEDS_MERGE) {
+              if (got & WIRE_EMPTY) return true
+              t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
+              if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
+              if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
+              return true
+            }
             r.pos = start
-            return false
           }
-          if (got & WIRE_EMPTY) return true
-          t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
-          if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
-          if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
+          wireToRegs(r, inc, incoming, baseWall, peerMap.length, peerMap, nameMap)
+          this.merge(collection, held < 0 || reports ? id.string : '', inc, ctx, t, held)
           return true
         },
       },

@@ -165,7 +165,6 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
   }
 }
 
-/** The last stamp the block writer wrote. */
 /** The last written stamp's wall and counter (unboxed, as {@link stampWC}). */
 const lastWC = new Float64Array(2)
 let lastPeer = -1
@@ -183,22 +182,75 @@ function writeStamp(w: Writer, wall: number, counter: number, peer: number): voi
   lastPeer = peer
 }
 
-/** Serialises `regs` as a block. */
-export function writeBlock(regs: Regs, w: Writer): void {
-  w.pos = 0
-  lastWC[0] = 0
-  lastWC[1] = -1
-  lastPeer = -1
-  const hasFloor = regs.floorPeer >= 0
-  w.u8(hasFloor ? (regs.deleted ? 3 : 1) : 0)
-  if (hasFloor) writeStamp(w, regs.floorWall, regs.floorCounter, regs.floorPeer)
-  w.uint(regs.n)
-  const { names, srcs, vs, ve, walls, counters, peers } = regs
-  for (let k = 0; k < regs.n; k++) {
-    w.uint(names[k]!)
-    w.copy(srcs[k]!, vs[k]!, ve[k]!)
-    writeStamp(w, walls[k]!, counters[k]!, peers[k]!)
+/** Most bytes {@link encodeBlock} writes for `regs` (a stamp takes at most 5 + 8 + 5 bytes, a count or name 5). */
+function blockBound(regs: Regs): number {
+  let n = 30
+  const { vs, ve } = regs
+  for (let k = 0; k < regs.n; k++) n += ve[k]! - vs[k]! + 25
+  return n
+}
+
+/** Writes `v` (an integer in `[0, 2^53)`) as a varint at `buf[pos]`; returns where it ends. */
+function putUint(buf: Uint8Array, pos: number, v: number): number {
+  if (v > 0xffffffff) {
+    const lo = v % 0x10000000
+    buf[pos++] = (lo & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
+    v = (v - lo) / 0x10000000
   }
+  while (v >= 0x80) {
+    buf[pos++] = (v & 0x7f) | 0x80
+    v >>>= 7
+  }
+  buf[pos++] = v
+  return pos
+}
+
+/**
+ * Writes `regs` as a block at `buf[pos]`, which must have room for {@link blockBound} bytes; returns where it ends.
+ * (Straight into the buffer: no bounds check or call per varint.)
+ */
+function encodeBlock(regs: Regs, buf: Uint8Array, pos: number): number {
+  let lw = 0
+  let lc = -1
+  let lp = -1
+  const fp = regs.floorPeer
+  buf[pos++] = fp >= 0 ? (regs.deleted ? 3 : 1) : 0
+  if (fp >= 0) {
+    const d = regs.floorWall
+    pos = putUint(buf, pos, fp + 1)
+    pos = putUint(buf, pos, 2 * d)
+    pos = putUint(buf, pos, regs.floorCounter)
+    lw = d
+    lc = regs.floorCounter
+    lp = fp
+  }
+  const n = regs.n
+  pos = putUint(buf, pos, n)
+  const { names, srcs, vs, ve, walls, counters, peers } = regs
+  for (let k = 0; k < n; k++) {
+    pos = putUint(buf, pos, names[k]!)
+    const src = srcs[k]!
+    const end = ve[k]!
+    for (let i = vs[k]!; i < end; i++) buf[pos++] = src[i]!
+    const wall = walls[k]!
+    const counter = counters[k]!
+    const peer = peers[k]!
+    if (peer === lp && wall === lw && counter === lc) {
+      buf[pos++] = 0
+      continue
+    }
+    const d = wall - lw
+    pos = putUint(buf, pos, peer + 1)
+    pos = putUint(buf, pos, d < 0 ? -2 * d - 1 : 2 * d)
+    pos = putUint(buf, pos, counter)
+    lw = wall
+    lc = counter
+    lp = peer
+  }
+  return pos
 }
 
 /**
@@ -452,7 +504,39 @@ export function wireToBlock(
   return (visible ? WIRE_VISIBLE : 0) | (fp >= 0 ? WIRE_FLOOR : 0) | (fp < 0 && n === 0 ? WIRE_EMPTY : 0)
 }
 
-const blockWriter = new Writer(1024)
+/**
+ * Reads the rest of a delta record after its id (flags, floor, fields) from `r` into `out`, with the checks of
+ * `readDelta`: values are checked and copied in canonical form to `vw` (from its start), and `out`'s fields point
+ * into its buffer. `peerMap`/`nameMap` map delta indexes to store indexes.
+ */
+export function wireToRegs(r: Reader, out: Regs, vw: Writer, baseWall: number, nPeers: number, peerMap: readonly number[], nameMap: readonly number[]): void {
+  const flags = r.u8()
+  if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
+  out.clear()
+  if (flags & 1) {
+    readWireStamp(r, baseWall, nPeers)
+    out.floorPeer = peerMap[wireStamp.peer]!
+    out.floorWall = wireStamp.wall
+    out.floorCounter = wireStamp.counter
+    out.deleted = flags === 3
+  }
+  const n = r.count(3)
+  vw.pos = 0
+  for (let k = 0; k < n; k++) {
+    const name = nameMap[r.uint()]
+    if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
+    const vs = vw.pos
+    copyCanonicalValue(r, vw)
+    readWireStamp(r, baseWall, nPeers)
+    out.set(k, name, wireStamp.wall, wireStamp.counter, peerMap[wireStamp.peer]!, NO_BYTES, vs, vw.pos)
+  }
+  // The buffer once every value is in it (it may have moved while growing).
+  const buf = vw.buffer
+  const srcs = out.srcs
+  for (let k = 0; k < n; k++) srcs[k] = buf
+  out.n = n
+}
+
 
 /** Hash of id bytes (FNV-1a). */
 export function hashBytes(buf: Uint8Array, start: number, end: number): number {
@@ -672,10 +756,23 @@ export class Table {
 
   /** Stores `regs` as the row's block. */
   write(row: number, regs: Regs): void {
-    // Before the block is written: in place, it overwrites the bytes `regs` points to.
     const visible = regs.visible()
-    writeBlock(regs, blockWriter)
-    this.place(row, blockWriter, visible)
+    // Written at the arena's end (where no block lies, so not over the bytes `regs` may point to), then moved into
+    // the row's old place if it fits there.
+    this.reserve(blockBound(regs))
+    const buf = this.buf
+    const start = this.end
+    const stop = encodeBlock(regs, buf, start)
+    const n = stop - start
+    const old = this.len[row]!
+    this.flags[row] = visible ? ALIVE | VISIBLE : ALIVE
+    if (n <= old) buf.copyWithin(this.off[row]!, start, stop)
+    else {
+      this.off[row] = start
+      this.end = stop
+    }
+    this.len[row] = n
+    this.live += n - old
   }
 
   /** Stores the block written in `w` as the row's block. */
