@@ -16,6 +16,28 @@ const textEncoder = new TextEncoder()
 const f64 = new Float64Array(1)
 const f64Bytes = new Uint8Array(f64.buffer)
 
+/**
+ * Writes `v` (an integer in `[0, 2^53)`) as a LEB128 varint at `buf[pos]`, which must have room for 8 bytes; returns
+ * where it ends. Above 2^32, the low 28 bits go first in float arithmetic; the rest (and every smaller value) with
+ * bit operations.
+ */
+export function putUint(buf: Uint8Array, pos: number, v: number): number {
+  if (v > 0xffffffff) {
+    const lo = v % 0x10000000
+    buf[pos++] = (lo & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
+    v = (v - lo) / 0x10000000
+  }
+  while (v >= 0x80) {
+    buf[pos++] = (v & 0x7f) | 0x80
+    v >>>= 7
+  }
+  buf[pos++] = v
+  return pos
+}
+
 /** A growable byte buffer with append-only writers. */
 export class Writer {
   private buf: Uint8Array
@@ -43,23 +65,7 @@ export class Writer {
   /** Writes an unsigned integer in `[0, 2^53)` as a LEB128 varint. */
   uint(v: number): void {
     this.ensure(8)
-    const buf = this.buf
-    let pos = this.pos
-    // Above 2^32, the low 28 bits first in float arithmetic; the rest (and every smaller value) with bit operations.
-    if (v > 0xffffffff) {
-      const lo = v % 0x10000000
-      buf[pos++] = (lo & 0x7f) | 0x80
-      buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
-      buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
-      buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
-      v = (v - lo) / 0x10000000
-    }
-    while (v >= 0x80) {
-      buf[pos++] = (v & 0x7f) | 0x80
-      v >>>= 7
-    }
-    buf[pos++] = v
-    this.pos = pos
+    this.pos = putUint(this.buf, this.pos, v)
   }
 
   /** Writes a safe integer as a zig-zag varint. */

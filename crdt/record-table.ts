@@ -17,7 +17,7 @@
  * so equal values have equal bytes and exact ties compare bytes, as {@link compareValues} does; they are decoded only
  * when a record is read.
  */
-import { type Reader, Writer, decodeString } from './bytes.js'
+import { type Reader, Writer, decodeString, putUint } from './bytes.js'
 import { readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
@@ -188,24 +188,6 @@ function blockBound(regs: Regs): number {
   const { vs, ve } = regs
   for (let k = 0; k < regs.n; k++) n += ve[k]! - vs[k]! + 25
   return n
-}
-
-/** Writes `v` (an integer in `[0, 2^53)`) as a varint at `buf[pos]`; returns where it ends. */
-function putUint(buf: Uint8Array, pos: number, v: number): number {
-  if (v > 0xffffffff) {
-    const lo = v % 0x10000000
-    buf[pos++] = (lo & 0x7f) | 0x80
-    buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
-    buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
-    buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
-    v = (v - lo) / 0x10000000
-  }
-  while (v >= 0x80) {
-    buf[pos++] = (v & 0x7f) | 0x80
-    v >>>= 7
-  }
-  buf[pos++] = v
-  return pos
 }
 
 /**
