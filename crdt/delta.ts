@@ -406,7 +406,8 @@ export function readWireStamp(r: Reader, baseWall: number, nPeers: number): void
   if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
   const x = r.uint()
   const peer = x % nPeers
-  const counter = Math.floor(x / nPeers)
+  // An exact division (not Math.floor of a fraction), so code compiled for one-peer deltas stays valid for others.
+  const counter = (x - peer) / nPeers
   if (!(peer >= 0) || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
   wireStamp.wall = wall
   wireStamp.counter = counter

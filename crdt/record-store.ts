@@ -57,11 +57,31 @@ export interface ApplyResult {
 }
 
 
-/** What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. */
-interface ApplyContext {
-  readonly changed: RecordChange[] | undefined
-  readonly floors: RecordRef[] | undefined
-  readonly onOverwrite: ((o: Overwrite) => void) | undefined
+/**
+ * What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. Its fields always hold
+ * the same kinds of values (the lists are there even when not wanted), so the merge code compiled for one apply
+ * stays valid for the next.
+ */
+class ApplyContext {
+  readonly changed: RecordChange[] = objectList()
+  readonly floors: RecordRef[] = objectList()
+  constructor(
+    /** Whether `changed` and `floors` are wanted. */
+    readonly report: boolean,
+    readonly onOverwrite: ((o: Overwrite) => void) | undefined,
+  ) {}
+}
+
+const NOTHING = { collection: '', id: '', existed: false }
+
+/**
+ * An empty array already of the kind that holds objects: a fresh `[]` holds small integers until its first push,
+ * and merge code compiled for one kind is thrown away when it meets the other.
+ */
+function objectList<T>(): T[] {
+  const list = [NOTHING] as unknown as T[]
+  list.pop()
+  return list
 }
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
@@ -442,7 +462,7 @@ export class RecordStore {
    * field where two different values met (the replica turns these into conflict events).
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
-    const ctx: ApplyContext = { changed: [], floors: [], onOverwrite }
+    const ctx = new ApplyContext(true, onOverwrite)
     const inc = this.inc
     const w = localValues
     for (const rd of delta.records) {
@@ -470,7 +490,7 @@ export class RecordStore {
       this.merge(rd.collection, rd.id, inc, ctx)
     }
     inc.release()
-    return { changed: ctx.changed!, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors! }
+    return { changed: ctx.changed, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors }
   }
 
   /**
@@ -480,9 +500,7 @@ export class RecordStore {
    * no list).
    */
   applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
-    const changed: RecordChange[] = []
-    const floors: RecordRef[] = []
-    const ctx: ApplyContext = { changed: changes ? changed : undefined, floors: changes ? floors : undefined, onOverwrite }
+    const ctx = new ApplyContext(changes, onOverwrite)
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
@@ -518,8 +536,8 @@ export class RecordStore {
             if (got !== NEEDS_MERGE) {
               if (got & WIRE_EMPTY) return true
               t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
-              if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
-              if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
+              if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
+              if (changes && got & WIRE_FLOOR) ctx.floors.push({ collection, id: id.string })
               return true
             }
             r.pos = start
@@ -533,7 +551,7 @@ export class RecordStore {
     inc.release()
     // A bulk load grows arenas by doubling: give back what it did not use.
     for (const t of this.tables.values()) if (t.capacity > 2 * (sizes.get(t) ?? 0) + (1 << 20)) t.trim()
-    return { changed, advanced: this.advanceOver(from, to), floors }
+    return { changed: ctx.changed, advanced: this.advanceOver(from, to), floors: ctx.floors }
   }
 
   /**
@@ -567,7 +585,7 @@ export class RecordStore {
     const fp = inc.floorPeer
     const floor = fp >= 0 && (ctx === undefined || cur.floorPeer >= 0 || !this.stale(inc.floorWall, inc.floorCounter, peers[fp]!))
     let before: Regs | undefined
-    if (floor && wasVisible && ctx?.changed) t.read(row, (before = this.before))
+    if (floor && wasVisible && ctx?.report) t.read(row, (before = this.before))
     if (floor) {
       const c = cur.floorPeer < 0 ? 1 : this.cmp(inc.floorWall, inc.floorCounter, fp, cur.floorWall, cur.floorCounter, cur.floorPeer)
       if (c > 0 || (c === 0 && !cur.deleted && inc.deleted)) {
@@ -577,7 +595,7 @@ export class RecordStore {
         cur.deleted = inc.deleted
         dirty = true
         if (this.dropBelow(cur, inc.deleted)) touched = true
-        ctx?.floors?.push({ collection, id })
+        if (ctx?.report) ctx.floors.push({ collection, id })
       }
       if (index && cur.floorPeer === fp && cur.floorWall === inc.floorWall && cur.floorCounter === inc.floorCounter) {
         indexed.push(fp, inc.floorWall, inc.floorCounter)
@@ -628,7 +646,7 @@ export class RecordStore {
     }
     const visibleNow = cur.visible()
     if (before && visibleNow && touched) touched = !sameVisible(before, cur)
-    if (ctx?.changed && (touched || wasVisible !== visibleNow)) ctx.changed.push({ collection, id, existed: wasVisible })
+    if (ctx?.report && (touched || wasVisible !== visibleNow)) ctx.changed.push({ collection, id, existed: wasVisible })
     if (cur.floorPeer < 0 && cur.n === 0) {
       if (row >= 0) {
         t.remove(row)
