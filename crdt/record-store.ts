@@ -577,7 +577,7 @@ export class RecordStore {
     let reports: Overwrite[] | undefined
     /** `(peer, wall, counter)` of the writes the index must hear of, once the record has its row. */
     const indexed = this.indexed
-    indexed.length = 0
+    if (indexed.length > 0) indexed.length = 0
     // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
     // record's visible fields are compared as a whole instead of inferred from the register writes.
     // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
