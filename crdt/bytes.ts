@@ -290,16 +290,28 @@ export class Reader {
 
 /** Decodes WTF-8 bytes (what {@link Writer.string} writes after the length); throws {@link DecodeError} on bad input. */
 export function decodeString(bytes: Uint8Array): string {
-  const n = bytes.length
+  return decodeStringAt(bytes, 0, bytes.length)
+}
+
+/**
+ * {@link decodeString} of `buf[start, end)`, without a view of them. Short ASCII strings (record ids, names) are made
+ * four characters at a time: a concatenation per character would allocate a string per character.
+ */
+export function decodeStringAt(buf: Uint8Array, start: number, end: number): string {
+  const n = end - start
   if (n < 64) {
-    let s = ''
-    for (let i = 0; i < n; i++) {
-      const b = bytes[i]!
-      if (b >= 0x80) return decodeWtf8(bytes)
-      s += String.fromCharCode(b)
+    let ascii = true
+    for (let i = start; i < end && ascii; i++) ascii = buf[i]! < 0x80
+    if (ascii) {
+      let s = ''
+      let i = start
+      for (; i + 4 <= end; i += 4) s += String.fromCharCode(buf[i]!, buf[i + 1]!, buf[i + 2]!, buf[i + 3]!)
+      for (; i < end; i++) s += String.fromCharCode(buf[i]!)
+      return s
     }
-    return s
+    return decodeWtf8(buf.subarray(start, end))
   }
+  const bytes = buf.subarray(start, end)
   try {
     return textDecoder.decode(bytes)
   } catch {

@@ -21,7 +21,7 @@
  * A full snapshot is the delta against an empty version vector. Decoding checks every count against the bytes that
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
  */
-import { Reader, Writer, decodeString } from './bytes.js'
+import { Reader, Writer, decodeString, decodeStringAt } from './bytes.js'
 import { DecodeError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './timestamp.js'
 import { type Value, copyCanonicalValue, readValue, writeValue } from './value.js'
@@ -79,8 +79,13 @@ export class DeltaWriter {
   private readonly w: Writer
   private readonly nPeers: number
   private prev = ''
-  /** The previous id as bytes when it was written by {@link recordIdBytes} and is ASCII (then {@link prev} is stale). */
-  private prevBytes: Uint8Array | undefined = undefined
+  /**
+   * The previous id as bytes `prevBuf[prevStart, prevEnd)` when it was written by {@link recordIdAt} and is ASCII
+   * (then {@link prev} is stale).
+   */
+  private prevBuf: Uint8Array | undefined = undefined
+  private prevStart = 0
+  private prevEnd = 0
 
   constructor(
     private readonly peers: ReadonlyMap<string, number>,
@@ -130,7 +135,7 @@ export class DeltaWriter {
     this.w.string(name)
     this.w.uint(n)
     this.prev = ''
-    this.prevBytes = undefined
+    this.prevBuf = undefined
   }
 
   /** Starts a record: its id, its floor (`floorPeer` undefined: none) and the number of fields that follow. */
@@ -155,12 +160,12 @@ export class DeltaWriter {
    */
   recordId(id: string): Writer {
     const w = this.w
-    const prev = this.prevBytes === undefined ? this.prev : decodeString(this.prevBytes)
+    const prev = this.prevBuf === undefined ? this.prev : decodeStringAt(this.prevBuf, this.prevStart, this.prevEnd)
     const shared = sharedPrefix(prev, id)
     w.uint(shared)
     w.string(shared === 0 ? id : id.slice(shared))
     this.prev = id
-    this.prevBytes = undefined
+    this.prevBuf = undefined
     return w
   }
 
@@ -169,24 +174,36 @@ export class DeltaWriter {
    * are written without making a string.
    */
   recordIdBytes(id: Uint8Array): Writer {
+    return this.recordIdAt(id, 0, id.length)
+  }
+
+  /** {@link recordIdBytes} of the bytes `buf[start, end)`, without a view of them. */
+  recordIdAt(buf: Uint8Array, start: number, end: number): Writer {
     let ascii = true
-    for (let i = 0; i < id.length && ascii; i++) ascii = id[i]! < 0x80
-    const prev = this.prevBytes
+    for (let i = start; i < end && ascii; i++) ascii = buf[i]! < 0x80
+    const prev = this.prevBuf
     if (!ascii || prev === undefined) {
-      this.recordId(decodeString(id))
-      if (ascii) this.prevBytes = id
+      this.recordId(decodeStringAt(buf, start, end))
+      if (ascii) this.setPrev(buf, start, end)
       return this.w
     }
     // Both ASCII: characters are bytes.
-    const n = Math.min(prev.length, id.length, 255)
+    const ps = this.prevStart
+    const n = Math.min(this.prevEnd - ps, end - start, 255)
     let shared = 0
-    while (shared < n && prev[shared] === id[shared]) shared++
+    while (shared < n && prev[ps + shared] === buf[start + shared]) shared++
     const w = this.w
     w.uint(shared)
-    w.uint(id.length - shared)
-    w.copy(id, shared, id.length)
-    this.prevBytes = id
+    w.uint(end - start - shared)
+    w.copy(buf, start + shared, end)
+    this.setPrev(buf, start, end)
     return w
+  }
+
+  private setPrev(buf: Uint8Array, start: number, end: number): void {
+    this.prevBuf = buf
+    this.prevStart = start
+    this.prevEnd = end
   }
 
   /** The base wall timestamps are written relative to. */
@@ -390,7 +407,7 @@ export class RecordId {
 
   /** The id. */
   get string(): string {
-    return (this.str ??= decodeString(this.bytes.subarray(0, this.len)))
+    return (this.str ??= decodeStringAt(this.bytes, 0, this.len))
   }
 }
 

@@ -349,8 +349,9 @@ export class RecordStore {
   }
 
   /** `vv` by peer index: `[wall, counter]` pairs, wall −1 for a peer `vv` does not name. */
-  private seenBy(vv: ReadonlyMap<string, Timestamp>): number[] {
-    const seen: number[] = new Array(2 * this.peerIds.length).fill(-1)
+  private seenBy(vv: ReadonlyMap<string, Timestamp>): Float64Array {
+    // Typed: a plain array that may hold undefined would box every wall read from it.
+    const seen = new Float64Array(2 * this.peerIds.length).fill(-1)
     for (const ts of vv.values()) {
       const p = this.peerIndex.get(ts.peer)
       if (p === undefined) continue
@@ -978,7 +979,7 @@ export class RecordStore {
         w.collection(table.name, n)
       }
       const row = out.rows[r]!
-      const ww = w.recordIdBytes(table.idBytes(row))
+      const ww = w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row))
       const fp = out.floorPeers[r]!
       if (fp < 0) ww.u8(0)
       else {
@@ -1029,7 +1030,7 @@ export class RecordStore {
       w.collection(collection, table.size)
       const buf = table.buf
       for (let row = 0; row < table.rowLimit; row++) {
-        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdBytes(table.idBytes(row)), t, baseWall, peers.size)
+        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row)), t, baseWall, peers.size)
       }
     }
     return w.finish()

@@ -17,7 +17,7 @@
  * so equal values have equal bytes and exact ties compare bytes, as {@link compareValues} does; they are decoded only
  * when a record is read.
  */
-import { type Reader, Writer, decodeString, putUint } from './bytes.js'
+import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
 import { readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
@@ -338,23 +338,27 @@ export class Outgoing {
 
 /**
  * Adds the record whose block is at `pos` in `buf` (row `row` of table number `table`) to `out` with its floor and
- * registers that `seen` does not cover (`[wall, counter]` pairs by store peer index, wall −1 for none; see
- * delta-parts.ts `covered`), noting their peers, names and walls in `t` in the order they will be written — or
+ * registers that `seen` does not cover (`[wall, counter]` pairs by store peer index, wall −1 for none, one pair per
+ * peer of the store; see delta-parts.ts `covered`), noting their peers, names and walls in `t` in the order they will be written — or
  * adds nothing when `seen` covers all of it. One pass over the block, no object made.
  */
-export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly number[], t: WireTables, out: Outgoing, table: number, row: number): void {
+export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array, t: WireTables, out: Outgoing, table: number, row: number): void {
   const flags = startBlock(buf, pos)
+  // The smallest wall kept in a local (a double passed to a call that is not inlined is boxed).
+  let minWall = t.minWall
+  const peerAt = t.peerAt
   let fp = -1
   let fw = 0
   let fc = 0
   if (flags & 1) {
     readStamp(buf)
-    const w = seen[2 * stampPeer]
-    if (w === undefined || w < 0 || stampWC[0]! > w || (stampWC[0]! === w && stampWC[1]! > seen[2 * stampPeer + 1]!)) {
+    const w = seen[2 * stampPeer]!
+    if (!(w >= 0) || stampWC[0]! > w || (stampWC[0]! === w && stampWC[1]! > seen[2 * stampPeer + 1]!)) {
       fp = stampPeer
       fw = stampWC[0]!
       fc = stampWC[1]!
-      t.see(fp, fw)
+      if (peerAt[fp] === -1) peerAt[fp] = t.peers.push(fp) - 1
+      if (fw < minWall) minWall = fw
     }
   }
   const n = readUint(buf)
@@ -365,9 +369,11 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly num
     at = valueEnd(buf, at)
     const ve = at
     readStamp(buf)
-    const w = seen[2 * stampPeer]
-    if (w !== undefined && w >= 0 && (stampWC[0]! < w || (stampWC[0]! === w && stampWC[1]! <= seen[2 * stampPeer + 1]!))) continue
-    t.see(stampPeer, stampWC[0]!)
+    const w = seen[2 * stampPeer]!
+    if (w >= 0 && (stampWC[0]! < w || (stampWC[0]! === w && stampWC[1]! <= seen[2 * stampPeer + 1]!))) continue
+    const wall = stampWC[0]!
+    if (peerAt[stampPeer] === -1) peerAt[stampPeer] = t.peers.push(stampPeer) - 1
+    if (wall < minWall) minWall = wall
     t.name(name)
     let m = out.m
     if (m === out.names.length) out.growRegisters()
@@ -375,11 +381,12 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: readonly num
     out.peers[m] = stampPeer
     out.vs[m] = vs
     out.ve[m] = ve
-    out.walls[m] = stampWC[0]!
+    out.walls[m] = wall
     out.counters[m] = stampWC[1]!
     out.m = ++m
     out.valueBytes += ve - vs
   }
+  t.minWall = minWall
   if (fp < 0 && out.m === first) return
   const i = out.n
   if (i === out.tables.length) out.growRecords()
@@ -627,7 +634,20 @@ export class Table {
   /** The id of a row. */
   id(row: number): string {
     const o = this.idOff[row]!
-    return decodeString(this.ids.subarray(o, o + this.idLen[row]!))
+    return decodeStringAt(this.ids, o, o + this.idLen[row]!)
+  }
+
+  /** The arena of id bytes: a row's id is `idArena[idStart(row), idStop(row))` (valid until the next write). */
+  get idArena(): Uint8Array {
+    return this.ids
+  }
+
+  idStart(row: number): number {
+    return this.idOff[row]!
+  }
+
+  idStop(row: number): number {
+    return this.idOff[row]! + this.idLen[row]!
   }
 
   /** Writes a row's id bytes to `w` (no length). */
@@ -817,7 +837,8 @@ function pack(src: Uint8Array, dst: Uint8Array, off: Uint32Array, len: Uint32Arr
     if ((flags[row]! & ALIVE) === 0) continue
     const n = len[row]!
     const o = off[row]!
-    dst.set(src.subarray(o, o + n), pos)
+    // Blocks are small: a loop, not a view per block.
+    for (let i = 0; i < n; i++) dst[pos + i] = src[o + i]!
     off[row] = pos
     pos += n
   }
