@@ -90,6 +90,56 @@ const localValues = new Writer(256)
 /** What {@link RecordStore.encodeChangesSince} sends, gathered before it is written (encodes never re-enter). */
 let outgoing = new Outgoing()
 
+/** Gathers in `out` what goes out of the rows `found` lists (`[table, row, …]`), or of every row when undefined. */
+function collectRows(tables: readonly Table[], found: readonly number[] | undefined, seen: Float64Array, t: WireTables, out: Outgoing): void {
+  if (found) {
+    for (let i = 0; i < found.length; i += 2) {
+      const table = tables[found[i]!]!
+      const row = found[i + 1]!
+      collectOutgoing(table.buf, table.offset(row), seen, t, out, found[i]!, row)
+    }
+    return
+  }
+  for (let ti = 0; ti < tables.length; ti++) {
+    const table = tables[ti]!
+    const buf = table.buf
+    for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
+  }
+}
+
+/** Writes the records gathered in `out` (after the header `w` wrote), grouped by collection in order of first appearance. */
+function writeOutgoing(w: DeltaWriter, out: Outgoing, tables: readonly Table[], t: WireTables): void {
+  const order = groupByTable(out)
+  let groups = 0
+  for (let i = 0; i < order.length; i++) if (i === 0 || out.tables[order[i]!] !== out.tables[order[i - 1]!]) groups++
+  w.collections(groups)
+  const { peerAt, nameAt } = t
+  for (let i = 0; i < order.length; i++) {
+    const r = order[i]!
+    const table = tables[out.tables[r]!]!
+    if (i === 0 || out.tables[r] !== out.tables[order[i - 1]!]) {
+      let n = 1
+      while (i + n < order.length && out.tables[order[i + n]!] === out.tables[r]) n++
+      w.collection(table.name, n)
+    }
+    const row = out.rows[r]!
+    const ww = w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row))
+    const fp = out.floorPeers[r]!
+    if (fp < 0) ww.u8(0)
+    else {
+      ww.u8(out.deleted[r] ? 3 : 1)
+      w.tsAt(out.floorWalls[r]!, out.floorCounters[r]!, peerAt[fp]!)
+    }
+    const first = out.firsts[r]!
+    const end = first + out.counts[r]!
+    ww.uint(end - first)
+    const buf = table.buf
+    for (let k = first; k < end; k++) {
+      w.fieldAt(nameAt[out.names[k]!]!, buf, out.vs[k]!, out.ve[k]!, out.walls[k]!, out.counters[k]!, peerAt[out.peers[k]!]!)
+    }
+  }
+}
+
 /**
  * The records of `out` in write order: grouped by table in order of first appearance, in their order within a group
  * (already so when the records came from a scan, table by table).
@@ -947,53 +997,13 @@ export class RecordStore {
     out.clear()
     const found = this.indexCandidates(vv)
     const tables: Table[] = found ? this.index!.tables : [...this.tables.values()]
-    if (found) {
-      for (let i = 0; i < found.length; i += 2) {
-        const table = tables[found[i]!]!
-        const row = found[i + 1]!
-        collectOutgoing(table.buf, table.offset(row), seen, t, out, found[i]!, row)
-      }
-    } else {
-      for (let ti = 0; ti < tables.length; ti++) {
-        const table = tables[ti]!
-        const buf = table.buf
-        for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
-      }
-    }
+    collectRows(tables, found, seen, t, out)
     // Pass 2: the bytes, records grouped by collection in order of first appearance.
     const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
     const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
     const baseWall = peers.size === 0 ? 0 : t.minWall
     const w = new DeltaWriter(peers, baseWall, names, from, to, out.valueBytes + 16 * out.m + 16 * out.n + 64)
-    const order = groupByTable(out)
-    let groups = 0
-    for (let i = 0; i < order.length; i++) if (i === 0 || out.tables[order[i]!] !== out.tables[order[i - 1]!]) groups++
-    w.collections(groups)
-    const { peerAt, nameAt } = t
-    for (let i = 0; i < order.length; i++) {
-      const r = order[i]!
-      const table = tables[out.tables[r]!]!
-      if (i === 0 || out.tables[r] !== out.tables[order[i - 1]!]) {
-        let n = 1
-        while (i + n < order.length && out.tables[order[i + n]!] === out.tables[r]) n++
-        w.collection(table.name, n)
-      }
-      const row = out.rows[r]!
-      const ww = w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row))
-      const fp = out.floorPeers[r]!
-      if (fp < 0) ww.u8(0)
-      else {
-        ww.u8(out.deleted[r] ? 3 : 1)
-        w.tsAt(out.floorWalls[r]!, out.floorCounters[r]!, peerAt[fp]!)
-      }
-      const first = out.firsts[r]!
-      const end = first + out.counts[r]!
-      ww.uint(end - first)
-      const buf = table.buf
-      for (let k = first; k < end; k++) {
-        w.fieldAt(nameAt[out.names[k]!]!, buf, out.vs[k]!, out.ve[k]!, out.walls[k]!, out.counters[k]!, peerAt[out.peers[k]!]!)
-      }
-    }
+    writeOutgoing(w, out, tables, t)
     if (out.tables.length > 1 << 16 || out.names.length > 1 << 18) outgoing = new Outgoing()
     return w.finish()
   }
