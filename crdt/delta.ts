@@ -182,16 +182,19 @@ export class DeltaWriter {
     let ascii = true
     for (let i = start; i < end && ascii; i++) ascii = buf[i]! < 0x80
     const prev = this.prevBuf
-    if (!ascii || prev === undefined) {
+    // An ASCII id after another (or first in its collection): characters are bytes, no string is made.
+    const first = prev === undefined && this.prev === ''
+    if (!ascii || (prev === undefined && !first)) {
       this.recordId(decodeStringAt(buf, start, end))
       if (ascii) this.setPrev(buf, start, end)
       return this.w
     }
-    // Both ASCII: characters are bytes.
-    const ps = this.prevStart
-    const n = Math.min(this.prevEnd - ps, end - start, 255)
     let shared = 0
-    while (shared < n && prev[ps + shared] === buf[start + shared]) shared++
+    if (prev !== undefined) {
+      const ps = this.prevStart
+      const n = Math.min(this.prevEnd - ps, end - start, 255)
+      while (shared < n && prev[ps + shared] === buf[start + shared]) shared++
+    }
     const w = this.w
     w.uint(shared)
     w.uint(end - start - shared)
