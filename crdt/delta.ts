@@ -432,6 +432,14 @@ export function readWireStamp(r: Reader, baseWall: number, nPeers: number): void
   wireStamp.wall = wall
   wireStamp.counter = counter
   wireStamp.peer = peer
+  const max = stampMax
+  if (max !== undefined) {
+    const i = 2 * peer
+    if (wall > max[i]! || (wall === max[i]! && counter > max[i + 1]!)) {
+      max[i] = wall
+      max[i + 1] = counter
+    }
+  }
 }
 
 /**
@@ -479,20 +487,42 @@ export interface ReadDeltaOptions {
 
 /**
  * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onRecord` hears each record
- * (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any malformed, truncated or trailing
- * input — possibly after some records were handed over.
+ * (see {@link RecordScratch}); returns the vectors, and `newest`: per peer of the delta's peer table, the newest
+ * timestamp the delta names (vectors included) as `[wall, counter]` (wall −1 for none). Throws {@link DecodeError} on
+ * any malformed, truncated or trailing input — possibly after some records were handed over.
  */
 export function readDelta(
   bytes: Uint8Array,
   onRecord: (rec: RecordScratch) => void,
   options: ReadDeltaOptions = {},
-): { from: VersionVector; to: VersionVector } {
+): { from: VersionVector; to: VersionVector; newest: Float64Array } {
+  const outer = stampMax
+  try {
+    return readDeltaIn(bytes, onRecord, options)
+  } finally {
+    stampMax = outer // a delta read while this one was (from a callback) has its own
+  }
+}
+
+/**
+ * While a delta is read: per peer of its table, the newest `[wall, counter]` {@link readWireStamp} has read (every
+ * timestamp of a delta goes through it, also those a `claim` reads).
+ */
+let stampMax: Float64Array | undefined
+
+function readDeltaIn(
+  bytes: Uint8Array,
+  onRecord: (rec: RecordScratch) => void,
+  options: ReadDeltaOptions,
+): { from: VersionVector; to: VersionVector; newest: Float64Array } {
   const r = new Reader(bytes)
   const version = r.u8()
   if (version !== DELTA_FORMAT_VERSION) {
     throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
   }
   const peers = readPeerTable(r, 'delta')
+  const newest = new Float64Array(2 * peers.length).fill(-1)
+  stampMax = newest
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`delta base wall ${baseWall} out of range`)
   const nNames = r.count(1)
@@ -595,7 +625,7 @@ export function readDelta(
     rec.values.length = 0
   }
   if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the delta`)
-  return { from, to }
+  return { from, to, newest }
 }
 
 /** Decodes {@link encodeDelta}'s bytes; throws {@link DecodeError} on any malformed, truncated or trailing input. */

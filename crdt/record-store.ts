@@ -7,7 +7,7 @@ import { murmur3x128 } from './hash.js'
 import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock, wireToRegs } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
-import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
+import { type VersionVector, advance, claimsFor, covers, isNewer } from './version-vector.js'
 
 /** Options of a {@link RecordStore}. */
 export interface RecordStoreInit {
@@ -207,6 +207,14 @@ export class RecordStore {
    * it advances to `to` at once, so deltas reordered on the way still count as received when the gap closes.
    */
   private readonly ahead = new Map<string, { from: Timestamp; to: Timestamp }[]>()
+  /**
+   * With {@link vv}, bounds every floor and register held: per origin, the newest write a delta brought that the
+   * vector did not cover once the delta was merged (it arrived ahead of an earlier one, or with no claim). A peer whose
+   * vector covers both lacks nothing (see {@link encodeChangesSince}). `beyondUnknown`: no bound is known (after a
+   * {@link rebase}, or a delta that failed half-way).
+   */
+  private readonly beyond: VersionVector = new Map()
+  private beyondUnknown = false
   /** Covers every tombstone this store has collected (see {@link RecordStore.collect}). */
   private readonly frontierVv: VersionVector = new Map()
   /** The newest tombstone this store has collected. */
@@ -516,6 +524,13 @@ export class RecordStore {
     const ctx = new ApplyContext(true, onOverwrite)
     const inc = this.inc
     const w = localValues
+    // Bounds first (a bound noted before the vector moves is only looser).
+    const newest: VersionVector = new Map()
+    for (const rd of delta.records) {
+      if (rd.floor) advance(newest, rd.floor)
+      for (const f of rd.fields) advance(newest, f.ts)
+    }
+    for (const ts of newest.values()) if (isNewer(this.vv, ts)) advance(this.beyond, ts)
     for (const rd of delta.records) {
       const floor = rd.floor
       const fields = rd.fields
@@ -562,47 +577,66 @@ export class RecordStore {
     for (const t of this.tables.values()) sizes.set(t, t.capacity)
     // Merges want the record's id as a string only to report it (or to add a record the store does not hold).
     const reports = changes || onOverwrite !== undefined
-    const { from, to } = readDelta(
-      bytes,
-      // Never called: claim takes every record.
-      () => undefined,
-      {
-        raw: true,
-        onTables: (peers, names, base) => {
-          peerMap = peers.map((p) => this.peer(p))
-          nameMap = names.map((n) => this.name(n))
-          baseWall = base
-        },
-        // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
-        // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
-        // stale); else into the incoming registers, merged into the row found here.
-        claim: (collection, id, r) => {
-          let t = this.tables.get(collection)
-          if (!t) this.tables.set(collection, (t = new Table(collection)))
-          const h = hashBytes(id.bytes, 0, id.len)
-          const held = t.findBytes(id.bytes, 0, id.len, h)
-          if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
-            const start = r.pos
-            const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
-            if (got !== NEEDS_MERGE) {
-              if (got & WIRE_EMPTY) return true
-              t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
-              if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
-              if (changes && got & WIRE_FLOOR) ctx.floors.push({ collection, id: id.string })
-              return true
+    let merged = false
+    let read: ReturnType<typeof readDelta>
+    try {
+      read = readDelta(
+        bytes,
+        // Never called: claim takes every record.
+        () => undefined,
+        {
+          raw: true,
+          onTables: (peers, names, base) => {
+            peerMap = peers.map((p) => this.peer(p))
+            nameMap = names.map((n) => this.name(n))
+            baseWall = base
+          },
+          // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
+          // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
+          // stale); else into the incoming registers, merged into the row found here.
+          claim: (collection, id, r) => {
+            let t = this.tables.get(collection)
+            if (!t) this.tables.set(collection, (t = new Table(collection)))
+            const h = hashBytes(id.bytes, 0, id.len)
+            const held = t.findBytes(id.bytes, 0, id.len, h)
+            if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
+              const start = r.pos
+              const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
+              if (got !== NEEDS_MERGE) {
+                if (got & WIRE_EMPTY) return true
+                merged = true
+                t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
+                if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
+                if (changes && got & WIRE_FLOOR) ctx.floors.push({ collection, id: id.string })
+                return true
+              }
+              r.pos = start
             }
-            r.pos = start
-          }
-          wireToRegs(r, inc, incoming, baseWall, peerMap.length, peerMap, nameMap)
-          this.merge(collection, held < 0 || reports ? id.string : '', inc, ctx, t, held)
-          return true
+            wireToRegs(r, inc, incoming, baseWall, peerMap.length, peerMap, nameMap)
+            merged = true
+            this.merge(collection, held < 0 || reports ? id.string : '', inc, ctx, t, held)
+            return true
+          },
         },
-      },
-    )
-    inc.release()
+      )
+    } catch (e) {
+      // What was merged before the error is bounded by nothing known.
+      if (merged) this.beyondUnknown = true
+      throw e
+    } finally {
+      inc.release()
+    }
+    const { from, to, newest } = read
     // A bulk load grows arenas by doubling: give back what it did not use.
     for (const t of this.tables.values()) if (t.capacity > 2 * (sizes.get(t) ?? 0) + (1 << 20)) t.trim()
-    return { changed: ctx.changed, advanced: this.advanceOver(from, to), floors: ctx.floors }
+    const advanced = this.advanceOver(from, to)
+    for (let i = 0; i < peerMap.length; i++) {
+      const wall = newest[2 * i]!
+      if (wall < 0) continue
+      const ts = { wall, counter: newest[2 * i + 1]!, peer: this.peerIds[peerMap[i]!]! }
+      if (isNewer(this.vv, ts)) advance(this.beyond, ts)
+    }
+    return { changed: ctx.changed, advanced, floors: ctx.floors }
   }
 
   /**
@@ -966,6 +1000,9 @@ export class RecordStore {
     )
     this.vv.clear()
     this.ahead.clear()
+    // The own writes kept are no longer under the vector.
+    this.beyond.clear()
+    this.beyondUnknown = true
     // What this store collected described state it no longer holds: the caller takes the peer's frontier instead
     // (restoreFrontier). Keeping our own would ask every peer to cover tombstones of writes nobody may hold now.
     this.frontierVv.clear()
@@ -995,9 +1032,13 @@ export class RecordStore {
     const seen = this.seenBy(vv)
     const out = outgoing
     out.clear()
-    const found = this.indexCandidates(vv)
-    const tables: Table[] = found ? this.index!.tables : [...this.tables.values()]
-    collectRows(tables, found, seen, t, out)
+    // Nothing to look for when `vv` covers every write held (see beyond): then `to` is empty too.
+    let tables: Table[] = []
+    if (this.beyondUnknown || to.size > 0 || !covers(vv, this.beyond)) {
+      const found = this.indexCandidates(vv)
+      tables = found ? this.index!.tables : [...this.tables.values()]
+      collectRows(tables, found, seen, t, out)
+    }
     // Pass 2: the bytes, records grouped by collection in order of first appearance.
     const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
     const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
