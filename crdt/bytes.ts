@@ -16,6 +16,28 @@ const textEncoder = new TextEncoder()
 const f64 = new Float64Array(1)
 const f64Bytes = new Uint8Array(f64.buffer)
 
+/**
+ * Writes `v` (an integer in `[0, 2^53)`) as a LEB128 varint at `buf[pos]`, which must have room for 8 bytes; returns
+ * where it ends. Above 2^32, the low 28 bits go first in float arithmetic; the rest (and every smaller value) with
+ * bit operations.
+ */
+export function putUint(buf: Uint8Array, pos: number, v: number): number {
+  if (v > 0xffffffff) {
+    const lo = v % 0x10000000
+    buf[pos++] = (lo & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 7) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 14) & 0x7f) | 0x80
+    buf[pos++] = ((lo >>> 21) & 0x7f) | 0x80
+    v = (v - lo) / 0x10000000
+  }
+  while (v >= 0x80) {
+    buf[pos++] = (v & 0x7f) | 0x80
+    v >>>= 7
+  }
+  buf[pos++] = v
+  return pos
+}
+
 /** A growable byte buffer with append-only writers. */
 export class Writer {
   private buf: Uint8Array
@@ -43,12 +65,7 @@ export class Writer {
   /** Writes an unsigned integer in `[0, 2^53)` as a LEB128 varint. */
   uint(v: number): void {
     this.ensure(8)
-    const buf = this.buf
-    while (v >= 0x80) {
-      buf[this.pos++] = (v % 0x80) | 0x80
-      v = Math.floor(v / 0x80)
-    }
-    buf[this.pos++] = v
+    this.pos = putUint(this.buf, this.pos, v)
   }
 
   /** Writes a safe integer as a zig-zag varint. */
@@ -292,16 +309,28 @@ export class Reader {
 
 /** Decodes WTF-8 bytes (what {@link Writer.string} writes after the length); throws {@link DecodeError} on bad input. */
 export function decodeString(bytes: Uint8Array): string {
-  const n = bytes.length
+  return decodeStringAt(bytes, 0, bytes.length)
+}
+
+/**
+ * {@link decodeString} of `buf[start, end)`, without a view of them. Short ASCII strings (record ids, names) are made
+ * four characters at a time: a concatenation per character would allocate a string per character.
+ */
+export function decodeStringAt(buf: Uint8Array, start: number, end: number): string {
+  const n = end - start
   if (n < 64) {
-    let s = ''
-    for (let i = 0; i < n; i++) {
-      const b = bytes[i]!
-      if (b >= 0x80) return decodeWtf8(bytes)
-      s += String.fromCharCode(b)
+    let ascii = true
+    for (let i = start; i < end && ascii; i++) ascii = buf[i]! < 0x80
+    if (ascii) {
+      let s = ''
+      let i = start
+      for (; i + 4 <= end; i += 4) s += String.fromCharCode(buf[i]!, buf[i + 1]!, buf[i + 2]!, buf[i + 3]!)
+      for (; i < end; i++) s += String.fromCharCode(buf[i]!)
+      return s
     }
-    return s
+    return decodeWtf8(buf.subarray(start, end))
   }
+  const bytes = buf.subarray(start, end)
   try {
     return textDecoder.decode(bytes)
   } catch {

@@ -31,7 +31,7 @@ export interface PartsSource {
 export interface PartsRequest {
   /** The receiver's vector; `seen` is the same by peer index: `[wall, counter]` pairs, wall −1 for none. */
   readonly vv: ReadonlyMap<string, Timestamp>
-  readonly seen: readonly number[]
+  readonly seen: ArrayLike<number>
   /** The claims of the whole answer (see claimsFor), made only when no write is held back. */
   readonly from: ReadonlyMap<string, Timestamp>
   readonly to: ReadonlyMap<string, Timestamp>
@@ -408,7 +408,7 @@ class PartsEncoder {
 }
 
 /** True when `seen` covers the write `(wall, counter)` of the peer with index `p`. */
-export function covered(seen: readonly number[], p: number, wall: number, counter: number): boolean {
+export function covered(seen: ArrayLike<number>, p: number, wall: number, counter: number): boolean {
   const w = seen[2 * p]
   return w !== undefined && w >= 0 && (wall < w || (wall === w && counter <= seen[2 * p + 1]!))
 }

@@ -21,7 +21,7 @@
  * A full snapshot is the delta against an empty version vector. Decoding checks every count against the bytes that
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
  */
-import { Reader, Writer, decodeString } from './bytes.js'
+import { Reader, Writer, decodeString, decodeStringAt } from './bytes.js'
 import { DecodeError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './timestamp.js'
 import { type Value, copyCanonicalValue, readValue, writeValue } from './value.js'
@@ -79,8 +79,13 @@ export class DeltaWriter {
   private readonly w: Writer
   private readonly nPeers: number
   private prev = ''
-  /** The previous id as bytes when it was written by {@link recordIdBytes} and is ASCII (then {@link prev} is stale). */
-  private prevBytes: Uint8Array | undefined = undefined
+  /**
+   * The previous id as bytes `prevBuf[prevStart, prevEnd)` when it was written by {@link recordIdAt} and is ASCII
+   * (then {@link prev} is stale).
+   */
+  private prevBuf: Uint8Array | undefined = undefined
+  private prevStart = 0
+  private prevEnd = 0
 
   constructor(
     private readonly peers: ReadonlyMap<string, number>,
@@ -130,7 +135,7 @@ export class DeltaWriter {
     this.w.string(name)
     this.w.uint(n)
     this.prev = ''
-    this.prevBytes = undefined
+    this.prevBuf = undefined
   }
 
   /** Starts a record: its id, its floor (`floorPeer` undefined: none) and the number of fields that follow. */
@@ -155,13 +160,12 @@ export class DeltaWriter {
    */
   recordId(id: string): Writer {
     const w = this.w
-    const prev = this.prevBytes === undefined ? this.prev : decodeString(this.prevBytes)
+    const prev = this.prevBuf === undefined ? this.prev : decodeStringAt(this.prevBuf, this.prevStart, this.prevEnd)
     const shared = sharedPrefix(prev, id)
     w.uint(shared)
-    if (shared === 0) w.string(id)
-    else w.stringFrom(id, shared)
+    w.string(shared === 0 ? id : id.slice(shared))
     this.prev = id
-    this.prevBytes = undefined
+    this.prevBuf = undefined
     return w
   }
 
@@ -170,24 +174,39 @@ export class DeltaWriter {
    * are written without making a string.
    */
   recordIdBytes(id: Uint8Array): Writer {
+    return this.recordIdAt(id, 0, id.length)
+  }
+
+  /** {@link recordIdBytes} of the bytes `buf[start, end)`, without a view of them. */
+  recordIdAt(buf: Uint8Array, start: number, end: number): Writer {
     let ascii = true
-    for (let i = 0; i < id.length && ascii; i++) ascii = id[i]! < 0x80
-    const prev = this.prevBytes
-    if (!ascii || prev === undefined) {
-      this.recordId(decodeString(id))
-      if (ascii) this.prevBytes = id
+    for (let i = start; i < end && ascii; i++) ascii = buf[i]! < 0x80
+    const prev = this.prevBuf
+    // An ASCII id after another (or first in its collection): characters are bytes, no string is made.
+    const first = prev === undefined && this.prev === ''
+    if (!ascii || (prev === undefined && !first)) {
+      this.recordId(decodeStringAt(buf, start, end))
+      if (ascii) this.setPrev(buf, start, end)
       return this.w
     }
-    // Both ASCII: characters are bytes.
-    const n = Math.min(prev.length, id.length, 255)
     let shared = 0
-    while (shared < n && prev[shared] === id[shared]) shared++
+    if (prev !== undefined) {
+      const ps = this.prevStart
+      const n = Math.min(this.prevEnd - ps, end - start, 255)
+      while (shared < n && prev[ps + shared] === buf[start + shared]) shared++
+    }
     const w = this.w
     w.uint(shared)
-    w.uint(id.length - shared)
-    w.copy(id, shared, id.length)
-    this.prevBytes = id
+    w.uint(end - start - shared)
+    w.copy(buf, start + shared, end)
+    this.setPrev(buf, start, end)
     return w
+  }
+
+  private setPrev(buf: Uint8Array, start: number, end: number): void {
+    this.prevBuf = buf
+    this.prevStart = start
+    this.prevEnd = end
   }
 
   /** The base wall timestamps are written relative to. */
@@ -391,7 +410,7 @@ export class RecordId {
 
   /** The id. */
   get string(): string {
-    return (this.str ??= decodeString(this.bytes.subarray(0, this.len)))
+    return (this.str ??= decodeStringAt(this.bytes, 0, this.len))
   }
 }
 
@@ -407,11 +426,20 @@ export function readWireStamp(r: Reader, baseWall: number, nPeers: number): void
   if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
   const x = r.uint()
   const peer = x % nPeers
-  const counter = Math.floor(x / nPeers)
+  // An exact division (not Math.floor of a fraction), so code compiled for one-peer deltas stays valid for others.
+  const counter = (x - peer) / nPeers
   if (!(peer >= 0) || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
   wireStamp.wall = wall
   wireStamp.counter = counter
   wireStamp.peer = peer
+  const max = stampMax
+  if (max !== undefined) {
+    const i = 2 * peer
+    if (wall > max[i]! || (wall === max[i]! && counter > max[i + 1]!)) {
+      max[i] = wall
+      max[i + 1] = counter
+    }
+  }
 }
 
 /**
@@ -457,13 +485,18 @@ export interface ReadDeltaOptions {
   readonly claim?: (collection: string, id: RecordId, r: Reader) => boolean
 }
 
-/** The header of {@link encodeDelta}'s bytes: tables, base wall and vectors (checked). */
-function readHeader(r: Reader): { peers: string[]; names: string[]; baseWall: number; from: VersionVector; to: VersionVector } {
+/**
+ * The header of {@link encodeDelta}'s bytes: tables, base wall and vectors (checked). With `track`, `newest` is the
+ * per-peer newest stamp of the delta (see {@link readDelta}), kept up to date from here on by {@link readWireStamp}.
+ */
+function readHeader(r: Reader, track: boolean): { peers: string[]; names: string[]; baseWall: number; from: VersionVector; to: VersionVector; newest: Float64Array | undefined } {
   const version = r.u8()
   if (version !== DELTA_FORMAT_VERSION) {
     throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
   }
   const peers = readPeerTable(r, 'delta')
+  const newest = track ? new Float64Array(2 * peers.length).fill(-1) : undefined
+  if (newest) stampMax = newest
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`delta base wall ${baseWall} out of range`)
   const nNames = r.count(1)
@@ -488,21 +521,41 @@ function readHeader(r: Reader): { peers: string[]; names: string[]; baseWall: nu
   }
   const from = readVV()
   const to = readVV()
-  return { peers, names, baseWall, from, to }
+  return { peers, names, baseWall, from, to, newest }
 }
 
 /**
  * Reads {@link encodeDelta}'s bytes record by record, without building a {@link Delta}: `onRecord` hears each record
- * (see {@link RecordScratch}); returns the vectors. Throws {@link DecodeError} on any malformed, truncated or trailing
- * input — possibly after some records were handed over.
+ * (see {@link RecordScratch}); returns the vectors, and `newest`: per peer of the delta's peer table, the newest
+ * timestamp the delta names (vectors included) as `[wall, counter]` (wall −1 for none). Throws {@link DecodeError} on
+ * any malformed, truncated or trailing input — possibly after some records were handed over.
  */
 export function readDelta(
   bytes: Uint8Array,
   onRecord: (rec: RecordScratch) => void,
   options: ReadDeltaOptions = {},
-): { from: VersionVector; to: VersionVector } {
+): { from: VersionVector; to: VersionVector; newest: Float64Array } {
+  const outer = stampMax
+  try {
+    return readDeltaIn(bytes, onRecord, options)
+  } finally {
+    stampMax = outer // a delta read while this one was (from a callback) has its own
+  }
+}
+
+/**
+ * While a delta is read: per peer of its table, the newest `[wall, counter]` {@link readWireStamp} has read (every
+ * timestamp of a delta goes through it, also those a `claim` reads).
+ */
+let stampMax: Float64Array | undefined
+
+function readDeltaIn(
+  bytes: Uint8Array,
+  onRecord: (rec: RecordScratch) => void,
+  options: ReadDeltaOptions,
+): { from: VersionVector; to: VersionVector; newest: Float64Array } {
   const r = new Reader(bytes)
-  const { peers, names, baseWall, from, to } = readHeader(r)
+  const { peers, names, baseWall, from, to, newest } = readHeader(r, true)
   const nPeers = peers.length
   const ts = wireStamp
   const readTs = (): void => readWireStamp(r, baseWall, nPeers)
@@ -575,14 +628,15 @@ export function readDelta(
         rec.peers[k] = peers[ts.peer]!
         rec.peerIndexes[k] = ts.peer
       }
-      if (vw) rec.vbuf = vw.view()
+      // The writer's buffer itself (values lie in [0, pos)): a view per record would allocate.
+      if (vw) rec.vbuf = vw.buffer
       onRecord(rec)
     }
     // Drop references to the last record's values so the scratch arrays keep nothing alive.
     rec.values.length = 0
   }
   if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the delta`)
-  return { from, to }
+  return { from, to, newest: newest! }
 }
 
 /**
@@ -592,7 +646,7 @@ export function readDelta(
  */
 export function newestInDelta(bytes: Uint8Array): Timestamp | undefined {
   const r = new Reader(bytes)
-  const { peers, names, baseWall, to } = readHeader(r)
+  const { peers, names, baseWall, to } = readHeader(r, false)
   const nPeers = peers.length
   const ts = wireStamp
   let wall = -1

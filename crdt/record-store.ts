@@ -4,10 +4,10 @@ import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { NEEDS_MERGE, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, hashBytes, scanBlock, wireToBlock } from './record-table.js'
+import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock, wireToRegs } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
-import { type VersionVector, advance, claimsFor, isNewer } from './version-vector.js'
+import { type VersionVector, advance, claimsFor, covers, isNewer } from './version-vector.js'
 
 /** Options of a {@link RecordStore}. */
 export interface RecordStoreInit {
@@ -59,13 +59,33 @@ export interface ApplyResult {
 }
 
 
-/** What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. */
-interface ApplyContext {
+/**
+ * What a merge reports back to {@link RecordStore.apply} and {@link RecordStore.applyEncoded}. Its fields always hold
+ * the same kinds of values (the lists are there even when not wanted), so the merge code compiled for one apply
+ * stays valid for the next.
+ */
+class ApplyContext {
   /** Set by a merge that changed a record's registers. */
-  wrote: boolean
-  readonly changed: RecordChange[] | undefined
-  readonly floors: RecordRef[] | undefined
-  readonly onOverwrite: ((o: Overwrite) => void) | undefined
+  wrote = false
+  readonly changed: RecordChange[] = objectList()
+  readonly floors: RecordRef[] = objectList()
+  constructor(
+    /** Whether `changed` and `floors` are wanted. */
+    readonly report: boolean,
+    readonly onOverwrite: ((o: Overwrite) => void) | undefined,
+  ) {}
+}
+
+const NOTHING = { collection: '', id: '', existed: false }
+
+/**
+ * An empty array already of the kind that holds objects: a fresh `[]` holds small integers until its first push,
+ * and merge code compiled for one kind is thrown away when it meets the other.
+ */
+function objectList<T>(): T[] {
+  const list = [NOTHING] as unknown as T[]
+  list.pop()
+  return list
 }
 
 /** The writes {@link RecordStore.encodeChangesOf} found, as numbers (reused: encoding never re-enters itself). */
@@ -88,8 +108,93 @@ const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
 
+/** What {@link RecordStore.encodeChangesSince} sends, gathered before it is written (encodes never re-enter). */
+let outgoing = new Outgoing()
+
+/** Gathers in `out` what goes out of the rows `found` lists (`[table, row, …]`), or of every row when undefined. */
+function collectRows(tables: readonly Table[], found: readonly number[] | undefined, seen: Float64Array, t: WireTables, out: Outgoing): void {
+  if (found) {
+    for (let i = 0; i < found.length; i += 2) {
+      const table = tables[found[i]!]!
+      const row = found[i + 1]!
+      collectOutgoing(table.buf, table.offset(row), seen, t, out, found[i]!, row)
+    }
+    return
+  }
+  for (let ti = 0; ti < tables.length; ti++) {
+    const table = tables[ti]!
+    const buf = table.buf
+    for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
+  }
+}
+
+/** Writes the records gathered in `out` (after the header `w` wrote), grouped by collection in order of first appearance. */
+function writeOutgoing(w: DeltaWriter, out: Outgoing, tables: readonly Table[], t: WireTables): void {
+  const order = groupByTable(out)
+  let groups = 0
+  for (let i = 0; i < order.length; i++) if (i === 0 || out.tables[order[i]!] !== out.tables[order[i - 1]!]) groups++
+  w.collections(groups)
+  const { peerAt, nameAt } = t
+  for (let i = 0; i < order.length; i++) {
+    const r = order[i]!
+    const table = tables[out.tables[r]!]!
+    if (i === 0 || out.tables[r] !== out.tables[order[i - 1]!]) {
+      let n = 1
+      while (i + n < order.length && out.tables[order[i + n]!] === out.tables[r]) n++
+      w.collection(table.name, n)
+    }
+    const row = out.rows[r]!
+    const ww = w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row))
+    const fp = out.floorPeers[r]!
+    if (fp < 0) ww.u8(0)
+    else {
+      ww.u8(out.deleted[r] ? 3 : 1)
+      w.tsAt(out.floorWalls[r]!, out.floorCounters[r]!, peerAt[fp]!)
+    }
+    const first = out.firsts[r]!
+    const end = first + out.counts[r]!
+    ww.uint(end - first)
+    const buf = table.buf
+    for (let k = first; k < end; k++) {
+      w.fieldAt(nameAt[out.names[k]!]!, buf, out.vs[k]!, out.ve[k]!, out.walls[k]!, out.counters[k]!, peerAt[out.peers[k]!]!)
+    }
+  }
+}
+
+/**
+ * The records of `out` in write order: grouped by table in order of first appearance, in their order within a group
+ * (already so when the records came from a scan, table by table).
+ */
+function groupByTable(out: Outgoing): Int32Array {
+  const n = out.n
+  const order = new Int32Array(n)
+  let contiguous = true
+  const done = new Set<number>()
+  for (let i = 1; i < n && contiguous; i++) {
+    if (out.tables[i] === out.tables[i - 1]) continue
+    if (done.has(out.tables[i]!)) contiguous = false
+    done.add(out.tables[i - 1]!)
+  }
+  if (contiguous) {
+    for (let i = 0; i < n; i++) order[i] = i
+    return order
+  }
+  const groups = new Map<number, number[]>()
+  for (let i = 0; i < n; i++) {
+    let g = groups.get(out.tables[i]!)
+    if (!g) groups.set(out.tables[i]!, (g = []))
+    g.push(i)
+  }
+  let k = 0
+  for (const g of groups.values()) for (const i of g) order[k++] = i
+  return order
+}
+
 /** A record's block as {@link RecordStore.applyEncoded} transcodes it from a delta. */
 const transcoded = new Writer(1024)
+
+/** The values of a delta record {@link RecordStore.applyEncoded} merges (each merge copies them before the next). */
+const incoming = new Writer(1024)
 
 /**
  * Collections of records, each record an LWW map of fields with whole-record replace and delete:
@@ -123,6 +228,14 @@ export class RecordStore {
    * it advances to `to` at once, so deltas reordered on the way still count as received when the gap closes.
    */
   private readonly ahead = new Map<string, { from: Timestamp; to: Timestamp }[]>()
+  /**
+   * With {@link vv}, bounds every floor and register held: per origin, the newest write a delta brought that the
+   * vector did not cover once the delta was merged (it arrived ahead of an earlier one, or with no claim). A peer whose
+   * vector covers both lacks nothing (see {@link encodeChangesSince}). `beyondUnknown`: no bound is known (after a
+   * {@link rebase}, or a delta that failed half-way).
+   */
+  private readonly beyond: VersionVector = new Map()
+  private beyondUnknown = false
   /** Covers every tombstone this store has collected (see {@link RecordStore.collect}). */
   private readonly frontierVv: VersionVector = new Map()
   /** The newest tombstone this store has collected. */
@@ -318,8 +431,9 @@ export class RecordStore {
   }
 
   /** `vv` by peer index: `[wall, counter]` pairs, wall −1 for a peer `vv` does not name. */
-  private seenBy(vv: ReadonlyMap<string, Timestamp>): number[] {
-    const seen: number[] = new Array(2 * this.peerIds.length).fill(-1)
+  private seenBy(vv: ReadonlyMap<string, Timestamp>): Float64Array {
+    // Typed: a plain array that may hold undefined would box every wall read from it.
+    const seen = new Float64Array(2 * this.peerIds.length).fill(-1)
     for (const ts of vv.values()) {
       const p = this.peerIndex.get(ts.peer)
       if (p === undefined) continue
@@ -334,28 +448,43 @@ export class RecordStore {
    * superset, each record once: through the index when the changes are few (cost proportional to them), else by scanning every record.
    */
   private forEachCandidate(vv: ReadonlyMap<string, Timestamp>, fn: (collection: string, t: Table, row: number) => void): void {
-    let total = 0
-    if (vv.size > 0) for (const t of this.tables.values()) total += t.size
-    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
-    if ((vv.size > 0 && total >= this.indexFrom) || (this.index !== undefined && vv.size > 0)) {
-      if (this.index === undefined || this.index.stale) this.index = this.buildIndex()
-      // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
-      const found = this.index.candidates(vv, Math.max(64, total >> 3))
-      if (found) {
-        const seen = new Set<number>()
-        const tables = this.index.tables
-        for (let i = 0; i < found.length; i += 2) {
-          const t = tables[found[i]!]!
-          const row = found[i + 1]!
-          const key = found[i]! * 2 ** 32 + row
-          if (!t.has(row) || seen.has(key)) continue
-          seen.add(key)
-          fn(t.name, t, row)
-        }
-        return
-      }
+    const found = this.indexCandidates(vv)
+    if (found) {
+      const tables = this.index!.tables
+      for (let i = 0; i < found.length; i += 2) fn(tables[found[i]!]!.name, tables[found[i]!]!, found[i + 1]!)
+      return
     }
     for (const [collection, t] of this.tables) for (let row = 0; row < t.rowLimit; row++) if (t.has(row)) fn(collection, t, row)
+  }
+
+  /**
+   * The records that may hold a floor or register `vv` does not cover, found through the index when the changes are
+   * few: `[table, row, …]` (table: an index into the index's `tables`), each record once; undefined when every record
+   * has to be scanned instead.
+   */
+  private indexCandidates(vv: ReadonlyMap<string, Timestamp>): number[] | undefined {
+    if (vv.size === 0) return undefined
+    let total = 0
+    for (const t of this.tables.values()) total += t.size
+    // A small store is scanned (a few ms at most): the index would cost its upkeep on every write for little gain.
+    if (total < this.indexFrom && this.index === undefined) return undefined
+    if (this.index === undefined || this.index.stale) this.index = this.buildIndex()
+    // Past an eighth of the records, a scan in storage order is as cheap and encodes better (shared id prefixes).
+    const found = this.index.candidates(vv, Math.max(64, total >> 3))
+    if (!found) return undefined
+    const seen = new Set<number>()
+    const tables = this.index.tables
+    let out = 0
+    for (let i = 0; i < found.length; i += 2) {
+      const row = found[i + 1]!
+      const key = found[i]! * 2 ** 32 + row
+      if (!tables[found[i]!]!.has(row) || seen.has(key)) continue
+      seen.add(key)
+      found[out++] = found[i]!
+      found[out++] = row
+    }
+    found.length = out
+    return found
   }
 
   /** An index of every floor and register held. */
@@ -526,9 +655,16 @@ export class RecordStore {
    * field where two different values met (the replica turns these into conflict events).
    */
   apply(delta: Delta, onOverwrite?: (o: Overwrite) => void): ApplyResult {
-    const ctx: ApplyContext = { wrote: false, changed: [], floors: [], onOverwrite }
+    const ctx = new ApplyContext(true, onOverwrite)
     const inc = this.inc
     const w = localValues
+    // Bounds first (a bound noted before the vector moves is only looser).
+    const newest: VersionVector = new Map()
+    for (const rd of delta.records) {
+      if (rd.floor) advance(newest, rd.floor)
+      for (const f of rd.fields) advance(newest, f.ts)
+    }
+    for (const ts of newest.values()) if (isNewer(this.vv, ts)) advance(this.beyond, ts)
     for (const rd of delta.records) {
       const floor = rd.floor
       const fields = rd.fields
@@ -554,7 +690,7 @@ export class RecordStore {
       this.merge(rd.collection, rd.id, inc, ctx)
     }
     inc.release()
-    return { changed: ctx.changed!, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors!, wrote: ctx.wrote }
+    return { changed: ctx.changed, advanced: this.advanceOver(delta.from, delta.to), floors: ctx.floors, wrote: ctx.wrote }
   }
 
   /**
@@ -564,80 +700,78 @@ export class RecordStore {
    * replica nobody listens to, needs no list: `wrote` still says whether the delta changed anything).
    */
   applyEncoded(bytes: Uint8Array, onOverwrite?: (o: Overwrite) => void, changes = true): ApplyResult {
-    const changed: RecordChange[] = []
-    const floors: RecordRef[] = []
-    const ctx: ApplyContext = { wrote: false, changed: changes ? changed : undefined, floors: changes ? floors : undefined, onOverwrite }
+    const ctx = new ApplyContext(changes, onOverwrite)
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
-    // The table and row of a record the claim found held: onRecord, which merges that very record next, uses them.
-    let hintTable: Table | undefined
-    let hintRow = -1
     const inc = this.inc
     const w = transcoded
     const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
     const sizes = new Map<Table, number>()
     for (const t of this.tables.values()) sizes.set(t, t.capacity)
-    const { from, to } = readDelta(
-      bytes,
-      (rec) => {
-        inc.clear()
-        if (rec.floorPeerIndex >= 0) {
-          inc.floorPeer = peerMap[rec.floorPeerIndex]!
-          inc.floorWall = rec.floorWall
-          inc.floorCounter = rec.floorCounter
-          inc.deleted = rec.deleted
-        }
-        const n = rec.n
-        const buf = rec.vbuf
-        for (let k = 0; k < n; k++) {
-          inc.set(k, nameMap[rec.nameIndexes[k]!]!, rec.walls[k]!, rec.counters[k]!, peerMap[rec.peerIndexes[k]!]!, buf, rec.vs[k]!, rec.ve[k]!)
-        }
-        inc.n = n
-        const t = hintTable
-        hintTable = undefined
-        this.merge(rec.collection, rec.id, inc, ctx, t, hintRow)
-      },
-      {
-        raw: true,
-        onTables: (peers, names, base) => {
-          peerMap = peers.map((p) => this.peer(p))
-          nameMap = names.map((n) => this.name(n))
-          baseWall = base
+    // Merges want the record's id as a string only to report it (or to add a record the store does not hold).
+    const reports = changes || onOverwrite !== undefined
+    let merged = false
+    let read: ReturnType<typeof readDelta>
+    try {
+      read = readDelta(
+        bytes,
+        // Never called: claim takes every record.
+        () => undefined,
+        {
+          raw: true,
+          onTables: (peers, names, base) => {
+            peerMap = peers.map((p) => this.peer(p))
+            nameMap = names.map((n) => this.name(n))
+            baseWall = base
+          },
+          // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
+          // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
+          // stale); else into the incoming registers, merged into the row found here.
+          claim: (collection, id, r) => {
+            let t = this.tables.get(collection)
+            if (!t) this.tables.set(collection, (t = new Table(collection)))
+            const h = hashBytes(id.bytes, 0, id.len)
+            const held = t.findBytes(id.bytes, 0, id.len, h)
+            if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
+              const start = r.pos
+              const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
+              if (got !== NEEDS_MERGE) {
+                if (got & WIRE_EMPTY) return true
+                merged = true
+                ctx.wrote = true
+                t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
+                if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
+                if (changes && got & WIRE_FLOOR) ctx.floors.push({ collection, id: id.string })
+                return true
+              }
+              r.pos = start
+            }
+            wireToRegs(r, inc, incoming, baseWall, peerMap.length, peerMap, nameMap)
+            merged = true
+            this.merge(collection, held < 0 || reports ? id.string : '', inc, ctx, t, held)
+            return true
+          },
         },
-        // A record this store does not hold goes straight from the delta's bytes to its block, when merging it
-        // into nothing is copying it (no index to update, no tombstone collected that could make it stale).
-        claim: (collection, id, r) => {
-          if (this.index !== undefined || this.collectedNewest !== undefined) return false
-          let t = this.tables.get(collection)
-          if (!t) this.tables.set(collection, (t = new Table(collection)))
-          const h = hashBytes(id.bytes, 0, id.len)
-          const held = t.findBytes(id.bytes, 0, id.len, h)
-          if (held >= 0) {
-            // Merged by onRecord next (this very record), which need not look it up again.
-            hintTable = t
-            hintRow = held
-            return false
-          }
-          const start = r.pos
-          const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
-          if (got === NEEDS_MERGE) {
-            r.pos = start
-            return false
-          }
-          if (got & WIRE_EMPTY) return true
-          ctx.wrote = true
-          t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
-          if (got & WIRE_VISIBLE) ctx.changed?.push({ collection, id: id.string, existed: false })
-          if (got & WIRE_FLOOR) ctx.floors?.push({ collection, id: id.string })
-          return true
-        },
-      },
-    )
-    inc.release()
+      )
+    } catch (e) {
+      // What was merged before the error is bounded by nothing known.
+      if (merged) this.beyondUnknown = true
+      throw e
+    } finally {
+      inc.release()
+    }
+    const { from, to, newest } = read
     // A bulk load grows arenas by doubling: give back what it did not use.
     for (const t of this.tables.values()) if (t.capacity > 2 * (sizes.get(t) ?? 0) + (1 << 20)) t.trim()
-    return { changed, advanced: this.advanceOver(from, to), floors, wrote: ctx.wrote }
+    const advanced = this.advanceOver(from, to)
+    for (let i = 0; i < peerMap.length; i++) {
+      const wall = newest[2 * i]!
+      if (wall < 0) continue
+      const ts = { wall, counter: newest[2 * i + 1]!, peer: this.peerIds[peerMap[i]!]! }
+      if (isNewer(this.vv, ts)) advance(this.beyond, ts)
+    }
+    return { changed: ctx.changed, advanced, floors: ctx.floors, wrote: ctx.wrote }
   }
 
   /**
@@ -663,7 +797,7 @@ export class RecordStore {
     let reports: Overwrite[] | undefined
     /** `(peer, wall, counter)` of the writes the index must hear of, once the record has its row. */
     const indexed = this.indexed
-    if (index) indexed.length = 0 // only an index needs it (truncating an array is a runtime call)
+    if (indexed.length > 0) indexed.length = 0
     // A replacement or delete can erase a field that the same delta writes back unchanged: on that (rare) path the
     // record's visible fields are compared as a whole instead of inferred from the register writes.
     // A floor or register we hold nothing for, covered by our vector and no newer than a tombstone we collected, is
@@ -671,7 +805,7 @@ export class RecordStore {
     const fp = inc.floorPeer
     const floor = fp >= 0 && (ctx === undefined || cur.floorPeer >= 0 || !this.stale(inc.floorWall, inc.floorCounter, peers[fp]!))
     let before: Regs | undefined
-    if (floor && wasVisible && ctx?.changed) t.read(row, (before = this.before))
+    if (floor && wasVisible && ctx?.report) t.read(row, (before = this.before))
     if (floor) {
       const c = cur.floorPeer < 0 ? 1 : this.cmp(inc.floorWall, inc.floorCounter, fp, cur.floorWall, cur.floorCounter, cur.floorPeer)
       if (c > 0 || (c === 0 && !cur.deleted && inc.deleted)) {
@@ -681,7 +815,7 @@ export class RecordStore {
         cur.deleted = inc.deleted
         dirty = true
         if (this.dropBelow(cur, inc.deleted)) touched = true
-        ctx?.floors?.push({ collection, id })
+        if (ctx?.report) ctx.floors.push({ collection, id })
       }
       if (index && cur.floorPeer === fp && cur.floorWall === inc.floorWall && cur.floorCounter === inc.floorCounter) {
         indexed.push(fp, inc.floorWall, inc.floorCounter)
@@ -732,7 +866,7 @@ export class RecordStore {
     }
     const visibleNow = cur.visible()
     if (before && visibleNow && touched) touched = !sameVisible(before, cur)
-    if (ctx?.changed && (touched || wasVisible !== visibleNow)) ctx.changed.push({ collection, id, existed: wasVisible })
+    if (ctx?.report && (touched || wasVisible !== visibleNow)) ctx.changed.push({ collection, id, existed: wasVisible })
     if (cur.floorPeer < 0 && cur.n === 0) {
       if (row >= 0) {
         t.remove(row)
@@ -1029,6 +1163,9 @@ export class RecordStore {
     )
     this.vv.clear()
     this.ahead.clear()
+    // The own writes kept are no longer under the vector.
+    this.beyond.clear()
+    this.beyondUnknown = true
     // What this store collected described state it no longer holds: the caller takes the peer's frontier instead
     // (restoreFrontier). Keeping our own would ask every peer to cover tombstones of writes nobody may hold now.
     this.frontierVv.clear()
@@ -1048,84 +1185,30 @@ export class RecordStore {
   encodeChangesSince(vv: ReadonlyMap<string, Timestamp>): Uint8Array {
     if (vv.size === 0) return this.encodeAll()
     const { from, to } = this.claims(vv, undefined)
-    // Store index → delta index, in order of first appearance (as encodeDelta numbers them).
-    const peerAt: number[] = new Array(this.peerIds.length).fill(-1)
-    const nameAt: number[] = new Array(this.nameIds.length).fill(-1)
-    const peers = new Map<string, number>()
-    const names = new Map<string, number>()
-    let baseWall = MAX_WALL
-    const seeString = (peer: string, wall: number): void => {
-      if (!peers.has(peer)) peers.set(peer, peers.size)
-      if (wall < baseWall) baseWall = wall
-      const p = this.peerIndex.get(peer)
-      if (p !== undefined && peerAt[p] === -1) peerAt[p] = peers.get(peer)!
-    }
-    for (const ts of from.values()) seeString(ts.peer, ts.wall)
-    for (const ts of to.values()) seeString(ts.peer, ts.wall)
-    const see = (p: number, wall: number): void => {
-      if (peerAt[p] === -1) {
-        peerAt[p] = peers.size
-        peers.set(this.peerIds[p]!, peers.size)
-      }
-      if (wall < baseWall) baseWall = wall
-    }
-    // Pass 1: which records go out, grouped by collection in the order changesSince lists them; the tables.
-    const all = vv.size === 0
+    // The vectors' peers first, as encodeDelta numbers them (an origin may have no register left: add it).
+    for (const ts of to.values()) this.peer(ts.peer)
+    for (const ts of from.values()) this.peer(ts.peer)
+    const t = new WireTables(this.peerIds.length, this.nameIds.length)
+    for (const ts of from.values()) t.see(this.peer(ts.peer), ts.wall)
+    for (const ts of to.values()) t.see(this.peer(ts.peer), ts.wall)
+    // Pass 1: one read of each candidate block gathers what goes out (records in the order changesSince lists them).
     const seen = this.seenBy(vv)
-    const cur = this.cur
-    const groups = new Map<string, { table: Table; ids: string[]; rows: number[] }>()
-    let group: { table: Table; ids: string[]; rows: number[] } | undefined
-    let groupName: string | undefined
-    let registers = 0
-    this.forEachCandidate(vv, (collection, t, row) => {
-      t.read(row, cur)
-      let out = false
-      if (cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))) {
-        see(cur.floorPeer, cur.floorWall)
-        out = true
-      }
-      for (let k = 0; k < cur.n; k++) {
-        if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
-        see(cur.peers[k]!, cur.walls[k]!)
-        const name = cur.names[k]!
-        if (nameAt[name] === -1) {
-          nameAt[name] = names.size
-          names.set(this.nameIds[name]!, names.size)
-        }
-        registers++
-        out = true
-      }
-      if (!out) return
-      if (collection !== groupName) {
-        groupName = collection
-        group = groups.get(collection)
-        if (!group) groups.set(collection, (group = { table: t, ids: [], rows: [] }))
-      }
-      group!.ids.push(t.id(row))
-      group!.rows.push(row)
-    })
-    if (peers.size === 0) baseWall = 0
-    // Pass 2: the bytes.
-    const w = new DeltaWriter(peers, baseWall, names, from, to, registers * 12)
-    w.collections(groups.size)
-    for (const [collection, { table, ids, rows }] of groups) {
-      w.collection(collection, ids.length)
-      for (let i = 0; i < ids.length; i++) {
-        table.read(rows[i]!, cur)
-        const floor = cur.floorPeer >= 0 && (all || !covered(seen, cur.floorPeer, cur.floorWall, cur.floorCounter))
-        let nFields = cur.n
-        if (!all) {
-          nFields = 0
-          for (let k = 0; k < cur.n; k++) if (!covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) nFields++
-        }
-        w.recordAt(ids[i]!, cur.floorWall, cur.floorCounter, floor ? peerAt[cur.floorPeer]! : -1, cur.deleted, nFields)
-        for (let k = 0; k < cur.n; k++) {
-          if (!all && covered(seen, cur.peers[k]!, cur.walls[k]!, cur.counters[k]!)) continue
-          w.fieldAt(nameAt[cur.names[k]!]!, cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!, cur.walls[k]!, cur.counters[k]!, peerAt[cur.peers[k]!]!)
-        }
-      }
+    const out = outgoing
+    out.clear()
+    // Nothing to look for when `vv` covers every write held (see beyond): then `to` is empty too.
+    let tables: Table[] = []
+    if (this.beyondUnknown || to.size > 0 || !covers(vv, this.beyond)) {
+      const found = this.indexCandidates(vv)
+      tables = found ? this.index!.tables : [...this.tables.values()]
+      collectRows(tables, found, seen, t, out)
     }
-    cur.release()
+    // Pass 2: the bytes, records grouped by collection in order of first appearance.
+    const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
+    const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
+    const baseWall = peers.size === 0 ? 0 : t.minWall
+    const w = new DeltaWriter(peers, baseWall, names, from, to, out.valueBytes + 16 * out.m + 16 * out.n + 64)
+    writeOutgoing(w, out, tables, t)
+    if (out.tables.length > 1 << 16 || out.names.length > 1 << 18) outgoing = new Outgoing()
     return w.finish()
   }
 
@@ -1161,7 +1244,7 @@ export class RecordStore {
       w.collection(collection, table.size)
       const buf = table.buf
       for (let row = 0; row < table.rowLimit; row++) {
-        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdBytes(table.idBytes(row)), t, baseWall, peers.size)
+        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row)), t, baseWall, peers.size)
       }
     }
     return w.finish()

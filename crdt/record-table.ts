@@ -17,7 +17,7 @@
  * so equal values have equal bytes and exact ties compare bytes, as {@link compareValues} does; they are decoded only
  * when a record is read.
  */
-import { type Reader, Writer, decodeString } from './bytes.js'
+import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
 import { readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
@@ -99,12 +99,8 @@ export class Regs {
 
 /** Cursor of the block reader, and the last stamp it read. */
 let at = 0
-/**
- * The walls of the block reader's last stamp ([0]) and of the block writer's ([1]): kept in a float array, since a
- * wall (ms since 1970) is no small integer and a module variable would box it anew on every stamp.
- */
-const walls64 = new Float64Array(2)
-let stampCounter = 0
+/** The last stamp's wall and counter (a typed array: a module variable would box each new double). */
+const stampWC = new Float64Array(2)
 let stampPeer = -1
 
 function readUint(buf: Uint8Array): number {
@@ -120,21 +116,21 @@ function readUint(buf: Uint8Array): number {
   }
 }
 
-/** Reads a stamp into walls64[0], stampCounter and stampPeer (unchanged for "the same as the previous one"). */
+/** Reads a stamp into stampWC (wall, counter) and stampPeer (unchanged for "the same as the previous one"). */
 function readStamp(buf: Uint8Array): void {
   const x = readUint(buf)
   if (x === 0) return
   stampPeer = x - 1
   const d = readUint(buf)
-  walls64[0] = walls64[0]! + (d % 2 === 1 ? -(d + 1) / 2 : d / 2)
-  stampCounter = readUint(buf)
+  stampWC[0] = stampWC[0]! + (d % 2 === 1 ? -(d + 1) / 2 : d / 2)
+  stampWC[1] = readUint(buf)
 }
 
 /** Starts reading the block at `pos`: returns its flags byte. */
 function startBlock(buf: Uint8Array, pos: number): number {
   at = pos + 1
-  walls64[0] = 0
-  stampCounter = 0
+  stampWC[0] = 0
+  stampWC[1] = 0
   stampPeer = -1
   return buf[pos]!
 }
@@ -145,8 +141,8 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
   if (flags & 1) {
     readStamp(buf)
     out.floorPeer = stampPeer
-    out.floorWall = walls64[0]!
-    out.floorCounter = stampCounter
+    out.floorWall = stampWC[0]!
+    out.floorCounter = stampWC[1]!
     out.deleted = (flags & 2) !== 0
   } else {
     out.floorPeer = -1
@@ -163,45 +159,80 @@ export function parseBlock(buf: Uint8Array, pos: number, out: Regs): void {
     at = valueEnd(buf, at)
     ve[k] = at
     readStamp(buf)
-    walls[k] = walls64[0]!
-    counters[k] = stampCounter
+    walls[k] = stampWC[0]!
+    counters[k] = stampWC[1]!
     peers[k] = stampPeer
   }
 }
 
-/** The last stamp the block writer wrote. */
-let lastCounter = -1
+/** The last written stamp's wall and counter (unboxed, as {@link stampWC}). */
+const lastWC = new Float64Array(2)
 let lastPeer = -1
 
 function writeStamp(w: Writer, wall: number, counter: number, peer: number): void {
-  if (peer === lastPeer && wall === walls64[1]! && counter === lastCounter) {
+  if (peer === lastPeer && wall === lastWC[0]! && counter === lastWC[1]!) {
     w.u8(0)
     return
   }
   w.uint(peer + 1)
-  w.int(wall - walls64[1]!)
+  w.int(wall - lastWC[0]!)
   w.uint(counter)
-  walls64[1] = wall
-  lastCounter = counter
+  lastWC[0] = wall
+  lastWC[1] = counter
   lastPeer = peer
 }
 
-/** Serialises `regs` as a block. */
-export function writeBlock(regs: Regs, w: Writer): void {
-  w.pos = 0
-  walls64[1] = 0
-  lastCounter = -1
-  lastPeer = -1
-  const hasFloor = regs.floorPeer >= 0
-  w.u8(hasFloor ? (regs.deleted ? 3 : 1) : 0)
-  if (hasFloor) writeStamp(w, regs.floorWall, regs.floorCounter, regs.floorPeer)
-  w.uint(regs.n)
-  const { names, srcs, vs, ve, walls, counters, peers } = regs
-  for (let k = 0; k < regs.n; k++) {
-    w.uint(names[k]!)
-    w.copy(srcs[k]!, vs[k]!, ve[k]!)
-    writeStamp(w, walls[k]!, counters[k]!, peers[k]!)
+/** Most bytes {@link encodeBlock} writes for `regs` (a stamp takes at most 5 + 8 + 5 bytes, a count or name 5). */
+function blockBound(regs: Regs): number {
+  let n = 30
+  const { vs, ve } = regs
+  for (let k = 0; k < regs.n; k++) n += ve[k]! - vs[k]! + 25
+  return n
+}
+
+/**
+ * Writes `regs` as a block at `buf[pos]`, which must have room for {@link blockBound} bytes; returns where it ends.
+ * (Straight into the buffer: no bounds check or call per varint.)
+ */
+function encodeBlock(regs: Regs, buf: Uint8Array, pos: number): number {
+  let lw = 0
+  let lc = -1
+  let lp = -1
+  const fp = regs.floorPeer
+  buf[pos++] = fp >= 0 ? (regs.deleted ? 3 : 1) : 0
+  if (fp >= 0) {
+    const d = regs.floorWall
+    pos = putUint(buf, pos, fp + 1)
+    pos = putUint(buf, pos, 2 * d)
+    pos = putUint(buf, pos, regs.floorCounter)
+    lw = d
+    lc = regs.floorCounter
+    lp = fp
   }
+  const n = regs.n
+  pos = putUint(buf, pos, n)
+  const { names, srcs, vs, ve, walls, counters, peers } = regs
+  for (let k = 0; k < n; k++) {
+    pos = putUint(buf, pos, names[k]!)
+    const src = srcs[k]!
+    const end = ve[k]!
+    for (let i = vs[k]!; i < end; i++) buf[pos++] = src[i]!
+    const wall = walls[k]!
+    const counter = counters[k]!
+    const peer = peers[k]!
+    if (peer === lp && wall === lw && counter === lc) {
+      buf[pos++] = 0
+      continue
+    }
+    const d = wall - lw
+    pos = putUint(buf, pos, peer + 1)
+    pos = putUint(buf, pos, d < 0 ? -2 * d - 1 : 2 * d)
+    pos = putUint(buf, pos, counter)
+    lw = wall
+    lc = counter
+    lp = peer
+  }
+  return pos
 }
 
 /**
@@ -238,15 +269,136 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
   const flags = startBlock(buf, pos)
   if (flags & 1) {
     readStamp(buf)
-    t.see(stampPeer, walls64[0]!)
+    t.see(stampPeer, stampWC[0]!)
   }
   const n = readUint(buf)
   for (let k = 0; k < n; k++) {
     t.name(readUint(buf))
     at = valueEnd(buf, at)
     readStamp(buf)
-    t.see(stampPeer, walls64[0]!)
+    t.see(stampPeer, stampWC[0]!)
   }
+}
+
+/**
+ * The records a delta being encoded sends and, of each, the floor and registers it sends (see
+ * {@link collectOutgoing}): parallel arrays, per record and per register, reused from one encode to the next. A
+ * register's value is `buf[vs, ve)` of its table's block arena, which stays put while the store is not written.
+ */
+export class Outgoing {
+  /** Records: the table (a number the caller gives), the row, the floor (peer −1: not sent), the registers `[first, first + count)`. */
+  n = 0
+  tables = new Int32Array(1024)
+  rows = new Int32Array(1024)
+  floorPeers = new Int32Array(1024)
+  floorWalls = new Float64Array(1024)
+  floorCounters = new Float64Array(1024)
+  deleted = new Uint8Array(1024)
+  firsts = new Int32Array(1024)
+  counts = new Int32Array(1024)
+  /** Registers: store name and peer indexes, value bounds, wall and counter. */
+  m = 0
+  names = new Int32Array(4096)
+  peers = new Int32Array(4096)
+  vs = new Int32Array(4096)
+  ve = new Int32Array(4096)
+  walls = new Float64Array(4096)
+  counters = new Float64Array(4096)
+  /** Value bytes of the registers sent. */
+  valueBytes = 0
+
+  clear(): void {
+    this.n = 0
+    this.m = 0
+    this.valueBytes = 0
+  }
+
+  growRecords(): void {
+    const size = this.tables.length * 2
+    this.tables = grown(this.tables, size)
+    this.rows = grown(this.rows, size)
+    this.floorPeers = grown(this.floorPeers, size)
+    this.floorWalls = grown(this.floorWalls, size)
+    this.floorCounters = grown(this.floorCounters, size)
+    this.deleted = grown(this.deleted, size)
+    this.firsts = grown(this.firsts, size)
+    this.counts = grown(this.counts, size)
+  }
+
+  growRegisters(): void {
+    const size = this.names.length * 2
+    this.names = grown(this.names, size)
+    this.peers = grown(this.peers, size)
+    this.vs = grown(this.vs, size)
+    this.ve = grown(this.ve, size)
+    this.walls = grown(this.walls, size)
+    this.counters = grown(this.counters, size)
+  }
+}
+
+/**
+ * Adds the record whose block is at `pos` in `buf` (row `row` of table number `table`) to `out` with its floor and
+ * registers that `seen` does not cover (`[wall, counter]` pairs by store peer index, wall −1 for none, one pair per
+ * peer of the store; see delta-parts.ts `covered`), noting their peers, names and walls in `t` in the order they will be written — or
+ * adds nothing when `seen` covers all of it. One pass over the block, no object made.
+ */
+export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array, t: WireTables, out: Outgoing, table: number, row: number): void {
+  const flags = startBlock(buf, pos)
+  // The smallest wall kept in a local (a double passed to a call that is not inlined is boxed).
+  let minWall = t.minWall
+  const peerAt = t.peerAt
+  let fp = -1
+  let fw = 0
+  let fc = 0
+  if (flags & 1) {
+    readStamp(buf)
+    const w = seen[2 * stampPeer]!
+    if (!(w >= 0) || stampWC[0]! > w || (stampWC[0]! === w && stampWC[1]! > seen[2 * stampPeer + 1]!)) {
+      fp = stampPeer
+      fw = stampWC[0]!
+      fc = stampWC[1]!
+      if (peerAt[fp] === -1) peerAt[fp] = t.peers.push(fp) - 1
+      if (fw < minWall) minWall = fw
+    }
+  }
+  const n = readUint(buf)
+  const first = out.m
+  for (let k = 0; k < n; k++) {
+    const name = readUint(buf)
+    const vs = at
+    at = valueEnd(buf, at)
+    const ve = at
+    readStamp(buf)
+    const w = seen[2 * stampPeer]!
+    if (w >= 0 && (stampWC[0]! < w || (stampWC[0]! === w && stampWC[1]! <= seen[2 * stampPeer + 1]!))) continue
+    const wall = stampWC[0]!
+    if (peerAt[stampPeer] === -1) peerAt[stampPeer] = t.peers.push(stampPeer) - 1
+    if (wall < minWall) minWall = wall
+    t.name(name)
+    let m = out.m
+    if (m === out.names.length) out.growRegisters()
+    out.names[m] = name
+    out.peers[m] = stampPeer
+    out.vs[m] = vs
+    out.ve[m] = ve
+    out.walls[m] = wall
+    out.counters[m] = stampWC[1]!
+    out.m = ++m
+    out.valueBytes += ve - vs
+  }
+  t.minWall = minWall
+  if (fp < 0 && out.m === first) return
+  const i = out.n
+  if (i === out.tables.length) out.growRecords()
+  out.tables[i] = table
+  out.rows[i] = row
+  out.floorPeers[i] = fp
+  out.floorWalls[i] = fw
+  out.floorCounters[i] = fc
+  out.deleted[i] = flags === 3 ? 1 : 0
+  out.firsts[i] = first
+  out.counts[i] = out.m - first
+  out.n = i + 1
 }
 
 /**
@@ -264,8 +416,8 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   out[o++] = flags
   if (flags & 1) {
     readStamp(buf)
-    o = putUint(out, o, walls64[0]! - baseWall)
-    o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
+    o = putUint(out, o, stampWC[0]! - baseWall)
+    o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
   }
   const n = readUint(buf)
   o = putUint(out, o, n)
@@ -282,32 +434,14 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
     else out.set(buf.subarray(start, at), o)
     o += len
     readStamp(buf)
-    o = putUint(out, o, walls64[0]! - baseWall)
-    o = putUint(out, o, stampCounter * nPeers + peerAt[stampPeer]!)
+    o = putUint(out, o, stampWC[0]! - baseWall)
+    o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
   }
   w.pos = o
 }
 
 /** The most bytes a varint of a safe integer takes. */
 const MAX_VARINT = 8
-
-/** Writes `v` (a safe integer ≥ 0) as a varint at `o` in `out`, which has room; returns the position after it. */
-function putUint(out: Uint8Array, o: number, v: number): number {
-  if (v < 0x80) {
-    out[o] = v
-    return o + 1
-  }
-  while (v > 0x7fffffff) {
-    out[o++] = (v % 0x80) | 0x80
-    v = Math.floor(v / 0x80)
-  }
-  while (v >= 0x80) {
-    out[o++] = (v & 0x7f) | 0x80
-    v >>>= 7
-  }
-  out[o++] = v
-  return o
-}
 
 /** What {@link wireToBlock} found: the record needs the general merge, or these bits. */
 export const NEEDS_MERGE = -1
@@ -335,8 +469,8 @@ export function wireToBlock(
   const flags = r.u8()
   if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
   w.pos = 0
-  walls64[1] = 0
-  lastCounter = -1
+  lastWC[0] = 0
+  lastWC[1] = -1
   lastPeer = -1
   w.u8(flags)
   let fw = 0
@@ -375,7 +509,39 @@ export function wireToBlock(
   return (visible ? WIRE_VISIBLE : 0) | (fp >= 0 ? WIRE_FLOOR : 0) | (fp < 0 && n === 0 ? WIRE_EMPTY : 0)
 }
 
-const blockWriter = new Writer(1024)
+/**
+ * Reads the rest of a delta record after its id (flags, floor, fields) from `r` into `out`, with the checks of
+ * `readDelta`: values are checked and copied in canonical form to `vw` (from its start), and `out`'s fields point
+ * into its buffer. `peerMap`/`nameMap` map delta indexes to store indexes.
+ */
+export function wireToRegs(r: Reader, out: Regs, vw: Writer, baseWall: number, nPeers: number, peerMap: readonly number[], nameMap: readonly number[]): void {
+  const flags = r.u8()
+  if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
+  out.clear()
+  if (flags & 1) {
+    readWireStamp(r, baseWall, nPeers)
+    out.floorPeer = peerMap[wireStamp.peer]!
+    out.floorWall = wireStamp.wall
+    out.floorCounter = wireStamp.counter
+    out.deleted = flags === 3
+  }
+  const n = r.count(3)
+  vw.pos = 0
+  for (let k = 0; k < n; k++) {
+    const name = nameMap[r.uint()]
+    if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
+    const vs = vw.pos
+    copyCanonicalValue(r, vw)
+    readWireStamp(r, baseWall, nPeers)
+    out.set(k, name, wireStamp.wall, wireStamp.counter, peerMap[wireStamp.peer]!, NO_BYTES, vs, vw.pos)
+  }
+  // The buffer once every value is in it (it may have moved while growing).
+  const buf = vw.buffer
+  const srcs = out.srcs
+  for (let k = 0; k < n; k++) srcs[k] = buf
+  out.n = n
+}
+
 
 /** Hash of id bytes (FNV-1a). */
 export function hashBytes(buf: Uint8Array, start: number, end: number): number {
@@ -511,7 +677,20 @@ export class Table {
   /** The id of a row. */
   id(row: number): string {
     const o = this.idOff[row]!
-    return decodeString(this.ids.subarray(o, o + this.idLen[row]!))
+    return decodeStringAt(this.ids, o, o + this.idLen[row]!)
+  }
+
+  /** The arena of id bytes: a row's id is `idArena[idStart(row), idStop(row))` (valid until the next write). */
+  get idArena(): Uint8Array {
+    return this.ids
+  }
+
+  idStart(row: number): number {
+    return this.idOff[row]!
+  }
+
+  idStop(row: number): number {
+    return this.idOff[row]! + this.idLen[row]!
   }
 
   /** Writes a row's id bytes to `w` (no length). */
@@ -621,10 +800,23 @@ export class Table {
 
   /** Stores `regs` as the row's block. */
   write(row: number, regs: Regs): void {
-    // Before the block is written: in place, it overwrites the bytes `regs` points to.
     const visible = regs.visible()
-    writeBlock(regs, blockWriter)
-    this.place(row, blockWriter, visible)
+    // Written at the arena's end (where no block lies, so not over the bytes `regs` may point to), then moved into
+    // the row's old place if it fits there.
+    this.reserve(blockBound(regs))
+    const buf = this.buf
+    const start = this.end
+    const stop = encodeBlock(regs, buf, start)
+    const n = stop - start
+    const old = this.len[row]!
+    this.flags[row] = visible ? ALIVE | VISIBLE : ALIVE
+    if (n <= old) buf.copyWithin(this.off[row]!, start, stop)
+    else {
+      this.off[row] = start
+      this.end = stop
+    }
+    this.len[row] = n
+    this.live += n - old
   }
 
   /** Stores the block written in `w` as the row's block. */
@@ -687,7 +879,8 @@ function pack(src: Uint8Array, dst: Uint8Array, off: Uint32Array, len: Uint32Arr
     if ((flags[row]! & ALIVE) === 0) continue
     const n = len[row]!
     const o = off[row]!
-    dst.set(src.subarray(o, o + n), pos)
+    // Blocks are small: a loop, not a view per block.
+    for (let i = 0; i < n; i++) dst[pos + i] = src[o + i]!
     off[row] = pos
     pos += n
   }

@@ -236,6 +236,34 @@ describe('RecordStore sync and codec', () => {
     expect(a.changesSince(b.versionVector()).records).toHaveLength(0)
   })
 
+  it('writes held ahead of the vector still go to a peer whose vector covers it (encodeChangesSince skips only what it may)', () => {
+    const a = new RecordStore()
+    a.put('c', 'r1', { n: 1 }, ts(1))
+    a.put('c', 'r2', { n: 2 }, ts(2))
+    const second = a.changesOf('a', ts(1), [{ collection: 'c', id: 'r2' }])
+    for (const encoded of [false, true]) {
+      const b = new RecordStore()
+      // Ahead of a gap: held, not counted. A peer with an empty vector for `a` lacks it all the same.
+      if (encoded) b.applyEncoded(encodeDelta(second))
+      else b.apply(second)
+      expect(b.versionVector().size).toBe(0)
+      const fresh = new RecordStore()
+      fresh.put('c', 'x', { n: 0 }, ts(1, 'z'))
+      const answer = decodeDelta(b.encodeChangesSince(fresh.versionVector()))
+      expect(answer.records.map((r) => r.id)).toEqual(['r2'])
+      // Once b's vector covers it, a peer covering b's vector lacks nothing, and the answer says so.
+      b.apply(a.changesSince(new Map()))
+      expect(decodeDelta(b.encodeChangesSince(a.versionVector())).records).toHaveLength(0)
+      expect(b.encodeChangesSince(a.versionVector())).toEqual(encodeDelta(b.changesSince(a.versionVector())))
+    }
+    // After a rebase the own writes kept are outside the cleared vector: they still go out.
+    const c = new RecordStore()
+    c.put('c', 'mine', { n: 1 }, ts(5, 'c'))
+    c.rebase(new Map(), undefined, 'c')
+    const peer = new Map([['z', ts(1, 'z')]])
+    expect(decodeDelta(c.encodeChangesSince(peer)).records.map((r) => r.id)).toEqual(['mine'])
+  })
+
   it('a corrupt or truncated state is a DecodeError, never a partial store', () => {
     const a = new RecordStore()
     for (let i = 0; i < 50; i++) a.put('c', `r${i}`, { n: i, s: `s${i}` }, ts(i + 1))
