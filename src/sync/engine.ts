@@ -19,6 +19,7 @@ import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import type { RecordTextChange, TextState } from '../text/types.js'
 import {
   MAX_REACHED,
+  MAX_TEXT_FINGERPRINTS,
   Reassembler,
   decodeMessage,
   encodeDeltaMessage,
@@ -26,9 +27,11 @@ import {
   encodeFrontierMessage,
   encodeLiveMessage,
   encodeNeighboursMessage,
+  encodeTextAckToMessage,
   encodeTextMessage,
   encodeVectorMessage,
   peerHash,
+  textFingerprint,
   toFrames,
 } from './protocol.js'
 
@@ -153,7 +156,7 @@ interface PeerState {
   catchingUp: ReadonlyMap<string, Timestamp> | undefined
   /** The collection frontier the peer announced (FRONTIER), undefined until it does. */
   frontier: VersionVector | undefined
-  /** The peer's text version vector, as last reported by a TEXT_REQUEST or TEXT_ACK; undefined: it keeps no text. */
+  /** The peer's text version vector, merged from its TEXT_REQUESTs, TEXT_ACKs and TEXT_ACK_TOs; undefined: it keeps no text. */
   textTheirs: VersionVector | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
@@ -186,6 +189,8 @@ export class SyncEngine {
   private readonly known: Map<PeerId, KnownPeer>
   /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
   private readonly textPeers = new Set<PeerId>()
+  /** The `to` of the text deltas we sent or forwarded lately, by fingerprint (null: two shared one), for TEXT_ACK_TO. */
+  private readonly textSent = new Map<number, ReadonlyMap<string, Timestamp> | null>()
   /** Our newest write already committed (its delta built): the next commit starts after it. */
   private committed: Timestamp | undefined
   /** Our newest write that is durable; newer ones are never handed to a peer. */
@@ -260,7 +265,10 @@ export class SyncEngine {
         this.sendLive(this.liveTargets(), parts, () => delta, encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
-      if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
+      if (text && text.parts.length > 0) {
+        for (const part of text.parts) this.rememberText(part)
+        this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText, [], true)
+      }
       this.notify()
     })
   }
@@ -273,9 +281,10 @@ export class SyncEngine {
   /**
    * Sends a live change (encoded `parts` of the delta `delta()` returns) to `targets`, naming them all and `reached`
    * in the set it carries. A target whose link takes smaller messages gets the delta cut again for it (only then is
-   * it decoded); a text change (no `delta`) goes whole.
+   * it decoded); a text change (no `delta`) goes whole. With `trim`, each message names only the reached peers its
+   * receivers need (see {@link reachedFor}).
    */
-  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
+  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = [], trim = false): void {
     if (targets.length === 0) return
     this.flushNeighbours()
     const seen = new Set(reached)
@@ -291,8 +300,24 @@ export class SyncEngine {
     }
     for (const [limit, group] of byLimit) {
       const cut = limit < this.init.maxMessageBytes ? this.cut(delta!(), limit, () => parts) : parts
-      for (const part of cut) this.sendAll(group, encode(part, seen, limit))
+      const named = trim ? this.reachedFor(group, seen) : seen
+      for (const part of cut) this.sendAll(group, encode(part, named, limit))
     }
+  }
+
+  /**
+   * The part of a live change's `reached` set that its receivers `group` need (see LIVE in protocol.ts): not us (a
+   * receiver counts the sender as reached), and of the rest only the peers that some receiver other than that peer
+   * itself may send to, by its last NEIGHBOURS (all of them for a receiver that has not sent one, or sent "unknown").
+   * Leaving a peer out can only make a receiver send it a duplicate, never skip a peer it should send to.
+   */
+  private reachedFor(group: readonly PeerState[], seen: ReadonlySet<number>): number[] {
+    const named: number[] = []
+    for (const h of seen) {
+      if (h === this.selfHash) continue
+      if (group.some((t) => h !== t.hash && (!t.neighbours || t.neighbours.size === 0 || t.neighbours.has(h)))) named.push(h)
+    }
+    return named
   }
 
   /** `delta` cut into parts of at most `limit` bytes, or `whole()` when a single write is larger than that. */
@@ -638,6 +663,7 @@ export class SyncEngine {
       else if (msg.type === 'text') {
         if (!this.gated(p)) this.onText(p, msg.payload, msg.live, msg.reached)
       } else if (msg.type === 'text-request' || msg.type === 'text-ack') this.onTextVector(p, msg.vv, msg.type === 'text-request')
+      else if (msg.type === 'text-ack-to') this.onTextAckTo(p, msg.fingerprint)
       else this.onVector(p, msg.vv, msg.type)
     } catch (err) {
       const e = asError(err)
@@ -748,8 +774,11 @@ export class SyncEngine {
     // A gated peer gets no text either (its SYNC_REQUEST, sent with this, is answered with our FRONTIER).
     if (isRequest && !this.gated(p)) {
       const parts = text.changesSince(vv, this.ceiling(), this.messageLimit(p) - 16)
-      if (parts.length > 0) for (const part of parts) this.send(p, encodeTextMessage(part, false))
-      else this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+      for (const part of parts) {
+        this.rememberText(part)
+        this.send(p, encodeTextMessage(part, false))
+      }
+      if (parts.length === 0) this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
     }
     this.checkSynced(p)
     this.notify()
@@ -768,9 +797,39 @@ export class SyncEngine {
       if (!fromTab) this.init.log.appendText(payload).catch((err: unknown) => this.init.hooks.error(asError(err)))
       this.init.hooks.textApplied(result.changed, fromTab)
     }
-    if (live && changed) this.forward(p, payload, undefined, reached, encodeLiveText)
-    this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    if (live && changed) {
+      this.rememberText(payload, decoded.to)
+      this.forward(p, payload, undefined, reached, encodeLiveText, true)
+    }
+    // When we now hold all that the delta claims, a TEXT_ACK_TO says so in 6 bytes; otherwise our whole text vector.
+    const ours = text.versionVector()
+    if (decoded.to.size > 0 && covers(ours, decoded.to)) this.send(p, encodeTextAckToMessage(textFingerprint(payload)))
+    else this.send(p, encodeVectorMessage('text-ack', ours))
     for (const other of this.peers.values()) this.checkSynced(other)
+    this.notify()
+  }
+
+  /** Remembers the `to` of a text delta we send (or forward), so that a TEXT_ACK_TO naming it can be understood. */
+  private rememberText(payload: Uint8Array, to: ReadonlyMap<string, Timestamp> = this.init.text!.decode(payload).to): void {
+    if (to.size === 0) return
+    const fp = textFingerprint(payload)
+    const known = this.textSent.get(fp)
+    this.textSent.delete(fp)
+    // Two different claims under one fingerprint: an ACK naming it could mean either, so it is not understood.
+    const same = known !== undefined && known !== null && known.size === to.size && [...to].every(([o, ts]) => { const k = known.get(o); return k !== undefined && compareTimestamps(k, ts) === 0 })
+    this.textSent.set(fp, known === undefined || same ? to : null)
+    if (this.textSent.size > MAX_TEXT_FINGERPRINTS) this.textSent.delete(this.textSent.keys().next().value!)
+  }
+
+  /**
+   * A TEXT_ACK_TO: `p` holds at least the `to` of the text delta we sent it with this fingerprint. Merged into what we
+   * know of `p` like a TEXT_ACK, once `p` has sent a whole text vector since it connected; otherwise ignored.
+   */
+  private onTextAckTo(p: PeerState, fingerprint: number): void {
+    const to = this.textSent.get(fingerprint)
+    if (!this.init.text || !to || !p.textTheirs) return
+    p.textTheirs = mergeVersionVectors(p.textTheirs, to)
+    this.checkSynced(p)
     this.notify()
   }
 
@@ -780,12 +839,12 @@ export class SyncEngine {
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
    * A records change is cut again, from `delta()`, for a peer whose link takes smaller messages.
    */
-  private forward(from: PeerState, payload: Uint8Array, delta: (() => Delta) | undefined, reached: readonly number[] | undefined, encode: LiveEncoder): void {
+  private forward(from: PeerState, payload: Uint8Array, delta: (() => Delta) | undefined, reached: readonly number[] | undefined, encode: LiveEncoder, trim = false): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
     for (const o of this.peers.values()) if (o !== from && !o.dropped && !this.gated(o) && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
-    this.sendLive(targets, [payload], delta, encode, seen)
+    this.sendLive(targets, [payload], delta, encode, seen, trim)
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */

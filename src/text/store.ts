@@ -286,7 +286,7 @@ export class YjsTextState implements TextState<Y.Text> {
 
   decode(payload: Uint8Array): DecodedText {
     const delta = decodeTextDelta(payload)
-    return { newest: newestTextTimestamp(delta), delta } as DecodedImpl
+    return { newest: newestTextTimestamp(delta), to: delta.to, delta } as DecodedImpl
   }
 
   apply(decoded: DecodedText): TextApplyResult {

@@ -37,6 +37,8 @@ export interface TextApplyResult {
 export interface DecodedText {
   /** The newest timestamp it carries: the receiving clock must accept it first. */
   readonly newest: Timestamp | undefined
+  /** The text vector it claims (once every part of its session is applied); empty when it claims nothing. */
+  readonly to: ReadonlyMap<string, Timestamp>
 }
 
 /** What the text state is told by, and asks of, its replica. */

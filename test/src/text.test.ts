@@ -16,7 +16,7 @@ import {
 } from '../../src/index.js'
 import { yjsText } from '../../src/text/index.js'
 import { decodeTextDelta, encodeTextDelta } from '../../src/text/codec.js'
-import { encodeTextMessage } from '../../src/sync/protocol.js'
+import { decodeMessage, encodeTextAckToMessage, encodeTextMessage, textFingerprint } from '../../src/sync/protocol.js'
 import type { ReplicaImpl } from '../../src/replica.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import { bundleDetails } from '../../examples/web/bundle.js'
@@ -181,6 +181,50 @@ describe('text fields', () => {
     await settle(a, b)
     for (let i = 0; i < 60; i++) expect(b.collection('n').text(`r${i}`, 'f').toString()).toBe(`${i}:` + 'y'.repeat(500))
     expect(b.status().peers[0]!.behind).toBe(0)
+  })
+})
+
+describe('live text on the wire', () => {
+  it('keystrokes go with an empty reached set between two peers and are ACKed by 6-byte TEXT_ACK_TOs that keep the writer informed', async () => {
+    const net = new MemoryNetwork({ seed: 21 })
+    const sent: { from: string; frame: Uint8Array }[] = []
+    const counted = (peer: string): ReturnType<MemoryNetwork['transport']> => {
+      const t = net.transport()
+      const send = t.send.bind(t)
+      t.send = (to, frame) => {
+        sent.push({ from: peer, frame })
+        send(to, frame)
+      }
+      return t
+    }
+    const a = await textReplica(net, 'a', { transports: [counted('a')] })
+    const b = await textReplica(net, 'b', { transports: [counted('b')] })
+    await until(() => a.status().peers.length === 1 && b.status().peers.length === 1, 2000, 'connect')
+    await settle(a, b)
+    sent.length = 0
+    const typed = a.collection('todos').text('milk', 'notes')
+    for (let i = 0; i < 10; i++) {
+      typed.insert(typed.length, 'x')
+      await new Promise((r) => setTimeout(r, 3))
+    }
+    await until(() => b.collection('todos').text('milk', 'notes').toString() === 'x'.repeat(10), 2000, 'the keystrokes at b')
+    await until(() => a.status().peers[0]!.behind === 0, 2000, 'a to learn that b holds them (no anti-entropy runs)')
+    const texts = sent.filter((s) => s.from === 'a' && s.frame[1] === 8)
+    expect(texts.length).toBeGreaterThan(0)
+    for (const { frame } of texts) expect([frame[2], frame[3]]).toEqual([1, 0]) // live, nobody named in `reached`
+    const back = sent.filter((s) => s.from === 'b')
+    expect(back.length).toBe(texts.length)
+    for (const { frame } of back) expect([frame.length, frame[1]]).toEqual([6, 12])
+    await Promise.all([a.sync({ timeoutMs: 2000 }), b.sync({ timeoutMs: 2000 })])
+  })
+
+  it('a TEXT_ACK_TO decodes to its fingerprint; one of another length is refused with DecodeError', () => {
+    const fp = textFingerprint(Uint8Array.of(1, 2, 3))
+    expect(decodeMessage(encodeTextAckToMessage(fp))).toEqual({ type: 'text-ack-to', fingerprint: fp })
+    expect(decodeMessage(encodeTextAckToMessage(0xffffffff))).toEqual({ type: 'text-ack-to', fingerprint: 0xffffffff })
+    const long = Uint8Array.of(...encodeTextAckToMessage(fp), 0)
+    expect(() => decodeMessage(long)).toThrow(DecodeError)
+    expect(() => decodeMessage(long.subarray(0, 5))).toThrow(DecodeError)
   })
 })
 
