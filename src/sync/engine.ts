@@ -17,6 +17,7 @@ import { type VersionVector, advance, covers, isNewer, mergeVersionVectors, minV
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import type { RecordTextChange, TextState } from '../text/types.js'
+import { MAX_TEXT_TABLE, TEXT_FORMAT_ON_BASE, type TextTables, decodeTextDelta, decodeTextDeltaOn, encodeTextDelta, encodeTextDeltaOn, tablesOf } from '../text/codec.js'
 import {
   MAX_REACHED,
   MAX_TEXT_FINGERPRINTS,
@@ -158,6 +159,8 @@ interface PeerState {
   frontier: VersionVector | undefined
   /** The peer's text version vector, merged from its TEXT_REQUESTs, TEXT_ACKs and TEXT_ACK_TOs; undefined: it keeps no text. */
   textTheirs: VersionVector | undefined
+  /** The text delta of ours that the peer last ACKed with TEXT_ACK_TO: live text to it is written against it. */
+  textBase: SentText | undefined
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -189,8 +192,10 @@ export class SyncEngine {
   private readonly known: Map<PeerId, KnownPeer>
   /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
   private readonly textPeers = new Set<PeerId>()
-  /** The `to` of the text deltas we sent or forwarded lately, by fingerprint (null: two shared one), for TEXT_ACK_TO. */
-  private readonly textSent = new Map<number, ReadonlyMap<string, Timestamp> | null>()
+  /** The text deltas we sent or forwarded lately, by fingerprint (null: two shared one), for TEXT_ACK_TO. */
+  private readonly textSent = new Map<number, SentText | null>()
+  /** The text deltas we ACKed with TEXT_ACK_TO lately, by fingerprint: peers may write against their tables. */
+  private readonly textBases = new Map<number, SentText | null>()
   /** Our newest write already committed (its delta built): the next commit starts after it. */
   private committed: Timestamp | undefined
   /** Our newest write that is durable; newer ones are never handed to a peer. */
@@ -265,10 +270,7 @@ export class SyncEngine {
         this.sendLive(this.liveTargets(), parts, () => delta, encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
-      if (text && text.parts.length > 0) {
-        for (const part of text.parts) this.rememberText(part)
-        this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText, [], true)
-      }
+      if (text && text.parts.length > 0) this.sendLiveText(this.liveTargets(), text.parts)
       this.notify()
     })
   }
@@ -281,10 +283,9 @@ export class SyncEngine {
   /**
    * Sends a live change (encoded `parts` of the delta `delta()` returns) to `targets`, naming them all and `reached`
    * in the set it carries. A target whose link takes smaller messages gets the delta cut again for it (only then is
-   * it decoded); a text change (no `delta`) goes whole. With `trim`, each message names only the reached peers its
-   * receivers need (see {@link reachedFor}).
+   * it decoded); a text change (no `delta`) goes whole.
    */
-  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = [], trim = false): void {
+  private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
     if (targets.length === 0) return
     this.flushNeighbours()
     const seen = new Set(reached)
@@ -300,8 +301,38 @@ export class SyncEngine {
     }
     for (const [limit, group] of byLimit) {
       const cut = limit < this.init.maxMessageBytes ? this.cut(delta!(), limit, () => parts) : parts
-      const named = trim ? this.reachedFor(group, seen) : seen
-      for (const part of cut) this.sendAll(group, encode(part, named, limit))
+      for (const part of cut) this.sendAll(group, encode(part, seen, limit))
+    }
+  }
+
+  /**
+   * Sends a live text change (format-1 text delta `parts`) to `targets` like {@link sendLive}, but each message names
+   * only the reached peers its receivers need (see {@link reachedFor}), and a target that has ACKed a text delta
+   * of ours with TEXT_ACK_TO gets the change written against that delta's tables (text delta format 2), which
+   * spares a keystroke its writer's id, wall time and field names. Targets that share a base share the messages.
+   */
+  private sendLiveText(targets: readonly PeerState[], parts: readonly Uint8Array[], reached: Iterable<number> = []): void {
+    if (targets.length === 0) return
+    this.flushNeighbours()
+    const seen = new Set(reached)
+    seen.add(this.selfHash)
+    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const deltas = parts.map((part) => decodeTextDelta(part))
+    const byBase = new Map<SentText | undefined, PeerState[]>()
+    for (const t of targets) {
+      const group = byBase.get(t.textBase)
+      if (group) group.push(t)
+      else byBase.set(t.textBase, [t])
+    }
+    for (const [base, group] of byBase) {
+      const named = this.reachedFor(group, seen)
+      parts.forEach((part, i) => {
+        const delta = deltas[i]!
+        const on = base?.tables && encodeTextDeltaOn(delta, base.fingerprint, base.tables)
+        const payload = on && on.bytes.length < part.length ? on.bytes : part
+        this.rememberText(payload, delta.to, payload === part ? tablesOf(delta) : on!.tables)
+        this.sendAll(group, encodeTextMessage(payload, true, named, this.init.maxMessageBytes))
+      })
     }
   }
 
@@ -573,6 +604,7 @@ export class SyncEngine {
         complete: false,
         told: undefined,
         textTheirs: undefined,
+        textBase: undefined,
         catchingUp: undefined,
         frontier: undefined,
         dropped: false,
@@ -771,11 +803,14 @@ export class SyncEngine {
     const { hlc, writerId } = this.init
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)
+    // A request may mean the peer lost the base we write live text against (or restarted): start from format 1.
+    if (isRequest) p.textBase = undefined
     // A gated peer gets no text either (its SYNC_REQUEST, sent with this, is answered with our FRONTIER).
     if (isRequest && !this.gated(p)) {
       const parts = text.changesSince(vv, this.ceiling(), this.messageLimit(p) - 16)
       for (const part of parts) {
-        this.rememberText(part)
+        const delta = decodeTextDelta(part)
+        this.rememberText(part, delta.to, tablesOf(delta))
         this.send(p, encodeTextMessage(part, false))
       }
       if (parts.length === 0) this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
@@ -784,51 +819,56 @@ export class SyncEngine {
     this.notify()
   }
 
-  /** A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. */
+  /**
+   * A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. One
+   * written against a base we no longer hold (text delta format 2) is answered with a TEXT_REQUEST: the peer sends
+   * what we lack in full.
+   */
   private onText(p: PeerState, payload: Uint8Array, live: boolean, reached: readonly number[]): void {
     const text = this.init.text
     if (!text) return
-    const decoded = text.decode(payload)
+    const opened = decodeTextDeltaOn(payload, (fp) => this.textBases.get(fp)?.tables)
+    if (!opened) return this.send(p, encodeVectorMessage('text-request', text.versionVector()))
+    // Storage and forwarding get the delta self-contained (format 1).
+    const full = payload[0] === TEXT_FORMAT_ON_BASE ? encodeTextDelta(opened.delta) : payload
+    const decoded = text.decode(full)
     if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
     const result = text.apply(decoded)
     const changed = result.changed.length > 0 || result.advanced
     if (changed) {
       const fromTab = this.isTab(p)
-      if (!fromTab) this.init.log.appendText(payload).catch((err: unknown) => this.init.hooks.error(asError(err)))
+      if (!fromTab) this.init.log.appendText(full).catch((err: unknown) => this.init.hooks.error(asError(err)))
       this.init.hooks.textApplied(result.changed, fromTab)
     }
-    if (live && changed) {
-      this.rememberText(payload, decoded.to)
-      this.forward(p, payload, undefined, reached, encodeLiveText, true)
-    }
-    // When we now hold all that the delta claims, a TEXT_ACK_TO says so in 6 bytes; otherwise our whole text vector.
+    if (live && changed) this.forward(p, full, undefined, reached, encodeLiveText)
+    // When we now hold all that the delta claims, a TEXT_ACK_TO says so in 6 bytes (and lets the peer write its next
+    // deltas against this one's tables); otherwise our whole text vector.
     const ours = text.versionVector()
-    if (decoded.to.size > 0 && covers(ours, decoded.to)) this.send(p, encodeTextAckToMessage(textFingerprint(payload)))
-    else this.send(p, encodeVectorMessage('text-ack', ours))
+    if (decoded.to.size > 0 && covers(ours, decoded.to)) {
+      const fingerprint = textFingerprint(payload)
+      remember(this.textBases, { fingerprint, check: checksum(payload), to: decoded.to, tables: usable(opened.tables) })
+      this.send(p, encodeTextAckToMessage(fingerprint))
+    } else this.send(p, encodeVectorMessage('text-ack', ours))
     for (const other of this.peers.values()) this.checkSynced(other)
     this.notify()
   }
 
-  /** Remembers the `to` of a text delta we send (or forward), so that a TEXT_ACK_TO naming it can be understood. */
-  private rememberText(payload: Uint8Array, to: ReadonlyMap<string, Timestamp> = this.init.text!.decode(payload).to): void {
-    if (to.size === 0) return
-    const fp = textFingerprint(payload)
-    const known = this.textSent.get(fp)
-    this.textSent.delete(fp)
-    // Two different claims under one fingerprint: an ACK naming it could mean either, so it is not understood.
-    const same = known !== undefined && known !== null && known.size === to.size && [...to].every(([o, ts]) => { const k = known.get(o); return k !== undefined && compareTimestamps(k, ts) === 0 })
-    this.textSent.set(fp, known === undefined || same ? to : null)
-    if (this.textSent.size > MAX_TEXT_FINGERPRINTS) this.textSent.delete(this.textSent.keys().next().value!)
+  /** Remembers a text delta we send (or forward), so that a TEXT_ACK_TO naming it can be understood. */
+  private rememberText(payload: Uint8Array, to: ReadonlyMap<string, Timestamp>, tables: TextTables): void {
+    if (to.size > 0) remember(this.textSent, { fingerprint: textFingerprint(payload), check: checksum(payload), to, tables: usable(tables) })
   }
 
   /**
-   * A TEXT_ACK_TO: `p` holds at least the `to` of the text delta we sent it with this fingerprint. Merged into what we
-   * know of `p` like a TEXT_ACK, once `p` has sent a whole text vector since it connected; otherwise ignored.
+   * A TEXT_ACK_TO: `p` holds at least the `to` of the text delta we sent it with this fingerprint, and that delta's
+   * tables (our next live text deltas to `p` are written against them). The `to` is merged into what we know of `p`
+   * like a TEXT_ACK, once `p` has sent a whole text vector since it connected.
    */
   private onTextAckTo(p: PeerState, fingerprint: number): void {
-    const to = this.textSent.get(fingerprint)
-    if (!this.init.text || !to || !p.textTheirs) return
-    p.textTheirs = mergeVersionVectors(p.textTheirs, to)
+    const sent = this.textSent.get(fingerprint)
+    if (!this.init.text || !sent) return
+    if (sent.tables) p.textBase = sent
+    if (!p.textTheirs) return
+    p.textTheirs = mergeVersionVectors(p.textTheirs, sent.to)
     this.checkSynced(p)
     this.notify()
   }
@@ -839,12 +879,13 @@ export class SyncEngine {
    * A peer whose NEIGHBOURS name a reached peer with a smaller hash than ours is left to that peer (see NEIGHBOURS).
    * A records change is cut again, from `delta()`, for a peer whose link takes smaller messages.
    */
-  private forward(from: PeerState, payload: Uint8Array, delta: (() => Delta) | undefined, reached: readonly number[] | undefined, encode: LiveEncoder, trim = false): void {
+  private forward(from: PeerState, payload: Uint8Array, delta: (() => Delta) | undefined, reached: readonly number[] | undefined, encode: LiveEncoder): void {
     const seen = new Set(reached)
     seen.add(from.hash)
     const targets: PeerState[] = []
     for (const o of this.peers.values()) if (o !== from && !o.dropped && !this.gated(o) && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
-    this.sendLive(targets, [payload], delta, encode, seen, trim)
+    if (encode === encodeLiveText) this.sendLiveText(targets, [payload], seen)
+    else this.sendLive(targets, [payload], delta, encode, seen)
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */
@@ -922,6 +963,37 @@ function isConflict(o: Overwrite, sender: PeerState): boolean {
   // A tab of the same store is a peer named after its origin id; any other peer writes as peerOfWriter says.
   const senderWrote = writer === sender.id || peerOfWriter(writer) === sender.id
   return !(!o.incomingLost && senderWrote && senderSawLoser)
+}
+
+/** A text delta sent or ACKed: its fingerprint, a second checksum, the vector it claims, and its tables. */
+interface SentText {
+  readonly fingerprint: number
+  readonly check: number
+  readonly to: ReadonlyMap<string, Timestamp>
+  /** Undefined when a table is too long to write against (format 2 allows {@link MAX_TEXT_TABLE} entries). */
+  readonly tables: TextTables | undefined
+}
+
+/**
+ * Remembers `t` under its fingerprint among the last {@link MAX_TEXT_FINGERPRINTS}; two different deltas (told apart
+ * by the checksum) under one fingerprint leave it unusable (null), so a TEXT_ACK_TO or a base naming it is ignored.
+ */
+function remember(map: Map<number, SentText | null>, t: SentText): void {
+  const known = map.get(t.fingerprint)
+  map.delete(t.fingerprint)
+  map.set(t.fingerprint, known === undefined || known?.check === t.check ? t : null)
+  if (map.size > MAX_TEXT_FINGERPRINTS) map.delete(map.keys().next().value!)
+}
+
+/** A second 32-bit checksum of a text delta (djb2-xor), independent of its fingerprint (FNV-1a). */
+function checksum(bytes: Uint8Array): number {
+  let h = 5381
+  for (let i = 0; i < bytes.length; i++) h = (Math.imul(h, 33) ^ bytes[i]!) | 0
+  return (h ^ bytes.length) >>> 0
+}
+
+function usable(tables: TextTables): TextTables | undefined {
+  return tables.peers.length <= MAX_TEXT_TABLE && tables.docs.length <= MAX_TEXT_TABLE && tables.clients.length <= MAX_TEXT_TABLE ? tables : undefined
 }
 
 /** Encodes a live change (one encoded delta part) with the peers it has reached, in at most `maxBytes`. */

@@ -56,6 +56,14 @@
  *                                      that has not sent one, or sent n = 0, needs them all): such a peer is no
  *                                      receiver's to send to. A two-peer room thus sends n = 0. Leaving peers out
  *                                      costs at most duplicate frames, never a peer skipped.
+ *                                      The text delta is in format 1 (self-contained) or, only to a peer that has
+ *                                      sent a TEXT_ACK_TO, in format 2: written against the tables of the text
+ *                                      delta that ACK named (see src/text/codec.ts), so a keystroke does not repeat
+ *                                      its writer's id, wall time and field names. A receiver that no longer holds
+ *                                      the base answers with a TEXT_REQUEST (the sender then sends what it lacks in
+ *                                      format 1, and writes live text to it in format 1 until it ACKs again); a
+ *                                      receiver stores and forwards text in format 1. Each replica keeps the bases of
+ *                                      its last {@link MAX_TEXT_FINGERPRINTS} TEXT_ACK_TOs.
  *   9 TEXT_ACK      vv                 "after your last message, this is the text I hold" (text version vector).
  *  10 FRONTIER      vv frontier  vv newest  vv held
  *                                      what the sender knows of tombstone collection: `frontier` covers every
@@ -91,6 +99,8 @@
  *                                      knows of the peer, a lower bound like ACK_CHANGES'; an unknown fingerprint, or
  *                                      one from a peer that has sent no whole text vector since it connected, is
  *                                      ignored. A live keystroke's ACK is then 6 bytes instead of a whole vector.
+ *                                      It also tells the sender that the receiver holds that delta's tables: the
+ *                                      sender writes its next live text to it against them (TEXT, format 2).
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Compatibility. Within version 1, a revision only adds message types, and a receiver ignores types it does not
