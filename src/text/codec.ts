@@ -25,16 +25,20 @@
  * writer's id, its wall time and its field's names again:
  *
  *   textDelta := u8 version=2  u32 base                  the base's fingerprint (protocol.ts textFingerprint), big-endian
- *                uint session  [uint index  uint count]  session 0: a whole delta (index 0, count 1); else a part
+ *                u8 flags                                bit 0: a part (session, index, count follow; else a whole
+ *                                                        delta, session 0); bit 1: `from` is left out, it is the
+ *                                                        base's `to`; bit 2: `to` is left out, it is per origin the
+ *                                                        newest stamp of the delta's runs and deletions; others 0
+ *                [uint session  uint index  uint count]
  *                uint nAdded  nAdded × string            peers appended to the base's peer table
  *                int (baseWall − the base's baseWall)
- *                vv from  vv to  uint nDocs  nDocs × doc  as in format 1, except:
+ *                [vv from]  [vv to]  uint nDocs  nDocs × doc  as in format 1, except:
  *   doc       := uint ref (ref > 0: the base's document ref − 1; 0: string collection  string id  string field, appended)
  *                ... runs as in format 1, each `uint client` replaced by a ref to the client table the same way
  *
  * The tables a delta leaves: format 1, its peers in first-use order (from, to, then per document its runs and
- * deletions, as decoded), its documents in order, its Yjs clients in first-use order, its baseWall; format 2, the
- * base's with the appended entries, and its own baseWall. Each table of a format-2 delta holds at most
+ * deletions, as decoded), its documents in order, its Yjs clients in first-use order, its baseWall and its `to`;
+ * format 2, the base's with the appended entries, and its own baseWall and `to`. Each table of a format-2 delta holds at most
  * {@link MAX_TEXT_TABLE} entries (more is malformed; a sender writes format 1 instead). A receiver that no longer
  * holds the base cannot read the delta, and says so with a TEXT_REQUEST (it is not malformed).
  *
@@ -92,6 +96,8 @@ export interface TextTables {
   readonly docs: readonly TextDocName[]
   readonly clients: readonly number[]
   readonly baseWall: number
+  /** The delta's `to` vector. */
+  readonly to: ReadonlyMap<string, Timestamp>
 }
 
 /** A text delta, or one part of a multi-part session. */
@@ -117,7 +123,7 @@ export function encodeTextDelta(d: TextDelta): Uint8Array {
   for (const p of peers.keys()) w.string(p)
   const baseWall = peers.size === 0 ? 0 : minWall(d)
   w.uint(baseWall)
-  writeBody(w, d, peers, baseWall, (doc) => {
+  writeBody(w, d, peers, baseWall, false, false, (doc) => {
     w.string(doc.collection)
     w.string(doc.id)
     w.string(doc.field)
@@ -145,10 +151,13 @@ export function encodeTextDeltaOn(d: TextDelta, baseFingerprint: number, base: T
   const clients = [...base.clients]
   const clientIndex = new Map<number, number>(clients.map((c, i) => [c, i]))
   const w = new Writer(sizeHint(d) + 8)
+  const omitFrom = sameVector(d.from, base.to)
+  const omitTo = sameVector(d.to, newestPerOrigin(d.docs))
   w.u8(TEXT_FORMAT_ON_BASE)
   for (const shift of [24, 16, 8, 0]) w.u8((baseFingerprint >>> shift) & 0xff)
-  w.uint(d.count === 1 ? 0 : d.session)
+  w.u8((d.count === 1 ? 0 : 1) | (omitFrom ? 2 : 0) | (omitTo ? 4 : 0))
   if (d.count !== 1) {
+    w.uint(d.session)
     w.uint(d.index)
     w.uint(d.count)
   }
@@ -156,7 +165,7 @@ export function encodeTextDeltaOn(d: TextDelta, baseFingerprint: number, base: T
   for (const p of added) w.string(p)
   const baseWall = peers.size === 0 ? 0 : minWall(d)
   w.int(baseWall - base.baseWall)
-  writeBody(w, d, peers, baseWall, (doc) => {
+  writeBody(w, d, peers, baseWall, omitFrom, omitTo, (doc) => {
     const known = docIndex.get(docKey(doc))
     if (known !== undefined) return w.uint(known + 1)
     w.uint(0)
@@ -176,7 +185,7 @@ export function encodeTextDeltaOn(d: TextDelta, baseFingerprint: number, base: T
   })
   if (docs.length > MAX_TEXT_TABLE || clients.length > MAX_TEXT_TABLE) return undefined
   const same = added.length === 0 && docs.length === base.docs.length && clients.length === base.clients.length
-  const tables: TextTables = same ? { ...base, baseWall } : { peers: [...peers.keys()], docs, clients, baseWall }
+  const tables: TextTables = same ? { ...base, baseWall, to: d.to } : { peers: [...peers.keys()], docs, clients, baseWall, to: d.to }
   return { bytes: w.finish(), tables }
 }
 
@@ -207,7 +216,16 @@ function docKey(doc: TextDocName): string {
 }
 
 /** Writes `vv from  vv to  uint nDocs  nDocs × doc` (the part both formats share), naming docs and clients as told. */
-function writeBody(w: Writer, d: TextDelta, peers: ReadonlyMap<string, number>, baseWall: number, writeDoc: (doc: TextDocDelta) => void, writeClient: (client: number) => void): void {
+function writeBody(
+  w: Writer,
+  d: TextDelta,
+  peers: ReadonlyMap<string, number>,
+  baseWall: number,
+  omitFrom: boolean,
+  omitTo: boolean,
+  writeDoc: (doc: TextDocDelta) => void,
+  writeClient: (client: number) => void,
+): void {
   const n = peers.size
   const ts = (t: Timestamp): void => {
     w.uint(t.wall - baseWall)
@@ -217,8 +235,8 @@ function writeBody(w: Writer, d: TextDelta, peers: ReadonlyMap<string, number>, 
     w.uint(v.size)
     for (const t of v.values()) ts(t)
   }
-  vv(d.from)
-  vv(d.to)
+  if (!omitFrom) vv(d.from)
+  if (!omitTo) vv(d.to)
   w.uint(d.docs.length)
   for (const doc of d.docs) {
     writeDoc(doc)
@@ -259,7 +277,7 @@ export function decodeTextDelta(bytes: Uint8Array): TextDelta {
   const count = r.uint()
   checkPart(session, index, count)
   const { readTs, readVV, baseWall, readStamp } = readStampTable(r, 'text delta')
-  const body = readBody(r, readTs, readVV, baseWall, readStamp, () => ({ collection: r.string(), id: r.string(), field: r.string() }), () => r.uint())
+  const body = readBody(r, readTs, readVV, baseWall, readStamp, undefined, false, () => ({ collection: r.string(), id: r.string(), field: r.string() }), () => r.uint())
   return { session, index, count, ...body }
 }
 
@@ -276,9 +294,11 @@ export function decodeTextDeltaOn(bytes: Uint8Array, base: (fingerprint: number)
   const r = new Reader(bytes)
   r.pos = 1
   const fingerprint = ((r.u8() << 24) | (r.u8() << 16) | (r.u8() << 8) | r.u8()) >>> 0
-  const session = r.uint()
-  const index = session === 0 ? 0 : r.uint()
-  const count = session === 0 ? 1 : r.uint()
+  const flags = r.u8()
+  if (flags > 7) throw new DecodeError(`bad text delta flags ${flags}`)
+  const session = flags & 1 ? r.uint() : 0
+  const index = flags & 1 ? r.uint() : 0
+  const count = flags & 1 ? r.uint() : 1
   checkPart(session, index, count)
   const nAdded = r.count(2, MAX_TEXT_TABLE)
   const added: string[] = []
@@ -328,9 +348,9 @@ export function decodeTextDeltaOn(bytes: Uint8Array, base: (fingerprint: number)
     if (v === undefined) throw new DecodeError(`text delta names ${what} ${i - 1} of ${list.length} at byte ${r.pos}`)
     return v
   }
-  const body = readBody(r, readTs, readVV, baseWall, readStamp, () => ref(docs, 'document', () => ({ collection: r.string(), id: r.string(), field: r.string() })), () => ref(clients, 'client', () => r.uint()))
+  const body = readBody(r, readTs, readVV, baseWall, readStamp, flags & 2 ? new Map(tables.to) : undefined, (flags & 4) !== 0, () => ref(docs, 'document', () => ({ collection: r.string(), id: r.string(), field: r.string() })), () => ref(clients, 'client', () => r.uint()))
   const same = added.length === 0 && docs.length === tables.docs.length && clients.length === tables.clients.length
-  return { delta: { session, index, count, ...body }, tables: same ? { ...tables, baseWall } : { peers, docs, clients, baseWall } }
+  return { delta: { session, index, count, ...body }, tables: same ? { ...tables, baseWall, to: body.to } : { peers, docs, clients, baseWall, to: body.to } }
 }
 
 function checkPart(session: number, index: number, count: number): void {
@@ -344,11 +364,13 @@ function readBody(
   vv: () => Map<string, Timestamp>,
   baseWall: number,
   stampAt: (wall: number) => Timestamp,
+  givenFrom: Map<string, Timestamp> | undefined,
+  deriveTo: boolean,
   readDoc: () => TextDocName,
   readClient: () => number,
 ): Pick<TextDelta, 'from' | 'to' | 'docs'> {
-  const from = vv()
-  const to = vv()
+  const from = givenFrom ?? vv()
+  const readTo = deriveTo ? undefined : vv()
   const nDocs = r.count(7)
   const docs: TextDocDelta[] = []
   for (let i = 0; i < nDocs; i++) {
@@ -383,7 +405,7 @@ function readBody(
     docs.push({ collection, id, field, runs, dels, update: r.bytes() })
   }
   if (!r.done) throw new DecodeError(`${r.remaining} trailing bytes after the text delta`)
-  return { from, to, docs }
+  return { from, to: readTo ?? newestPerOrigin(docs), docs }
 }
 
 /**
@@ -407,7 +429,30 @@ export function tablesOf(d: TextDelta): TextTables {
       clients.push(r.client)
     }
   }
-  return { peers, docs: d.docs.map((doc) => ({ collection: doc.collection, id: doc.id, field: doc.field })), clients, baseWall: peers.length === 0 ? 0 : minWall(d) }
+  return { peers, docs: d.docs.map((doc) => ({ collection: doc.collection, id: doc.id, field: doc.field })), clients, baseWall: peers.length === 0 ? 0 : minWall(d), to: d.to }
+}
+
+/** Per origin, the newest stamp of the runs and deletions of `docs` (in first-use order). */
+function newestPerOrigin(docs: readonly TextDocDelta[]): Map<string, Timestamp> {
+  const out = new Map<string, Timestamp>()
+  const see = (t: Timestamp): void => {
+    const known = out.get(t.peer)
+    if (!known || compareTimestamps(t, known) > 0) out.set(t.peer, t)
+  }
+  for (const doc of docs) {
+    for (const r of doc.runs) see(r.ts)
+    for (const t of doc.dels) see(t)
+  }
+  return out
+}
+
+function sameVector(a: ReadonlyMap<string, Timestamp>, b: ReadonlyMap<string, Timestamp>): boolean {
+  if (a.size !== b.size) return false
+  for (const [origin, t] of a) {
+    const u = b.get(origin)
+    if (!u || compareTimestamps(t, u) !== 0) return false
+  }
+  return true
 }
 
 /** The newest timestamp a text delta carries (the receiver's clock must accept it before anything is applied). */

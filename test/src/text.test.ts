@@ -274,11 +274,16 @@ describe('live text on the wire', () => {
     expect(back.tables).toEqual(on.tables)
     expect(back.tables.peers).toEqual(['writer@x1', 'other'])
     expect(back.tables.clients).toEqual([3_352_628_897, 7])
+    expect(back.delta.from).toEqual(base.to)
     expect(decodeTextDeltaOn(on.bytes, () => undefined)).toBeUndefined()
     expect(() => decodeTextDelta(on.bytes)).toThrow(DecodeError) // never read as a stored (format 1) delta
     // A keystroke against its base: no peer id, no names, no absolute wall time.
     const key: WireTextDelta = { ...base, from: base.to, to: new Map([['writer@x1', ts(1_796_648_169_175)]]), docs: [{ ...base.docs[0]!, runs: [{ client: 3_352_628_897, clock: 300, len: 1, ts: ts(1_796_648_169_175) }] }] }
-    expect(encodeTextDeltaOn(key, 1, tables)!.bytes.length).toBeLessThanOrEqual(encodeTextDelta(key).length - 30)
+    const keyOn = encodeTextDeltaOn(key, 1, tables)!
+    expect(keyOn.bytes.length).toBeLessThanOrEqual(encodeTextDelta(key).length - 36)
+    expect(keyOn.bytes[5]).toBe(2 | 4) // `from` is the base's `to`, `to` the newest stamp it carries: both left out
+    expect(encodeTextDelta(decodeTextDeltaOn(keyOn.bytes, () => tables)!.delta)).toEqual(encodeTextDelta(key))
+    expect(on.bytes[5]).toBe(1 | 2) // a part; its `to` is not the newest stamp of the runs it carries
     // Random and mutated format-2 bytes: DecodeError or "base unknown", nothing else.
     let seed = 3
     const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
