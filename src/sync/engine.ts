@@ -161,6 +161,10 @@ interface PeerState {
   textTheirs: VersionVector | undefined
   /** The text delta of ours that the peer last ACKed with TEXT_ACK_TO: live text to it is written against it. */
   textBase: SentText | undefined
+  /** The text deltas we sent the peer lately, by fingerprint (for its TEXT_ACK_TOs). */
+  readonly textSent: TextWindow
+  /** The peer's text deltas that we ACKed with TEXT_ACK_TO lately, by fingerprint: it may write against them. */
+  readonly textBases: TextWindow
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -192,10 +196,6 @@ export class SyncEngine {
   private readonly known: Map<PeerId, KnownPeer>
   /** Peers that have said they keep text (a TEXT_REQUEST or TEXT_ACK), remembered across reconnects. */
   private readonly textPeers = new Set<PeerId>()
-  /** The text deltas we sent or forwarded lately, by fingerprint (null: two shared one), for TEXT_ACK_TO. */
-  private readonly textSent = new Map<number, SentText | null>()
-  /** The text deltas we ACKed with TEXT_ACK_TO lately, by fingerprint: peers may write against their tables. */
-  private readonly textBases = new Map<number, SentText | null>()
   /** Our newest write already committed (its delta built): the next commit starts after it. */
   private committed: Timestamp | undefined
   /** Our newest write that is durable; newer ones are never handed to a peer. */
@@ -330,7 +330,7 @@ export class SyncEngine {
         const delta = deltas[i]!
         const on = base?.tables && encodeTextDeltaOn(delta, base.fingerprint, base.tables)
         const payload = on && on.bytes.length < part.length ? on.bytes : part
-        this.rememberText(payload, delta.to, payload === part ? tablesOf(delta) : on!.tables)
+        this.rememberText(group, payload, delta.to, payload === part ? tablesOf(delta) : on!.tables)
         this.sendAll(group, encodeTextMessage(payload, true, named, this.init.maxMessageBytes))
       })
     }
@@ -605,6 +605,8 @@ export class SyncEngine {
         told: undefined,
         textTheirs: undefined,
         textBase: undefined,
+        textSent: new TextWindow(),
+        textBases: new TextWindow(),
         catchingUp: undefined,
         frontier: undefined,
         dropped: false,
@@ -810,7 +812,7 @@ export class SyncEngine {
       const parts = text.changesSince(vv, this.ceiling(), this.messageLimit(p) - 16)
       for (const part of parts) {
         const delta = decodeTextDelta(part)
-        this.rememberText(part, delta.to, tablesOf(delta))
+        this.rememberText([p], part, delta.to, tablesOf(delta))
         this.send(p, encodeTextMessage(part, false))
       }
       if (parts.length === 0) this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
@@ -827,7 +829,7 @@ export class SyncEngine {
   private onText(p: PeerState, payload: Uint8Array, live: boolean, reached: readonly number[]): void {
     const text = this.init.text
     if (!text) return
-    const opened = decodeTextDeltaOn(payload, (fp) => this.textBases.get(fp)?.tables)
+    const opened = decodeTextDeltaOn(payload, (fp) => p.textBases.get(fp)?.tables)
     if (!opened) return this.send(p, encodeVectorMessage('text-request', text.versionVector()))
     // Storage and forwarding get the delta self-contained (format 1).
     const full = payload[0] === TEXT_FORMAT_ON_BASE ? encodeTextDelta(opened.delta) : payload
@@ -846,16 +848,18 @@ export class SyncEngine {
     const ours = text.versionVector()
     if (decoded.to.size > 0 && covers(ours, decoded.to)) {
       const fingerprint = textFingerprint(payload)
-      remember(this.textBases, { fingerprint, check: checksum(payload), to: decoded.to, tables: usable(opened.tables) })
+      p.textBases.remember({ fingerprint, check: checksum(payload), to: decoded.to, tables: usable(opened.tables) })
       this.send(p, encodeTextAckToMessage(fingerprint))
     } else this.send(p, encodeVectorMessage('text-ack', ours))
     for (const other of this.peers.values()) this.checkSynced(other)
     this.notify()
   }
 
-  /** Remembers a text delta we send (or forward), so that a TEXT_ACK_TO naming it can be understood. */
-  private rememberText(payload: Uint8Array, to: ReadonlyMap<string, Timestamp>, tables: TextTables): void {
-    if (to.size > 0) remember(this.textSent, { fingerprint: textFingerprint(payload), check: checksum(payload), to, tables: usable(tables) })
+  /** Remembers a text delta we send (or forward) to `targets`, so that a TEXT_ACK_TO naming it can be understood. */
+  private rememberText(targets: readonly PeerState[], payload: Uint8Array, to: ReadonlyMap<string, Timestamp>, tables: TextTables): void {
+    if (to.size === 0) return
+    const sent: SentText = { fingerprint: textFingerprint(payload), check: checksum(payload), to, tables: usable(tables) }
+    for (const t of targets) t.textSent.remember(sent)
   }
 
   /**
@@ -864,7 +868,7 @@ export class SyncEngine {
    * like a TEXT_ACK, once `p` has sent a whole text vector since it connected.
    */
   private onTextAckTo(p: PeerState, fingerprint: number): void {
-    const sent = this.textSent.get(fingerprint)
+    const sent = p.textSent.get(fingerprint)
     if (!this.init.text || !sent) return
     if (sent.tables) p.textBase = sent
     if (!p.textTheirs) return
@@ -975,14 +979,34 @@ interface SentText {
 }
 
 /**
- * Remembers `t` under its fingerprint among the last {@link MAX_TEXT_FINGERPRINTS}; two different deltas (told apart
- * by the checksum) under one fingerprint leave it unusable (null), so a TEXT_ACK_TO or a base naming it is ignored.
+ * The last {@link MAX_TEXT_FINGERPRINTS} text deltas sent to (or ACKed to) one peer, by fingerprint. Two different
+ * deltas (told apart by a second checksum) under one fingerprint leave it unusable (null), and so does a fingerprint
+ * that a delta forgotten lately had: a TEXT_ACK_TO or a base naming it may mean that one, so it is ignored.
  */
-function remember(map: Map<number, SentText | null>, t: SentText): void {
-  const known = map.get(t.fingerprint)
-  map.delete(t.fingerprint)
-  map.set(t.fingerprint, known === undefined || known?.check === t.check ? t : null)
-  if (map.size > MAX_TEXT_FINGERPRINTS) map.delete(map.keys().next().value!)
+class TextWindow {
+  private readonly live = new Map<number, SentText | null>()
+  private readonly retired = new Set<number>()
+
+  get(fingerprint: number): SentText | null | undefined {
+    return this.live.get(fingerprint)
+  }
+
+  remember(t: SentText): void {
+    const known = this.live.get(t.fingerprint)
+    this.live.delete(t.fingerprint)
+    const fresh = known === undefined && !this.retired.has(t.fingerprint)
+    this.live.set(t.fingerprint, fresh ? t : known?.check === t.check ? known : null)
+    if (this.live.size <= MAX_TEXT_FINGERPRINTS) return
+    const oldest = this.live.keys().next().value!
+    this.live.delete(oldest)
+    this.retired.add(oldest)
+    if (this.retired.size > 16 * MAX_TEXT_FINGERPRINTS) this.retired.delete(this.retired.values().next().value!)
+  }
+
+  /** Forgets everything (tests: a peer that lost its bases). */
+  clear(): void {
+    this.live.clear()
+  }
 }
 
 /** A second 32-bit checksum of a text delta (djb2-xor), independent of its fingerprint (FNV-1a). */

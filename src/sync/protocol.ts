@@ -63,7 +63,8 @@
  *                                      the base answers with a TEXT_REQUEST (the sender then sends what it lacks in
  *                                      format 1, and writes live text to it in format 1 until it ACKs again); a
  *                                      receiver stores and forwards text in format 1. Each replica keeps the bases of
- *                                      its last {@link MAX_TEXT_FINGERPRINTS} TEXT_ACK_TOs.
+ *                                      its last {@link MAX_TEXT_FINGERPRINTS} TEXT_ACK_TOs to each peer (by the same
+ *                                      rules), and resolves a base only among those it ACKed to the sender.
  *   9 TEXT_ACK      vv                 "after your last message, this is the text I hold" (text version vector).
  *  10 FRONTIER      vv frontier  vv newest  vv held
  *                                      what the sender knows of tombstone collection: `frontier` covers every
@@ -93,9 +94,10 @@
  *                                      text delta bytes, big-endian). Sent instead of a TEXT_ACK after applying a
  *                                      TEXT whose `to` is not empty and that the receiver's text vector now covers
  *                                      (otherwise a whole TEXT_ACK is sent as before). The sender of TEXT messages
- *                                      remembers the `to` of the last {@link MAX_TEXT_FINGERPRINTS} text deltas it
- *                                      sent or forwarded, by fingerprint (two different ones with one fingerprint:
- *                                      it forgets both), and merges the remembered vector entry-wise into what it
+ *                                      remembers per peer the `to` of the last {@link MAX_TEXT_FINGERPRINTS} text
+ *                                      deltas it sent or forwarded to it, by fingerprint (two different ones with
+ *                                      one fingerprint, or one that a delta forgotten lately had: it uses neither),
+ *                                      and merges the remembered vector entry-wise into what it
  *                                      knows of the peer, a lower bound like ACK_CHANGES'; an unknown fingerprint, or
  *                                      one from a peer that has sent no whole text vector since it connected, is
  *                                      ignored. A live keystroke's ACK is then 6 bytes instead of a whole vector.
@@ -164,8 +166,8 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 export const PROTOCOL_VERSION = 1
 /** Revision of version 1 this build speaks (see the spec's Compatibility: revision 5 has types 1–12). */
 export const PROTOCOL_REVISION = 5
-/** Text deltas sent whose `to` a replica remembers for TEXT_ACK_TO. */
-export const MAX_TEXT_FINGERPRINTS = 256
+/** Text deltas sent to (and TEXT_ACK_TOs sent to) each peer that a replica remembers by fingerprint. */
+export const MAX_TEXT_FINGERPRINTS = 64
 /** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */
 export const MAX_TEXT_SESSIONS = 16
 /** Default limit of a reassembled message, in bytes. */

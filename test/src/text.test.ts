@@ -238,7 +238,7 @@ describe('live text on the wire', () => {
     typed.insert(0, 'a')
     await until(() => b.collection('n').text('1', 'body').toString() === 'a', 2000, 'the first keystroke')
     await until(() => (a as unknown as { engine: { peers: Map<string, { textBase?: unknown }> } }).engine.peers.get('b')!.textBase !== undefined, 2000, 'a base')
-    ;(b as unknown as { engine: { textBases: Map<number, unknown> } }).engine.textBases.clear() // as if b forgot it
+    ;(b as unknown as { engine: { peers: Map<string, { textBases: { clear(): void } }> } }).engine.peers.get('a')!.textBases.clear() // as if b forgot it
     const asked = requests.length
     typed.insert(1, 'b')
     typed.insert(2, 'c')
