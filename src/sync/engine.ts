@@ -831,12 +831,12 @@ export class SyncEngine {
     if (!text) return
     const opened = decodeTextDeltaOn(payload, (fp) => p.textBases.get(fp)?.tables)
     if (!opened) return this.send(p, encodeVectorMessage('text-request', text.versionVector()))
-    // Storage and forwarding get the delta self-contained (format 1).
-    const full = payload[0] === TEXT_FORMAT_ON_BASE ? encodeTextDelta(opened.delta) : payload
-    const decoded = text.decode(full)
+    const decoded = text.decode(opened.delta)
     if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
     const result = text.apply(decoded)
     const changed = result.changed.length > 0 || result.advanced
+    // Storage and forwarding get the delta self-contained (format 1), written once applied (off the keystroke's path).
+    const full = changed && payload[0] === TEXT_FORMAT_ON_BASE ? encodeTextDelta(opened.delta) : payload
     if (changed) {
       const fromTab = this.isTab(p)
       if (!fromTab) this.init.log.appendText(full).catch((err: unknown) => this.init.hooks.error(asError(err)))

@@ -284,8 +284,8 @@ export class YjsTextState implements TextState<Y.Text> {
     return { parts: this.parts(docs, from, new Map([[own, newest]]), maxBytes), newest }
   }
 
-  decode(payload: Uint8Array): DecodedText {
-    const delta = decodeTextDelta(payload)
+  decode(payload: Uint8Array | WireDelta): DecodedText {
+    const delta = payload instanceof Uint8Array ? decodeTextDelta(payload) : payload
     return { newest: newestTextTimestamp(delta), to: delta.to, delta } as DecodedImpl
   }
 
