@@ -20,7 +20,7 @@ import type { Timestamp } from '../crdt/timestamp.js'
 import type { Value } from '../crdt/value.js'
 import { MessageTooLargeError, UnsupportedVersionError } from '../src/errors.js'
 import { ReplicaImpl, createReplica, roomTopic } from '../src/replica.js'
-import { Reassembler, decodeMessage, encodeDeltaMessage, encodeDeltaParts, encodeLiveMessage, encodeNeighboursMessage, encodeVectorMessage, toFrames } from '../src/sync/protocol.js'
+import { Reassembler, decodeMessage, encodeDeltaMessage, encodeDeltaParts, encodeLiveMessage, encodeNeighboursMessage, encodeTextAckToMessage, encodeVectorMessage, toFrames } from '../src/sync/protocol.js'
 import { arbitraries, assertConverged } from '../src/testkit/index.js'
 import { MemoryNetwork, type MemoryTransport } from '../transports/memory.js'
 
@@ -84,6 +84,7 @@ function buildCorpus(): { frames: Uint8Array[]; sequences: Uint8Array[][] } {
     encodeLiveMessage(encodeDelta(partial), [0x811c9dc5, 1, 0xffffffff]),
     encodeLiveMessage(encodeDelta(tiny), []),
     encodeNeighboursMessage([0x811c9dc5, 7, 0xffffffff]),
+    encodeTextAckToMessage(0xdeadbeef),
   ]
   // Chunked messages: each chunk alone is a frame; the whole sequence reassembles.
   const sequences = [

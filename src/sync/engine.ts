@@ -17,8 +17,10 @@ import { type VersionVector, advance, covers, isNewer, mergeVersionVectors, minV
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
 import { MessageTooLargeError, SyncTimeoutError } from '../errors.js'
 import type { RecordTextChange, TextState } from '../text/types.js'
+import { MAX_TEXT_TABLE, TEXT_FORMAT_ON_BASE, type TextTables, decodeTextDelta, decodeTextDeltaOn, encodeTextDelta, encodeTextDeltaOn, tablesOf } from '../text/codec.js'
 import {
   MAX_REACHED,
+  MAX_TEXT_FINGERPRINTS,
   Reassembler,
   decodeMessage,
   encodeDeltaMessage,
@@ -26,9 +28,11 @@ import {
   encodeFrontierMessage,
   encodeLiveMessage,
   encodeNeighboursMessage,
+  encodeTextAckToMessage,
   encodeTextMessage,
   encodeVectorMessage,
   peerHash,
+  textFingerprint,
   toFrames,
 } from './protocol.js'
 
@@ -153,8 +157,14 @@ interface PeerState {
   catchingUp: ReadonlyMap<string, Timestamp> | undefined
   /** The collection frontier the peer announced (FRONTIER), undefined until it does. */
   frontier: VersionVector | undefined
-  /** The peer's text version vector, as last reported by a TEXT_REQUEST or TEXT_ACK; undefined: it keeps no text. */
+  /** The peer's text version vector, merged from its TEXT_REQUESTs, TEXT_ACKs and TEXT_ACK_TOs; undefined: it keeps no text. */
   textTheirs: VersionVector | undefined
+  /** The text delta of ours that the peer last ACKed with TEXT_ACK_TO: live text to it is written against it. */
+  textBase: SentText | undefined
+  /** The text deltas we sent the peer lately, by fingerprint (for its TEXT_ACK_TOs). */
+  readonly textSent: TextWindow
+  /** The peer's text deltas that we ACKed with TEXT_ACK_TO lately, by fingerprint: it may write against them. */
+  readonly textBases: TextWindow
   /** Input from this peer was malformed: ignore it until it reconnects. */
   dropped: boolean
   synced: boolean
@@ -266,7 +276,7 @@ export class SyncEngine {
         this.sendLive(this.liveTargets(), parts, () => delta ?? decodeDelta(parts[0]!), encodeLiveMessage)
         for (const u of this.init.uploads ?? []) u.pushLocal(parts, upto)
       }
-      if (text && text.parts.length > 0) this.sendLive(this.liveTargets(), text.parts, undefined, encodeLiveText)
+      if (text && text.parts.length > 0) this.sendLiveText(this.liveTargets(), text.parts)
       this.notify()
     })
   }
@@ -299,6 +309,52 @@ export class SyncEngine {
       const cut = limit < this.init.maxMessageBytes ? this.cut(delta!(), limit, () => parts) : parts
       for (const part of cut) this.sendAll(group, encode(part, seen, limit))
     }
+  }
+
+  /**
+   * Sends a live text change (format-1 text delta `parts`) to `targets` like {@link sendLive}, but each message names
+   * only the reached peers its receivers need (see {@link reachedFor}), and a target that has ACKed a text delta
+   * of ours with TEXT_ACK_TO gets the change written against that delta's tables (text delta format 2), which
+   * spares a keystroke its writer's id, wall time and field names. Targets that share a base share the messages.
+   */
+  private sendLiveText(targets: readonly PeerState[], parts: readonly Uint8Array[], reached: Iterable<number> = []): void {
+    if (targets.length === 0) return
+    this.flushNeighbours()
+    const seen = new Set(reached)
+    seen.add(this.selfHash)
+    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const deltas = parts.map((part) => decodeTextDelta(part))
+    const byBase = new Map<SentText | undefined, PeerState[]>()
+    for (const t of targets) {
+      const group = byBase.get(t.textBase)
+      if (group) group.push(t)
+      else byBase.set(t.textBase, [t])
+    }
+    for (const [base, group] of byBase) {
+      const named = this.reachedFor(group, seen)
+      parts.forEach((part, i) => {
+        const delta = deltas[i]!
+        const on = base?.tables && encodeTextDeltaOn(delta, base.fingerprint, base.tables)
+        const payload = on && on.bytes.length < part.length ? on.bytes : part
+        this.rememberText(group, payload, delta.to, payload === part ? tablesOf(delta) : on!.tables)
+        this.sendAll(group, encodeTextMessage(payload, true, named, this.init.maxMessageBytes))
+      })
+    }
+  }
+
+  /**
+   * The part of a live change's `reached` set that its receivers `group` need (see LIVE in protocol.ts): not us (a
+   * receiver counts the sender as reached), and of the rest only the peers that some receiver other than that peer
+   * itself may send to, by its last NEIGHBOURS (all of them for a receiver that has not sent one, or sent "unknown").
+   * Leaving a peer out can only make a receiver send it a duplicate, never skip a peer it should send to.
+   */
+  private reachedFor(group: readonly PeerState[], seen: ReadonlySet<number>): number[] {
+    const named: number[] = []
+    for (const h of seen) {
+      if (h === this.selfHash) continue
+      if (group.some((t) => h !== t.hash && (!t.neighbours || t.neighbours.size === 0 || t.neighbours.has(h)))) named.push(h)
+    }
+    return named
   }
 
   /** `delta` cut into parts of at most `limit` bytes, or `whole()` when a single write is larger than that. */
@@ -554,6 +610,9 @@ export class SyncEngine {
         complete: false,
         told: undefined,
         textTheirs: undefined,
+        textBase: undefined,
+        textSent: new TextWindow(),
+        textBases: new TextWindow(),
         catchingUp: undefined,
         frontier: undefined,
         dropped: false,
@@ -644,6 +703,7 @@ export class SyncEngine {
       else if (msg.type === 'text') {
         if (!this.gated(p)) this.onText(p, msg.payload, msg.live, msg.reached)
       } else if (msg.type === 'text-request' || msg.type === 'text-ack') this.onTextVector(p, msg.vv, msg.type === 'text-request')
+      else if (msg.type === 'text-ack-to') this.onTextAckTo(p, msg.fingerprint)
       else this.onVector(p, msg.vv, msg.type)
     } catch (err) {
       const e = asError(err)
@@ -751,32 +811,75 @@ export class SyncEngine {
     const { hlc, writerId } = this.init
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)
+    // A request may mean the peer lost the base we write live text against (or restarted): start from format 1.
+    if (isRequest) p.textBase = undefined
     // A gated peer gets no text either (its SYNC_REQUEST, sent with this, is answered with our FRONTIER).
     if (isRequest && !this.gated(p)) {
       const parts = text.changesSince(vv, this.ceiling(), this.messageLimit(p) - 16)
-      if (parts.length > 0) for (const part of parts) this.send(p, encodeTextMessage(part, false))
-      else this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+      for (const part of parts) {
+        const delta = decodeTextDelta(part)
+        this.rememberText([p], part, delta.to, tablesOf(delta))
+        this.send(p, encodeTextMessage(part, false))
+      }
+      if (parts.length === 0) this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
     }
     this.checkSynced(p)
     this.notify()
   }
 
-  /** A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. */
+  /**
+   * A TEXT message: applied (after the clock accepts its newest stamp), forwarded when live and new, then ACKed. One
+   * written against a base we no longer hold (text delta format 2) is answered with a TEXT_REQUEST: the peer sends
+   * what we lack in full.
+   */
   private onText(p: PeerState, payload: Uint8Array, live: boolean, reached: readonly number[]): void {
     const text = this.init.text
     if (!text) return
-    const decoded = text.decode(payload)
+    const opened = decodeTextDeltaOn(payload, (fp) => p.textBases.get(fp)?.tables)
+    if (!opened) return this.send(p, encodeVectorMessage('text-request', text.versionVector()))
+    const decoded = text.decode(opened.delta)
     if (decoded.newest) this.init.hlc.receive(decoded.newest) // throws ClockDriftError for a far-future peer: nothing is applied
     const result = text.apply(decoded)
     const changed = result.changed.length > 0 || result.advanced
+    // Storage and forwarding get the delta self-contained (format 1), written once applied (off the keystroke's path).
+    const full = changed && payload[0] === TEXT_FORMAT_ON_BASE ? encodeTextDelta(opened.delta) : payload
     if (changed) {
       const fromTab = this.isTab(p)
-      if (!fromTab) this.init.log.appendText(payload).catch((err: unknown) => this.init.hooks.error(asError(err)))
+      if (!fromTab) this.init.log.appendText(full).catch((err: unknown) => this.init.hooks.error(asError(err)))
       this.init.hooks.textApplied(result.changed, fromTab)
     }
-    if (live && changed) this.forward(p, payload, undefined, reached, encodeLiveText)
-    this.send(p, encodeVectorMessage('text-ack', text.versionVector()))
+    if (live && changed) this.forward(p, full, undefined, reached, encodeLiveText)
+    // When we now hold all that the delta claims, a TEXT_ACK_TO says so in 6 bytes (and lets the peer write its next
+    // deltas against this one's tables); otherwise our whole text vector.
+    const ours = text.versionVector()
+    if (decoded.to.size > 0 && covers(ours, decoded.to)) {
+      const fingerprint = textFingerprint(payload)
+      p.textBases.remember({ fingerprint, check: checksum(payload), to: decoded.to, tables: usable(opened.tables) })
+      this.send(p, encodeTextAckToMessage(fingerprint))
+    } else this.send(p, encodeVectorMessage('text-ack', ours))
     for (const other of this.peers.values()) this.checkSynced(other)
+    this.notify()
+  }
+
+  /** Remembers a text delta we send (or forward) to `targets`, so that a TEXT_ACK_TO naming it can be understood. */
+  private rememberText(targets: readonly PeerState[], payload: Uint8Array, to: ReadonlyMap<string, Timestamp>, tables: TextTables): void {
+    if (to.size === 0) return
+    const sent: SentText = { fingerprint: textFingerprint(payload), check: checksum(payload), to, tables: usable(tables) }
+    for (const t of targets) t.textSent.remember(sent)
+  }
+
+  /**
+   * A TEXT_ACK_TO: `p` holds at least the `to` of the text delta we sent it with this fingerprint, and that delta's
+   * tables (our next live text deltas to `p` are written against them). The `to` is merged into what we know of `p`
+   * like a TEXT_ACK, once `p` has sent a whole text vector since it connected.
+   */
+  private onTextAckTo(p: PeerState, fingerprint: number): void {
+    const sent = p.textSent.get(fingerprint)
+    if (!this.init.text || !sent) return
+    if (sent.tables) p.textBase = sent
+    if (!p.textTheirs) return
+    p.textTheirs = mergeVersionVectors(p.textTheirs, sent.to)
+    this.checkSynced(p)
     this.notify()
   }
 
@@ -791,7 +894,8 @@ export class SyncEngine {
     seen.add(from.hash)
     const targets: PeerState[] = []
     for (const o of this.peers.values()) if (o !== from && !o.dropped && !this.gated(o) && !seen.has(o.hash) && this.mineToSend(o, seen)) targets.push(o)
-    this.sendLive(targets, [payload], delta, encode, seen)
+    if (encode === encodeLiveText) this.sendLiveText(targets, [payload], seen)
+    else this.sendLive(targets, [payload], delta, encode, seen)
   }
 
   /** Whether we are the reached neighbour of `t` with the smallest hash (so the one to send `t` the change). */
@@ -869,6 +973,57 @@ function isConflict(o: Overwrite, sender: PeerState): boolean {
   // A tab of the same store is a peer named after its origin id; any other peer writes as peerOfWriter says.
   const senderWrote = writer === sender.id || peerOfWriter(writer) === sender.id
   return !(!o.incomingLost && senderWrote && senderSawLoser)
+}
+
+/** A text delta sent or ACKed: its fingerprint, a second checksum, the vector it claims, and its tables. */
+interface SentText {
+  readonly fingerprint: number
+  readonly check: number
+  readonly to: ReadonlyMap<string, Timestamp>
+  /** Undefined when a table is too long to write against (format 2 allows {@link MAX_TEXT_TABLE} entries). */
+  readonly tables: TextTables | undefined
+}
+
+/**
+ * The last {@link MAX_TEXT_FINGERPRINTS} text deltas sent to (or ACKed to) one peer, by fingerprint. Two different
+ * deltas (told apart by a second checksum) under one fingerprint leave it unusable (null), and so does a fingerprint
+ * that a delta forgotten lately had: a TEXT_ACK_TO or a base naming it may mean that one, so it is ignored.
+ */
+class TextWindow {
+  private readonly live = new Map<number, SentText | null>()
+  private readonly retired = new Set<number>()
+
+  get(fingerprint: number): SentText | null | undefined {
+    return this.live.get(fingerprint)
+  }
+
+  remember(t: SentText): void {
+    const known = this.live.get(t.fingerprint)
+    this.live.delete(t.fingerprint)
+    const fresh = known === undefined && !this.retired.has(t.fingerprint)
+    this.live.set(t.fingerprint, fresh ? t : known?.check === t.check ? known : null)
+    if (this.live.size <= MAX_TEXT_FINGERPRINTS) return
+    const oldest = this.live.keys().next().value!
+    this.live.delete(oldest)
+    this.retired.add(oldest)
+    if (this.retired.size > 16 * MAX_TEXT_FINGERPRINTS) this.retired.delete(this.retired.values().next().value!)
+  }
+
+  /** Forgets everything (tests: a peer that lost its bases). */
+  clear(): void {
+    this.live.clear()
+  }
+}
+
+/** A second 32-bit checksum of a text delta (djb2-xor), independent of its fingerprint (FNV-1a). */
+function checksum(bytes: Uint8Array): number {
+  let h = 5381
+  for (let i = 0; i < bytes.length; i++) h = (Math.imul(h, 33) ^ bytes[i]!) | 0
+  return (h ^ bytes.length) >>> 0
+}
+
+function usable(tables: TextTables): TextTables | undefined {
+  return tables.peers.length <= MAX_TEXT_TABLE && tables.docs.length <= MAX_TEXT_TABLE && tables.clients.length <= MAX_TEXT_TABLE ? tables : undefined
 }
 
 /** Encodes a live change (one encoded delta part) with the peers it has reached, in at most `maxBytes`. */

@@ -1,5 +1,5 @@
 /**
- * The syncmesh sync protocol, version 1, revision 4. This comment is the specification.
+ * The syncmesh sync protocol, version 1, revision 5. This comment is the specification.
  *
  * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
  *
@@ -49,7 +49,22 @@
  *                                      text changes, idempotent (the text delta format of src/text/codec.ts, which
  *                                      carries its own format version). flags bit 0: a live change, forwarded like a
  *                                      LIVE (`reached` as there, n ≤ {@link MAX_REACHED}; sync answers have flags 0
- *                                      and n = 0). After applying, the receiver sends a TEXT_ACK.
+ *                                      and n = 0). After applying, the receiver sends a TEXT_ACK (or TEXT_ACK_TO).
+ *                                      A receiver counts the sender as reached, so a sender of a live TEXT may
+ *                                      leave out of `reached` itself, and every peer that no receiver of the
+ *                                      message other than that peer itself names in its last NEIGHBOURS (a receiver
+ *                                      that has not sent one, or sent n = 0, needs them all): such a peer is no
+ *                                      receiver's to send to. A two-peer room thus sends n = 0. Leaving peers out
+ *                                      costs at most duplicate frames, never a peer skipped.
+ *                                      The text delta is in format 1 (self-contained) or, only to a peer that has
+ *                                      sent a TEXT_ACK_TO, in format 2: written against the tables of the text
+ *                                      delta that ACK named (see src/text/codec.ts), so a keystroke does not repeat
+ *                                      its writer's id, wall time and field names. A receiver that no longer holds
+ *                                      the base answers with a TEXT_REQUEST (the sender then sends what it lacks in
+ *                                      format 1, and writes live text to it in format 1 until it ACKs again); a
+ *                                      receiver stores and forwards text in format 1. Each replica keeps the bases of
+ *                                      its last {@link MAX_TEXT_FINGERPRINTS} TEXT_ACK_TOs to each peer (by the same
+ *                                      rules), and resolves a base only among those it ACKed to the sender.
  *   9 TEXT_ACK      vv                 "after your last message, this is the text I hold" (text version vector).
  *  10 FRONTIER      vv frontier  vv newest  vv held
  *                                      what the sender knows of tombstone collection: `frontier` covers every
@@ -74,12 +89,27 @@
  *                                      collection) only once it has had a whole vector (SYNC_REQUEST or ACK) from
  *                                      it since it connected. In a large room this keeps an ACK to a few entries
  *                                      instead of one per writer.
+ *  12 TEXT_ACK_TO   u32 fingerprint    a short TEXT_ACK: "I hold at least the `to` vector of the TEXT message whose
+ *                                      text delta has this fingerprint" ({@link textFingerprint}: FNV-1a 32 of the
+ *                                      text delta bytes, big-endian). Sent instead of a TEXT_ACK after applying a
+ *                                      TEXT whose `to` is not empty and that the receiver's text vector now covers
+ *                                      (otherwise a whole TEXT_ACK is sent as before). The sender of TEXT messages
+ *                                      remembers per peer the `to` of the last {@link MAX_TEXT_FINGERPRINTS} text
+ *                                      deltas it sent or forwarded to it, by fingerprint (two different ones with
+ *                                      one fingerprint, or one that a delta forgotten lately had: it uses neither),
+ *                                      and merges the remembered vector entry-wise into what it
+ *                                      knows of the peer, a lower bound like ACK_CHANGES'; an unknown fingerprint, or
+ *                                      one from a peer that has sent no whole text vector since it connected, is
+ *                                      ignored. A live keystroke's ACK is then 6 bytes instead of a whole vector.
+ *                                      It also tells the sender that the receiver holds that delta's tables: the
+ *                                      sender writes its next live text to it against them (TEXT, format 2).
  *   other                              ignored (room for later, backwards-compatible message types).
  *
  * Compatibility. Within version 1, a revision only adds message types, and a receiver ignores types it does not
- * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 adds 7–10, revision 4 ({@link PROTOCOL_REVISION})
- * adds 11. A peer that ignores LIVE receives live changes by anti-entropy; one that ignores ACK_CHANGES learns a
- * sender's progress from its SYNC_REQUESTs (its sync() may wait for an anti-entropy round); one that never sends NEIGHBOURS is always sent to; one
+ * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 adds 7–10, revision 4 adds 11, revision 5
+ * ({@link PROTOCOL_REVISION}) adds 12. A peer that ignores LIVE receives live changes by anti-entropy; one that ignores ACK_CHANGES learns a
+ * sender's progress from its SYNC_REQUESTs (its sync() may wait for an anti-entropy round), and one that ignores TEXT_ACK_TO learns a peer's text progress
+ * from its TEXT_REQUESTs and whole TEXT_ACKs alone (the same); one that never sends NEIGHBOURS is always sent to; one
  * without text (an earlier revision, or a replica opened without `text`) ignores types 7–9, neither stores nor
  * forwards text, and never holds up a text replica's sync(); one that ignores FRONTIER cannot sync with a replica
  * whose frontier is not empty (it never opens that replica's gate).
@@ -134,8 +164,10 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 
 /** Version byte at the start of every frame. */
 export const PROTOCOL_VERSION = 1
-/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 4 has types 1–11). */
-export const PROTOCOL_REVISION = 4
+/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 5 has types 1–12). */
+export const PROTOCOL_REVISION = 5
+/** Text deltas sent to (and TEXT_ACK_TOs sent to) each peer that a replica remembers by fingerprint. */
+export const MAX_TEXT_FINGERPRINTS = 64
 /** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */
 export const MAX_TEXT_SESSIONS = 16
 /** Default limit of a reassembled message, in bytes. */
@@ -162,6 +194,7 @@ const enum Type {
   TextAck = 9,
   Frontier = 10,
   AckChanges = 11,
+  TextAckTo = 12,
 }
 
 /** A decoded protocol message. */
@@ -181,6 +214,7 @@ export type Message =
   | { readonly type: 'neighbours'; readonly peers: readonly number[] }
   | { readonly type: 'frontier'; readonly frontier: VersionVector; readonly newest: Timestamp | undefined; readonly held: VersionVector }
   | { readonly type: 'text-request' | 'text-ack'; readonly vv: VersionVector }
+  | { readonly type: 'text-ack-to'; readonly fingerprint: number }
   | {
       readonly type: 'text'
       readonly live: boolean
@@ -192,11 +226,25 @@ export type Message =
 
 /** The 32-bit hash that stands for a peer id in a LIVE message's `reached` set: FNV-1a over its UTF-8 bytes. */
 export function peerHash(peer: string): number {
-  let h = 0x811c9dc5
-  for (const b of utf8.encode(peer)) h = Math.imul(h ^ b, 0x01000193)
-  return h >>> 0
+  return fnv1a(utf8.encode(peer))
 }
 const utf8 = new TextEncoder()
+
+/** The fingerprint that a TEXT_ACK_TO names a text delta by: FNV-1a 32 over its bytes. */
+export function textFingerprint(textDelta: Uint8Array): number {
+  return fnv1a(textDelta)
+}
+
+function fnv1a(bytes: Uint8Array): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193)
+  return h >>> 0
+}
+
+/** Encodes a TEXT_ACK_TO: "I hold at least the `to` of the text delta with this fingerprint". */
+export function encodeTextAckToMessage(fingerprint: number): Uint8Array {
+  return Uint8Array.of(PROTOCOL_VERSION, Type.TextAckTo, fingerprint >>> 24, (fingerprint >>> 16) & 0xff, (fingerprint >>> 8) & 0xff, fingerprint & 0xff)
+}
 
 const VECTOR_TYPES = { 'sync-request': Type.SyncRequest, ack: Type.Ack, 'ack-changes': Type.AckChanges, 'text-request': Type.TextRequest, 'text-ack': Type.TextAck } as const
 
@@ -310,6 +358,11 @@ export function decodeMessage(bytes: Uint8Array): Message | undefined {
       if (flags > 1) throw new DecodeError(`bad TEXT flags ${flags}`)
       const reached = readHashes(r, MAX_REACHED)
       return { type: 'text', live: flags === 1, reached, payload: bytes.subarray(r.pos) }
+    }
+    case Type.TextAckTo: {
+      if (r.remaining !== 4) throw new DecodeError(`a TEXT_ACK_TO holds 4 bytes, not ${r.remaining}`)
+      const fingerprint = ((r.u8() << 24) | (r.u8() << 16) | (r.u8() << 8) | r.u8()) >>> 0
+      return { type: 'text-ack-to', fingerprint }
     }
     case Type.Delta: {
       const flags = r.u8()

@@ -296,9 +296,9 @@ export class YjsTextState<T extends Y.Text | Y.XmlFragment = Y.Text> implements 
     return { parts: this.parts(docs, from, new Map([[own, newest]]), maxBytes), newest }
   }
 
-  decode(payload: Uint8Array): DecodedText {
-    const delta = decodeTextDelta(payload)
-    return { newest: newestTextTimestamp(delta), delta } as DecodedImpl
+  decode(payload: Uint8Array | WireDelta): DecodedText {
+    const delta = payload instanceof Uint8Array ? decodeTextDelta(payload) : payload
+    return { newest: newestTextTimestamp(delta), to: delta.to, delta } as DecodedImpl
   }
 
   apply(decoded: DecodedText): TextApplyResult {

@@ -4,6 +4,7 @@
  */
 import type { Timestamp } from '../../crdt/timestamp.js'
 import type { VersionVector } from '../../crdt/version-vector.js'
+import type { TextDelta as WireTextDelta } from './codec.js'
 
 /** One operation of a text change, in the Yjs / Quill delta form (`Y.YTextEvent.delta`). */
 export interface TextDeltaOp {
@@ -37,6 +38,8 @@ export interface TextApplyResult {
 export interface DecodedText {
   /** The newest timestamp it carries: the receiving clock must accept it first. */
   readonly newest: Timestamp | undefined
+  /** The text vector it claims (once every part of its session is applied); empty when it claims nothing. */
+  readonly to: ReadonlyMap<string, Timestamp>
 }
 
 /** What the text state is told by, and asks of, its replica. */
@@ -98,8 +101,8 @@ export interface TextState<T = unknown> {
   takeLocal(maxBytes: number): { parts: Uint8Array[]; newest: Timestamp | undefined }
   /** Whether local edits wait to be taken. */
   readonly dirty: boolean
-  /** Decodes a text delta (throws DecodeError on malformed input). */
-  decode(payload: Uint8Array): DecodedText
+  /** Decodes a text delta (throws DecodeError on malformed input), or takes one decoded already (src/text/codec.ts). */
+  decode(payload: Uint8Array | WireTextDelta): DecodedText
   /** Applies a decoded text delta (throws DecodeError, changing nothing, when it is inconsistent). */
   apply(delta: DecodedText): TextApplyResult
   /** How many text writes (runs and deletions) a peer with text vector `vv` lacks. */

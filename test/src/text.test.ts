@@ -15,8 +15,8 @@ import {
   type ReplicaInit,
 } from '../../src/index.js'
 import { yjsText } from '../../src/text/index.js'
-import { decodeTextDelta, encodeTextDelta } from '../../src/text/codec.js'
-import { encodeTextMessage } from '../../src/sync/protocol.js'
+import { type TextDelta as WireTextDelta, decodeTextDelta, decodeTextDeltaOn, encodeTextDelta, encodeTextDeltaOn, tablesOf } from '../../src/text/codec.js'
+import { decodeMessage, encodeTextAckToMessage, encodeTextMessage, textFingerprint } from '../../src/sync/protocol.js'
 import type { ReplicaImpl } from '../../src/replica.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import { bundleDetails } from '../../examples/web/bundle.js'
@@ -169,6 +169,131 @@ describe('text fields', () => {
     await settle(a, b)
     for (let i = 0; i < 60; i++) expect(b.collection('n').text(`r${i}`, 'f').toString()).toBe(`${i}:` + 'y'.repeat(500))
     expect(b.status().peers[0]!.behind).toBe(0)
+  })
+})
+
+describe('live text on the wire', () => {
+  it('keystrokes go with an empty reached set between two peers, written against the last delta the reader ACKed, and are ACKed by 6-byte TEXT_ACK_TOs that keep the writer informed', async () => {
+    const net = new MemoryNetwork({ seed: 21 })
+    const sent: { from: string; frame: Uint8Array }[] = []
+    const counted = (peer: string): ReturnType<MemoryNetwork['transport']> => {
+      const t = net.transport()
+      const send = t.send.bind(t)
+      t.send = (to, frame) => {
+        sent.push({ from: peer, frame })
+        send(to, frame)
+      }
+      return t
+    }
+    const a = await textReplica(net, 'a', { transports: [counted('a')] })
+    const b = await textReplica(net, 'b', { transports: [counted('b')] })
+    await until(() => a.status().peers.length === 1 && b.status().peers.length === 1, 2000, 'connect')
+    await settle(a, b)
+    sent.length = 0
+    const typed = a.collection('todos').text('milk', 'notes')
+    for (let i = 0; i < 10; i++) {
+      typed.insert(typed.length, 'x')
+      await new Promise((r) => setTimeout(r, 3))
+    }
+    await until(() => b.collection('todos').text('milk', 'notes').toString() === 'x'.repeat(10), 2000, 'the keystrokes at b')
+    await until(() => a.status().peers[0]!.behind === 0, 2000, 'a to learn that b holds them (no anti-entropy runs)')
+    const texts = sent.filter((s) => s.from === 'a' && s.frame[1] === 8)
+    expect(texts.length).toBeGreaterThan(0)
+    for (const { frame } of texts) expect([frame[2], frame[3]]).toEqual([1, 0]) // live, nobody named in `reached`
+    // After the first, each is written against the tables of a delta b ACKed (text delta format 2): no peer id, no names.
+    expect(texts.slice(1).every(({ frame }) => frame[4] === 2 && frame.length < 60)).toBe(true)
+    const back = sent.filter((s) => s.from === 'b')
+    expect(back.length).toBe(texts.length)
+    for (const { frame } of back) expect([frame.length, frame[1]]).toEqual([6, 12])
+    await Promise.all([a.sync({ timeoutMs: 2000 }), b.sync({ timeoutMs: 2000 })])
+  })
+
+  it('a reader that no longer holds the base a keystroke is written against asks with a TEXT_REQUEST and gets the text in full (no error, no drop)', async () => {
+    const net = new MemoryNetwork({ seed: 22 })
+    const a = await textReplica(net, 'a')
+    const link = net.transport()
+    const requests: number[] = []
+    const send = link.send.bind(link)
+    link.send = (to, frame) => {
+      if (frame[1] === 7) requests.push(frame.length)
+      send(to, frame)
+    }
+    const b = await textReplica(net, 'b', { transports: [link] })
+    const errors = record<Error>((fn) => b.on('error', (e) => fn(e)))
+    await until(() => a.status().peers.length === 1 && b.status().peers.length === 1, 2000, 'connect')
+    await settle(a, b)
+    const typed = a.collection('n').text('1', 'body')
+    typed.insert(0, 'a')
+    await until(() => b.collection('n').text('1', 'body').toString() === 'a', 2000, 'the first keystroke')
+    await until(() => (a as unknown as { engine: { peers: Map<string, { textBase?: unknown }> } }).engine.peers.get('b')!.textBase !== undefined, 2000, 'a base')
+    ;(b as unknown as { engine: { peers: Map<string, { textBases: { clear(): void } }> } }).engine.peers.get('a')!.textBases.clear() // as if b forgot it
+    const asked = requests.length
+    typed.insert(1, 'b')
+    typed.insert(2, 'c')
+    await until(() => b.collection('n').text('1', 'body').toString() === 'abc', 2000, 'the keystrokes after the lost base (no anti-entropy runs)')
+    expect(requests.length).toBeGreaterThan(asked)
+    typed.insert(3, 'd')
+    await until(() => b.collection('n').text('1', 'body').toString() === 'abcd', 2000, 'live text again')
+    expect(errors).toEqual([])
+    expect(b.status().peers[0]!.connected).toBe(true)
+    await Promise.all([a.sync({ timeoutMs: 2000 }), b.sync({ timeoutMs: 2000 })])
+  })
+
+  it('text delta format 2 round-trips against its base, appends new peers, fields and clients, and is unreadable without the base', () => {
+    const ts = (wall: number, counter = 0, peer = 'writer@x1'): { wall: number; counter: number; peer: string } => ({ wall, counter, peer })
+    const base: WireTextDelta = { session: 0, index: 0, count: 1, from: new Map([['writer@x1', ts(1_796_648_169_116)]]), to: new Map([['writer@x1', ts(1_796_648_169_154)]]), docs: [{ collection: 'todos', id: 'milk', field: 'notes', runs: [{ client: 3_352_628_897, clock: 299, len: 1, ts: ts(1_796_648_169_154) }], dels: [], update: Uint8Array.of(1, 2, 3) }] }
+    const tables = tablesOf(decodeTextDelta(encodeTextDelta(base)))
+    const next: WireTextDelta = {
+      session: 9,
+      index: 1,
+      count: 2,
+      from: base.to,
+      to: new Map([['writer@x1', ts(1_796_648_169_175, 1)]]),
+      docs: [
+        { ...base.docs[0]!, runs: [{ client: 3_352_628_897, clock: 300, len: 1, ts: ts(1_796_648_169_175, 1) }] },
+        { collection: 'c', id: 'i', field: 'f', runs: [{ client: 7, clock: 0, len: 3, ts: ts(1_796_648_169_100, 2, 'other') }], dels: [ts(1_796_648_169_090, 0, 'other')], update: Uint8Array.of(4) },
+      ],
+    }
+    const on = encodeTextDeltaOn(next, 0xfeedf00d, tables)!
+    expect(on.bytes[0]).toBe(2)
+    expect(on.bytes.length).toBeLessThan(encodeTextDelta(next).length)
+    const back = decodeTextDeltaOn(on.bytes, (fp) => (fp === 0xfeedf00d ? tables : undefined))!
+    expect(encodeTextDelta(back.delta)).toEqual(encodeTextDelta(next))
+    expect(back.tables).toEqual(on.tables)
+    expect(back.tables.peers).toEqual(['writer@x1', 'other'])
+    expect(back.tables.clients).toEqual([3_352_628_897, 7])
+    expect(back.delta.from).toEqual(base.to)
+    expect(decodeTextDeltaOn(on.bytes, () => undefined)).toBeUndefined()
+    expect(() => decodeTextDelta(on.bytes)).toThrow(DecodeError) // never read as a stored (format 1) delta
+    // A keystroke against its base: no peer id, no names, no absolute wall time.
+    const key: WireTextDelta = { ...base, from: base.to, to: new Map([['writer@x1', ts(1_796_648_169_175)]]), docs: [{ ...base.docs[0]!, runs: [{ client: 3_352_628_897, clock: 300, len: 1, ts: ts(1_796_648_169_175) }] }] }
+    const keyOn = encodeTextDeltaOn(key, 1, tables)!
+    expect(keyOn.bytes.length).toBeLessThanOrEqual(encodeTextDelta(key).length - 36)
+    expect(keyOn.bytes[5]).toBe(2 | 4) // `from` is the base's `to`, `to` the newest stamp it carries: both left out
+    expect(encodeTextDelta(decodeTextDeltaOn(keyOn.bytes, () => tables)!.delta)).toEqual(encodeTextDelta(key))
+    expect(on.bytes[5]).toBe(1 | 2) // a part; its `to` is not the newest stamp of the runs it carries
+    // Random and mutated format-2 bytes: DecodeError or "base unknown", nothing else.
+    let seed = 3
+    const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+    for (let i = 0; i < 3000; i++) {
+      const bytes = on.bytes.slice()
+      for (let k = 0; k < 1 + Math.floor(rand() * 3); k++) bytes[1 + Math.floor(rand() * (bytes.length - 1))] = Math.floor(rand() * 256)
+      if (i % 3 === 0) bytes[1] = 0xfe
+      try {
+        decodeTextDeltaOn(i % 5 === 0 ? bytes.subarray(0, Math.floor(rand() * bytes.length)) : bytes, () => tables)
+      } catch (err) {
+        expect(err).toBeInstanceOf(DecodeError)
+      }
+    }
+  })
+
+  it('a TEXT_ACK_TO decodes to its fingerprint; one of another length is refused with DecodeError', () => {
+    const fp = textFingerprint(Uint8Array.of(1, 2, 3))
+    expect(decodeMessage(encodeTextAckToMessage(fp))).toEqual({ type: 'text-ack-to', fingerprint: fp })
+    expect(decodeMessage(encodeTextAckToMessage(0xffffffff))).toEqual({ type: 'text-ack-to', fingerprint: 0xffffffff })
+    const long = Uint8Array.of(...encodeTextAckToMessage(fp), 0)
+    expect(() => decodeMessage(long)).toThrow(DecodeError)
+    expect(() => decodeMessage(long.subarray(0, 5))).toThrow(DecodeError)
   })
 })
 
