@@ -328,6 +328,11 @@ export function readStampTable(r: Reader, what: string, between?: () => void): S
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`${what} base wall ${baseWall} out of range`)
   between?.()
+  return stampReaders(r, peers, baseWall)
+}
+
+/** Readers of timestamps and version vectors relative to a peer table and base wall already known (see {@link readStampTable}). */
+export function stampReaders(r: Reader, peers: readonly string[], baseWall: number): StampReaders {
   const readTs = (): Timestamp => readStamp(baseWall + r.uint())
   const readStamp = (wall: number): Timestamp => {
     if (wall > MAX_WALL || wall < 0) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)

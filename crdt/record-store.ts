@@ -88,9 +88,6 @@ function objectList<T>(): T[] {
   return list
 }
 
-/** The writes {@link RecordStore.encodeChangesOf} found, as numbers (reused: encoding never re-enters itself). */
-const changeData: number[] = []
-
 /** What {@link RecordStore.encodeChangesOf} looks for and has found (reused: encoding never re-enters itself). */
 interface OwnScan {
   /** The origin's peer index (−1: none). */

@@ -23,15 +23,11 @@ function reference(store: RecordStore, vv: ReadonlyMap<string, Timestamp>, ceili
   const whole = store.changesSince(new Map())
   const held = (ts: Timestamp): boolean =>
     ceiling !== undefined && ts.peer === ceiling.peer && (ts.wall > ceiling.wall || (ts.wall === ceiling.wall && ts.counter > ceiling.counter))
-  let heldAny = false
   const records: RecordDelta[] = []
   for (const rd of whole.records) {
-    const fields = rd.fields.filter((f) => isNewer(vv, f.ts) && !(held(f.ts) && (heldAny = true)))
+    const fields = rd.fields.filter((f) => isNewer(vv, f.ts) && !held(f.ts))
     let floor = rd.floor && isNewer(vv, rd.floor) ? rd.floor : undefined
-    if (floor && held(floor)) {
-      heldAny = true
-      floor = undefined
-    }
+    if (floor && held(floor)) floor = undefined
     if (!floor && fields.length === 0) continue
     records.push(floor ? { collection: rd.collection, id: rd.id, floor, deleted: rd.deleted, fields } : { collection: rd.collection, id: rd.id, fields })
   }

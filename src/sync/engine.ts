@@ -11,7 +11,7 @@
 import { type Delta, type RecordRef, decodeDelta, newestInDelta } from '../../crdt/delta.js'
 import { ClockDriftError, ClockOverflowError, SyncmeshError, asError } from '../../crdt/errors.js'
 import type { HLC } from '../../crdt/hlc.js'
-import type { ApplyResult, Overwrite, RecordStore } from '../../crdt/record-store.js'
+import type { Overwrite, RecordStore } from '../../crdt/record-store.js'
 import { type Timestamp, compareTimestamps } from '../../crdt/timestamp.js'
 import { type VersionVector, advance, covers, isNewer, mergeVersionVectors, minVersionVector } from '../../crdt/version-vector.js'
 import type { PeerId, RoomContext, Transport } from '../../transports/types.js'
@@ -723,7 +723,7 @@ export class SyncEngine {
     else p.theirs = vv
     if (type !== 'ack-changes') p.complete = true
     const isRequest = type === 'sync-request'
-    const { store, hlc, writerId } = this.init
+    const { hlc, writerId } = this.init
     // A peer may hold writes of ours that we do not (yet) hold: never reissue their timestamps.
     const mine = vv.get(writerId)
     if (mine) hlc.receive(mine)

@@ -48,8 +48,8 @@
  */
 import { Reader, Writer } from '../../crdt/bytes.js'
 import { DecodeError } from '../../crdt/errors.js'
-import { readStampTable } from '../../crdt/delta.js'
-import { type Timestamp, MAX_COUNTER, MAX_WALL, compareTimestamps, invalidPeerReason } from '../../crdt/timestamp.js'
+import { readStampTable, stampReaders } from '../../crdt/delta.js'
+import { type Timestamp, MAX_WALL, compareTimestamps, invalidPeerReason } from '../../crdt/timestamp.js'
 
 /** Version byte of the text delta format. */
 export const TEXT_FORMAT_VERSION = 1
@@ -315,25 +315,7 @@ export function decodeTextDeltaOn(bytes: Uint8Array, base: (fingerprint: number)
   if (peers.length > MAX_TEXT_TABLE || new Set(peers).size !== peers.length) throw new DecodeError('text delta peer table: too long, or a peer named twice')
   const baseWall = tables.baseWall + wallShift
   if (baseWall < 0 || baseWall > MAX_WALL) throw new DecodeError(`text delta base wall ${baseWall} out of range`)
-  const readStamp = (wall: number): Timestamp => {
-    if (wall > MAX_WALL || wall < 0) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
-    const x = r.uint()
-    const peer = peers[x % peers.length]
-    const counter = Math.floor(x / peers.length)
-    if (peer === undefined || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
-    return { wall, counter, peer }
-  }
-  const readTs = (): Timestamp => readStamp(baseWall + r.uint())
-  const readVV = (): Map<string, Timestamp> => {
-    const n = r.count(2, peers.length)
-    const vv = new Map<string, Timestamp>()
-    for (let i = 0; i < n; i++) {
-      const ts = readTs()
-      if (vv.has(ts.peer)) throw new DecodeError(`version vector names ${JSON.stringify(ts.peer)} twice`)
-      vv.set(ts.peer, ts)
-    }
-    return vv
-  }
+  const { readTs, readVV, readStamp } = stampReaders(r, peers, baseWall)
   const docs = [...tables.docs]
   const clients = [...tables.clients]
   const ref = <T>(list: T[], what: string, fresh: () => T): T => {
