@@ -293,18 +293,9 @@ export class SyncEngine {
    */
   private sendLive(targets: readonly PeerState[], parts: readonly Uint8Array[], delta: (() => Delta) | undefined, encode: LiveEncoder, reached: Iterable<number> = []): void {
     if (targets.length === 0) return
-    this.flushNeighbours()
-    const seen = new Set(reached)
-    seen.add(this.selfHash)
-    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const seen = this.liveReached(targets, reached)
     const largest = Math.max(...parts.map((part) => part.length)) + 16
-    const byLimit = new Map<number, PeerState[]>()
-    for (const t of targets) {
-      const limit = delta && largest > this.messageLimit(t) ? this.messageLimit(t) : this.init.maxMessageBytes
-      const group = byLimit.get(limit)
-      if (group) group.push(t)
-      else byLimit.set(limit, [t])
-    }
+    const byLimit = groupBy(targets, (t) => (delta && largest > this.messageLimit(t) ? this.messageLimit(t) : this.init.maxMessageBytes))
     for (const [limit, group] of byLimit) {
       const cut = limit < this.init.maxMessageBytes ? this.cut(delta!(), limit, () => parts) : parts
       for (const part of cut) this.sendAll(group, encode(part, seen, limit))
@@ -319,18 +310,9 @@ export class SyncEngine {
    */
   private sendLiveText(targets: readonly PeerState[], parts: readonly Uint8Array[], reached: Iterable<number> = []): void {
     if (targets.length === 0) return
-    this.flushNeighbours()
-    const seen = new Set(reached)
-    seen.add(this.selfHash)
-    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    const seen = this.liveReached(targets, reached)
     const deltas = parts.map((part) => decodeTextDelta(part))
-    const byBase = new Map<SentText | undefined, PeerState[]>()
-    for (const t of targets) {
-      const group = byBase.get(t.textBase)
-      if (group) group.push(t)
-      else byBase.set(t.textBase, [t])
-    }
-    for (const [base, group] of byBase) {
+    for (const [base, group] of groupBy(targets, (t) => t.textBase)) {
       const named = this.reachedFor(group, seen)
       parts.forEach((part, i) => {
         const delta = deltas[i]!
@@ -340,6 +322,15 @@ export class SyncEngine {
         this.sendAll(group, encodeTextMessage(payload, true, named, this.init.maxMessageBytes))
       })
     }
+  }
+
+  /** Tells the peers our neighbours if due, then returns the set a live change to `targets` carries: us, them, `reached`. */
+  private liveReached(targets: readonly PeerState[], reached: Iterable<number>): Set<number> {
+    this.flushNeighbours()
+    const seen = new Set(reached)
+    seen.add(this.selfHash)
+    for (const t of targets) if (seen.size < MAX_REACHED) seen.add(t.hash)
+    return seen
   }
 
   /**
@@ -1046,4 +1037,16 @@ function refsOf(written: ReadonlyMap<string, readonly string[]>): RecordRef[] {
   const refs: RecordRef[] = []
   for (const [collection, ids] of written) for (const id of ids) refs.push({ collection, id })
   return refs
+}
+
+/** `items` grouped by `key`, groups in order of first appearance. */
+function groupBy<T, K>(items: readonly T[], key: (item: T) => K): Map<K, T[]> {
+  const groups = new Map<K, T[]>()
+  for (const item of items) {
+    const k = key(item)
+    const group = groups.get(k)
+    if (group) group.push(item)
+    else groups.set(k, [item])
+  }
+  return groups
 }
