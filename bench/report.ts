@@ -204,7 +204,7 @@ const SECTIONS: Record<WorkloadName, Section> = {
         'A round = two-way sessions over the 6 pairs in order 0-1, 0-2, 0-3, 1-2, 1-3, 2-3; rounds repeat until all ' +
         'replicas agree. merge ms covers the sessions only (message encode + decode + apply), not the convergence ' +
         'checks. Convergence is asserted on the full record snapshots (and digests where the system has them).',
-      'syncmesh: `encodeVersionVector` → `changesSince` → `encodeDelta` → `decodeDelta` → `apply`, each ' +
+      'syncmesh: `encodeVersionVector` → `encodeChangesSince` (the delta written from the record blocks) → `applyEncoded` (merged from its bytes), each ' +
         'direction. yjs: `encodeStateVector` → `encodeStateAsUpdate(doc, sv)` → `applyUpdate`, each direction. ' +
         'automerge: the sync protocol (`generateSyncMessage`/`receiveSyncMessage`, fresh `SyncState`s) until ' +
         'neither side sends.',

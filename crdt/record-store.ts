@@ -726,8 +726,7 @@ export class RecordStore {
           // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
           // stale); else into the incoming registers, merged into the row found here.
           claim: (collection, id, r) => {
-            let t = this.tables.get(collection)
-            if (!t) this.tables.set(collection, (t = new Table(collection)))
+            const t = this.table(collection)
             const h = hashBytes(id.bytes, 0, id.len)
             const held = t.findBytes(id.bytes, 0, id.len, h)
             if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
@@ -779,8 +778,7 @@ export class RecordStore {
   private merge(collection: string, id: string, inc: Regs, ctx: ApplyContext | undefined, t?: Table, hintRow = -1): void {
     let row = hintRow
     if (t === undefined) {
-      t = this.tables.get(collection)
-      if (!t) this.tables.set(collection, (t = new Table(collection)))
+      t = this.table(collection)
       row = t.find(id)
     }
     const cur = this.cur
@@ -885,11 +883,17 @@ export class RecordStore {
    * into nothing is copying (as applyEncoded's claim does for a remote record), so a new record skips the merge.
    */
   private mergeLocal(collection: string, id: string, inc: Regs): void {
-    let t = this.tables.get(collection)
-    if (!t) this.tables.set(collection, (t = new Table(collection)))
+    const t = this.table(collection)
     const row = t.find(id)
     if (row >= 0) this.merge(collection, id, inc, undefined, t, row)
     else if (inc.floorPeer >= 0 || inc.n > 0) t.write(t.add(id), inc)
+  }
+
+  /** The table of a collection (made when new). */
+  private table(collection: string): Table {
+    let t = this.tables.get(collection)
+    if (!t) this.tables.set(collection, (t = new Table(collection)))
+    return t
   }
 
   /** Tells the index (if built) that `ts` wrote the record. */

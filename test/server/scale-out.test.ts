@@ -53,7 +53,8 @@ describe.runIf(redisAvailable)('three server processes share rooms through Redis
   it('peers spread over the processes converge; a SIGKILLed process’s peers fail over and nothing acknowledged is lost', async () => {
     const rnd = mulberry32(SEED)
     const rs = await spread(6, 'shared')
-    await until(() => rs.every((r) => r.status().peers.length === 5), 15_000, 'every replica to see the 5 others across the 3 processes')
+    const seen = (): string => rs.map((r, i) => `p${i} sees ${r.status().peers.map((p) => p.id).join(',') || 'nobody'}`).join('; ')
+    await until(() => rs.every((r) => r.status().peers.length === 5), 30_000, () => `every replica to see the 5 others across the 3 processes (${seen()})`)
     const acked: string[] = []
     const write = async (r: Replica, id: string): Promise<void> => {
       await r.collection('items').put({ id, v: Math.floor(rnd() * 1e9) })
@@ -90,5 +91,5 @@ describe.runIf(redisAvailable)('three server processes share rooms through Redis
     const late = await createReplica({ app: 'scale', room: 'shared', peerId: 'late', storeSync: storeSync(), transports: [relayTransport({ url: servers[2]!.url, store: true })] })
     replicas.push(late)
     await until(() => late.collection('items').all().length === 300, 15_000, 'the newcomer to catch up from the store')
-  }, 90_000)
+  }, 150_000)
 })
