@@ -600,8 +600,12 @@ export class Table {
   private idOff = new Uint32Array(64)
   private idLen = new Uint32Array(64)
   private hash = new Int32Array(64)
-  /** Open addressing: row + 1 per slot, 0 for empty; a removed row's slot stays (lookups skip it). */
-  private slots = new Int32Array(128)
+  /**
+   * Open addressing, two numbers per slot: row + 1 (0 for empty) and the row's id hash, side by side so that a probe
+   * reads one cache line, not also the row's hash (a million ids make both arrays far larger than the caches). A
+   * removed row's slot stays (lookups skip it).
+   */
+  private slots = new Int32Array(2 * 128)
   /** Rows used (alive or not), and alive. */
   private next = 0
   private alive = 0
@@ -659,13 +663,14 @@ export class Table {
   /** The row of the record whose id is the bytes `src[start, end)` (hash `h`), or −1. */
   findBytes(src: Uint8Array, start: number, end: number, h: number): number {
     const slots = this.slots
-    const mask = slots.length - 1
+    const mask = (slots.length >> 1) - 1
     const n = end - start
     for (let i = h & mask; ; i = (i + 1) & mask) {
-      const v = slots[i]!
+      const v = slots[2 * i]!
       if (v === 0) return -1
+      if (slots[2 * i + 1] !== h) continue
       const row = v - 1
-      if (this.hash[row] !== h || this.idLen[row] !== n || (this.flags[row]! & ALIVE) === 0) continue
+      if (this.idLen[row] !== n || (this.flags[row]! & ALIVE) === 0) continue
       const ids = this.ids
       const o = this.idOff[row]!
       let k = 0
@@ -708,7 +713,7 @@ export class Table {
   /** {@link add} with the id as the bytes `src[start, end)` and their hash `h`. */
   addBytes(src: Uint8Array, start: number, end: number, h: number): number {
     if (this.next === this.off.length) this.growRows()
-    if (2 * (this.next + 1) > this.slots.length) this.rehash(this.slots.length * 2)
+    if (this.next + 1 > this.slots.length >> 2) this.rehash(this.slots.length)
     const row = this.next++
     this.alive++
     const n = end - start
@@ -728,14 +733,17 @@ export class Table {
 
   private insert(row: number): void {
     const slots = this.slots
-    const mask = slots.length - 1
-    let i = this.hash[row]! & mask
-    while (slots[i] !== 0) i = (i + 1) & mask
-    slots[i] = row + 1
+    const mask = (slots.length >> 1) - 1
+    const h = this.hash[row]!
+    let i = h & mask
+    while (slots[2 * i] !== 0) i = (i + 1) & mask
+    slots[2 * i] = row + 1
+    slots[2 * i + 1] = h
   }
 
-  private rehash(size: number): void {
-    this.slots = new Int32Array(size)
+  /** A new index of `slots` slots (a power of two, at least twice the rows) holding every row. */
+  private rehash(slots: number): void {
+    this.slots = new Int32Array(2 * slots)
     for (let row = 0; row < this.next; row++) if (this.flags[row]! & ALIVE) this.insert(row)
   }
 
@@ -779,7 +787,7 @@ export class Table {
     }
     this.flags.fill(0, to, this.next)
     this.next = to
-    this.rehash(this.slots.length)
+    this.rehash(this.slots.length >> 1)
     this.generation++
   }
 
