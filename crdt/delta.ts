@@ -420,7 +420,7 @@ export class RecordId {
 }
 
 /** The timestamp {@link readWireStamp} read last: its peer is an index into the delta's peer table. */
-export const wireStamp = { wall: 0, counter: 0, peer: 0 }
+export const wireStamp = { wall: -0, counter: -0, peer: 0 } // −0: doubles from the start (see record-table's doubles)
 
 /**
  * Reads a record or vector timestamp (`uint (wall − baseWall), uint (counter × nPeers + peerIndex)`) into

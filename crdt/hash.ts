@@ -3,38 +3,25 @@
  * cryptographic hash: syncmesh uses it only for state digests, where it has to be fast and well distributed.
  */
 export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, number, number] {
-  const c1 = 0x239b961b
-  const c2 = 0xab0e9789
-  const c3 = 0x38b34ae5
-  const c4 = 0xa1e38b93
-  let h1 = seed >>> 0
-  let h2 = h1
-  let h3 = h1
-  let h4 = h1
   const len = bytes.length
   const blocks = len - (len % 16)
-  // Every sum is truncated to 32 bits where it is made (`| 0`, as Math.imul would): the optimising compiler then keeps
-  // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them.
-  // On a little-endian machine, 4-aligned input (every freshly encoded entry) is read a 32-bit word at a time.
-  const words = LITTLE_ENDIAN && bytes.byteOffset % 4 === 0 ? new Int32Array(bytes.buffer, bytes.byteOffset, blocks >> 2) : undefined
-  for (let i = 0; i < blocks; i += 16) {
-    let k1 = words ? words[i >> 2]! : word(bytes, i)
-    let k2 = words ? words[(i >> 2) + 1]! : word(bytes, i + 4)
-    let k3 = words ? words[(i >> 2) + 2]! : word(bytes, i + 8)
-    let k4 = words ? words[(i >> 2) + 3]! : word(bytes, i + 12)
-    k1 = Math.imul(rotl(Math.imul(k1, c1), 15), c2)
-    h1 ^= k1
-    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0
-    k2 = Math.imul(rotl(Math.imul(k2, c2), 16), c3)
-    h2 ^= k2
-    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0
-    k3 = Math.imul(rotl(Math.imul(k3, c3), 17), c4)
-    h3 ^= k3
-    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0
-    k4 = Math.imul(rotl(Math.imul(k4, c4), 18), c1)
-    h4 ^= k4
-    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0
+  s1 = s2 = s3 = s4 = seed | 0
+  // The 16-byte blocks are read a 32-bit word at a time from 4-aligned input (every freshly encoded entry); other
+  // input is copied through an aligned scratch, a chunk at a time. One loop for both, always on the same types: it is
+  // optimised once and never deoptimised by a path it had not seen (each costs a return to the interpreter).
+  if (LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) mixBlocks(new Int32Array(bytes.buffer, bytes.byteOffset, blocks >> 2), blocks >> 2)
+  else {
+    for (let at = 0; at < blocks; at += CHUNK) {
+      const n = Math.min(CHUNK, blocks - at)
+      if (LITTLE_ENDIAN) chunkBytes.set(bytes.subarray(at, at + n))
+      else for (let i = 0; i < n; i += 4) chunkWords[i >> 2] = word(bytes, at + i)
+      mixBlocks(chunkWords, n >> 2)
+    }
   }
+  let h1 = s1
+  let h2 = s2
+  let h3 = s3
+  let h4 = s4
   let k1 = 0
   let k2 = 0
   let k3 = 0
@@ -47,10 +34,10 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
     else if (j >= 4) k2 ^= b << ((j - 4) * 8)
     else k1 ^= b << (j * 8)
   }
-  if (tail > 12) h4 ^= Math.imul(rotl(Math.imul(k4, c4), 18), c1)
-  if (tail > 8) h3 ^= Math.imul(rotl(Math.imul(k3, c3), 17), c4)
-  if (tail > 4) h2 ^= Math.imul(rotl(Math.imul(k2, c2), 16), c3)
-  if (tail > 0) h1 ^= Math.imul(rotl(Math.imul(k1, c1), 15), c2)
+  if (tail > 12) h4 ^= Math.imul(rotl(Math.imul(k4, C4), 18), C1)
+  if (tail > 8) h3 ^= Math.imul(rotl(Math.imul(k3, C3), 17), C4)
+  if (tail > 4) h2 ^= Math.imul(rotl(Math.imul(k2, C2), 16), C3)
+  if (tail > 0) h1 ^= Math.imul(rotl(Math.imul(k1, C1), 15), C2)
   h1 ^= len
   h2 ^= len
   h3 ^= len
@@ -68,6 +55,56 @@ export function murmur3x128(bytes: Uint8Array, seed = 0): [number, number, numbe
   h3 = (h3 + h1) | 0
   h4 = (h4 + h1) | 0
   return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0]
+}
+
+const C1 = 0x239b961b
+const C2 = 0xab0e9789
+const C3 = 0x38b34ae5
+const C4 = 0xa1e38b93
+
+/**
+ * The four 32-bit lanes between {@link mixBlocks} calls (module variables, not an array: reading and writing them needs
+ * no type feedback, so code compiled in the middle of the first loop does not deoptimise where it ends).
+ */
+let s1 = 0
+let s2 = 0
+let s3 = 0
+let s4 = 0
+/** Bytes of unaligned input copied at a time (a multiple of 16). */
+const CHUNK = 1 << 16
+const chunkWords = new Int32Array(CHUNK >> 2)
+const chunkBytes = new Uint8Array(chunkWords.buffer)
+
+/** Mixes the first `n` words of `words` (whole 16-byte blocks) into the lanes. */
+function mixBlocks(words: Int32Array, n: number): void {
+  let h1 = s1
+  let h2 = s2
+  let h3 = s3
+  let h4 = s4
+  // Every sum is truncated to 32 bits where it is made (`| 0`, as Math.imul would): the optimising compiler then keeps
+  // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them.
+  for (let i = 0; i < n; i += 4) {
+    let k1 = words[i]!
+    let k2 = words[i + 1]!
+    let k3 = words[i + 2]!
+    let k4 = words[i + 3]!
+    k1 = Math.imul(rotl(Math.imul(k1, C1), 15), C2)
+    h1 ^= k1
+    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0
+    k2 = Math.imul(rotl(Math.imul(k2, C2), 16), C3)
+    h2 ^= k2
+    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0
+    k3 = Math.imul(rotl(Math.imul(k3, C3), 17), C4)
+    h3 ^= k3
+    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0
+    k4 = Math.imul(rotl(Math.imul(k4, C4), 18), C1)
+    h4 ^= k4
+    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0
+  }
+  s1 = h1
+  s2 = h2
+  s3 = h3
+  s4 = h4
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1

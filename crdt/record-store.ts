@@ -100,7 +100,8 @@ interface OwnScan {
   readonly nameAt: number[]
   readonly names: Map<string, number>
 }
-const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0, nameAt: [], names: new Map() }
+// −0: doubles from the start, as the walls and counters they take (see record-table's doubles).
+const ownScan: OwnScan = { peer: -1, sinceWall: -0, sinceCounter: -0, minWall: -0, nameAt: [], names: new Map() }
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)

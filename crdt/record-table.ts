@@ -28,13 +28,14 @@ const NO_BYTES = new Uint8Array(0)
 export class Regs {
   /** The floor's peer index, or −1 when the record has no floor. */
   floorPeer = -1
-  floorWall = 0
-  floorCounter = 0
+  /** −0, not 0: doubles from the start, as walls and counters are (see {@link doubles}). */
+  floorWall = -0
+  floorCounter = -0
   deleted = false
   n = 0
   readonly names: number[] = []
-  readonly walls: number[] = []
-  readonly counters: number[] = []
+  readonly walls: number[] = doubles()
+  readonly counters: number[] = doubles()
   readonly peers: number[] = []
   /** Field `k`'s value is the canonical bytes `srcs[k][vs[k], ve[k])`. */
   readonly srcs: Uint8Array[] = []
@@ -95,6 +96,17 @@ export class Regs {
 
   /** How many of `srcs` may hold a buffer. */
   filled = 0
+}
+
+/**
+ * An empty array that holds doubles from the start. Walls outgrow small integers (and counters are read as doubles);
+ * a field or array that starts with a small integer and then takes a double changes representation, which changes the map of its object and deoptimizes all code
+ * compiled for the old one — once per process, but on the hot paths, while they are still warming up.
+ */
+export function doubles(): number[] {
+  const a = [0.5]
+  a.length = 0
+  return a
 }
 
 /** Cursor of the block reader, and the last stamp it read. */
