@@ -119,11 +119,16 @@ function collectRows(tables: readonly Table[], found: readonly number[] | undefi
     }
     return
   }
-  for (let ti = 0; ti < tables.length; ti++) {
-    const table = tables[ti]!
-    const buf = table.buf
-    for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
-  }
+  for (let ti = 0; ti < tables.length; ti++) collectTable(tables[ti]!, ti, seen, t, out)
+}
+
+/**
+ * {@link collectRows} of every row of one table. (A loop of its own: the outer loop's code, compiled while this one
+ * first ran, would otherwise be thrown away where the first table ends.)
+ */
+function collectTable(table: Table, ti: number, seen: Float64Array, t: WireTables, out: Outgoing): void {
+  const buf = table.buf
+  for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
 }
 
 /** Writes the records gathered in `out` (after the header `w` wrote), grouped by collection in order of first appearance. */
