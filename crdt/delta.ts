@@ -24,7 +24,9 @@
  * A record's timestamps (floors and fields, most of a delta's bytes after the values) are one varint, in mixed radix:
  * two varints waste the high bits of each (a 9-bit wall offset and a 10-bit counter take 2 + 2 bytes, the 19 bits
  * together 3). The encoder sets M to the largest counter of a record stamp plus one — or to 0, writing every stamp as
- * two varints, when the largest stamp would pass 2^53 − 1 (walls far apart with large counters, or many peers).
+ * two varints, when the largest stamp would pass 2^53 − 1 (walls far apart with large counters, or many peers), or
+ * when most counters are much smaller than M, so that two varints are shorter (a burst of writes in one millisecond
+ * among writes spread over days: a radix of 2 000 costs every stamp 11 bits where a counter of 0 takes one byte).
  * Vector stamps (`vts`, a few per delta) are always two varints. A decoder takes the one varint apart exactly (x mod
  * nPeers, then mod M; a counter is < M by construction) and checks the wall (≤ MAX_WALL) and M (≤ MAX_COUNTER + 1).
  *
@@ -47,24 +49,47 @@ export const MAX_DELTA_PEERS = 2 ** 21
 
 /**
  * The largest wall and counter among the record stamps (floors and fields) a delta being encoded will write — or
- * upper bounds of them; `maxCounter` −1 when it writes none. Vector stamps need not be included.
+ * upper bounds of them; `maxCounter` −1 when it writes none. Vector stamps need not be included. `counterBits`, when
+ * given, counts those stamps by the bit length of their counter (see {@link noteCounter}).
  */
 export interface StampRange {
   readonly maxWall: number
   readonly maxCounter: number
+  readonly counterBits?: ArrayLike<number>
+}
+
+/** Bit lengths 0 (a counter of 0) to 32 (MAX_COUNTER): the size of a {@link StampRange}'s `counterBits`. */
+export const COUNTER_BIT_LENGTHS = 33
+
+/** Counts `counter` in `counterBits` (see {@link StampRange}). */
+export function noteCounter(counterBits: Float64Array, counter: number): void {
+  counterBits[32 - Math.clz32(counter)]!++
 }
 
 /**
  * The counter radix M of a delta (see the format above): the largest counter plus one, or 0 (two varints per stamp)
- * when there is no record stamp or the largest one-varint stamp `(maxWall − baseWall + 1) × M × nPeers − 1` would pass
- * 2^53 − 1.
+ * when there is no record stamp, when the largest one-varint stamp `(maxWall − baseWall + 1) × M × nPeers − 1` would
+ * pass 2^53 − 1, or when `counterBits` says two varints are shorter.
  */
 export function counterRadix(baseWall: number, stamps: StampRange, nPeers: number): number {
   if (stamps.maxCounter < 0 || nPeers === 0) return 0
   const m = stamps.maxCounter + 1
   // Each product is exact while below 2^53, and at least 2^53 (rounding is monotone) once the exact one is.
   const span = (stamps.maxWall - baseWall + 1) * m
-  return span < 2 ** 53 && span * nPeers < 2 ** 53 ? m : 0
+  if (!(span < 2 ** 53 && span * nPeers < 2 ** 53)) return 0
+  const bits = stamps.counterBits
+  if (bits === undefined) return m
+  // A wall offset's varint wastes as many high bits on average in either form, so one varint is shorter when the
+  // counters' own varints (`counter × nPeers + peer`) take more bits on average than log2(M × nPeers).
+  const peerBits = Math.log2(nPeers)
+  let n = 0
+  let twoVarintBits = 0
+  for (let b = 0; b < bits.length; b++) {
+    const k = bits[b]!
+    n += k
+    twoVarintBits += k * 7 * Math.max(1, Math.ceil((b + peerBits) / 7))
+  }
+  return twoVarintBits >= n * Math.log2(m * nPeers) ? m : 0
 }
 
 /**
@@ -309,7 +334,7 @@ export function encodeDelta(delta: Delta): Uint8Array {
   const peers = new Map<string, number>()
   const names = new Map<string, number>()
   let baseWall = MAX_WALL
-  const stamps = { maxWall: 0, maxCounter: -1 }
+  const stamps = { maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS) }
   const seeTs = (ts: Timestamp): void => {
     if (!peers.has(ts.peer)) peers.set(ts.peer, peers.size)
     if (ts.wall < baseWall) baseWall = ts.wall
@@ -318,6 +343,7 @@ export function encodeDelta(delta: Delta): Uint8Array {
     seeTs(ts)
     if (ts.wall > stamps.maxWall) stamps.maxWall = ts.wall
     if (ts.counter > stamps.maxCounter) stamps.maxCounter = ts.counter
+    noteCounter(stamps.counterBits, ts.counter)
   }
   const byCollection = new Map<string, RecordDelta[]>()
   for (const ts of delta.from.values()) seeTs(ts)

@@ -1,5 +1,5 @@
 import { Reader, Writer } from './bytes.js'
-import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
+import { COUNTER_BIT_LENGTHS, type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, noteCounter, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
@@ -98,11 +98,12 @@ interface OwnScan {
   minWall: number
   maxWall: number
   maxCounter: number
+  readonly counterBits: Float64Array
   /** Store name index → delta name index; the delta's names in order. */
   readonly nameAt: number[]
   readonly names: Map<string, number>
 }
-const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0, maxWall: 0, maxCounter: -1, nameAt: [], names: new Map() }
+const ownScan: OwnScan = { peer: -1, sinceWall: -1, sinceCounter: -1, minWall: 0, maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS), nameAt: [], names: new Map() }
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
@@ -558,6 +559,7 @@ export class RecordStore {
     if (to.size > 0) own.minWall = Math.min(newest!.wall, since === undefined ? MAX_WALL : since.wall)
     own.maxWall = 0
     own.maxCounter = -1
+    own.counterBits.fill(0)
     own.nameAt.length = 0
     own.names.clear()
     // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
@@ -614,6 +616,7 @@ export class RecordStore {
       if (wall < own.minWall) own.minWall = wall
       if (wall > own.maxWall) own.maxWall = wall
       if (cur.floorCounter > own.maxCounter) own.maxCounter = cur.floorCounter
+      noteCounter(own.counterBits, cur.floorCounter)
     }
     for (let k = 0; k < cur.n; k++) {
       if (!ownField(cur, k, own)) continue
@@ -622,6 +625,7 @@ export class RecordStore {
       if (wall < own.minWall) own.minWall = wall
       if (wall > own.maxWall) own.maxWall = wall
       if (cur.counters[k]! > own.maxCounter) own.maxCounter = cur.counters[k]!
+      noteCounter(own.counterBits, cur.counters[k]!)
       const name = cur.names[k]!
       if (own.nameAt[name] === undefined) {
         own.nameAt[name] = own.names.size

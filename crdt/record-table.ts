@@ -18,7 +18,7 @@
  * when a record is read.
  */
 import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
-import { oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
+import { COUNTER_BIT_LENGTHS, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
 
@@ -248,6 +248,7 @@ export class WireTables {
   minWall = Number.MAX_SAFE_INTEGER
   maxWall = 0
   maxCounter = -1
+  readonly counterBits = new Float64Array(COUNTER_BIT_LENGTHS)
 
   constructor(nPeers: number, nNames: number) {
     this.peerAt = new Array<number>(nPeers).fill(-1)
@@ -265,6 +266,7 @@ export class WireTables {
     this.see(peer, wall)
     if (wall > this.maxWall) this.maxWall = wall
     if (counter > this.maxCounter) this.maxCounter = counter
+    noteCounter(this.counterBits, counter)
   }
 
   /** Notes a field name (store index). */
@@ -358,6 +360,7 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
   let minWall = t.minWall
   let maxWall = t.maxWall
   let maxCounter = t.maxCounter
+  const counterBits = t.counterBits
   const peerAt = t.peerAt
   let fp = -1
   let fw = 0
@@ -373,6 +376,7 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
       if (fw < minWall) minWall = fw
       if (fw > maxWall) maxWall = fw
       if (fc > maxCounter) maxCounter = fc
+      noteCounter(counterBits, fc)
     }
   }
   const n = readUint(buf)
@@ -391,6 +395,7 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
     if (wall < minWall) minWall = wall
     if (wall > maxWall) maxWall = wall
     if (counter > maxCounter) maxCounter = counter
+    noteCounter(counterBits, counter)
     t.name(name)
     let m = out.m
     if (m === out.names.length) out.growRegisters()

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { Reader, Writer } from '../../crdt/bytes.js'
-import { counterRadix, newestInDelta, oneVarintStamp } from '../../crdt/delta.js'
+import { COUNTER_BIT_LENGTHS, counterRadix, newestInDelta, noteCounter, oneVarintStamp } from '../../crdt/delta.js'
 import { type Delta, DecodeError, InvalidArgumentError, MAX_COUNTER, MAX_WALL, RecordStore, type Timestamp, compareTimestamps, decodeDelta, encodeDelta } from '../../crdt/index.js'
 import { mulberry32 } from '../prng.js'
 import { V1_FIXTURES } from './fixtures/delta-v1.js'
@@ -94,7 +94,9 @@ function checkRoundTrips(s: RecordStore, seed: number): number {
   const stamps = recordStamps(all)
   const maxCounter = Math.max(-1, ...stamps.map((t) => t.counter))
   const maxWall = Math.max(0, ...stamps.map((t) => t.wall))
-  expect(h.radix).toBe(counterRadix(h.baseWall, { maxWall, maxCounter }, h.peers.length))
+  const counterBits = new Float64Array(COUNTER_BIT_LENGTHS)
+  for (const t of stamps) noteCounter(counterBits, t.counter)
+  expect(h.radix).toBe(counterRadix(h.baseWall, { maxWall, maxCounter, counterBits }, h.peers.length))
   if (h.radix! > 0) expect(h.radix).toBe(maxCounter + 1) // the largest counter is exactly M − 1
   expect(plain(decodeDelta(state))).toEqual(plain(all))
   const newest = [...stamps, ...all.to.values()].sort(compareTimestamps).at(-1)
@@ -155,6 +157,29 @@ describe('delta format version 2', () => {
     })
   }
 
+  it('two varints when most counters are far below the radix (a burst among quiet writes), one when they are not', () => {
+    const bits = (counters: number[]): Float64Array => {
+      const b = new Float64Array(COUNTER_BIT_LENGTHS)
+      for (const c of counters) noteCounter(b, c)
+      return b
+    }
+    const burst = [...Array.from({ length: 900 }, () => 0), ...Array.from({ length: 100 }, (_, i) => 1900 + i)]
+    expect(counterRadix(0, { maxWall: 10 ** 9, maxCounter: 1999, counterBits: bits(burst) }, 3)).toBe(0)
+    expect(counterRadix(0, { maxWall: 10 ** 9, maxCounter: 1999 }, 3)).toBe(2000) // without the counts: the largest + 1
+    const spread = Array.from({ length: 1000 }, (_, i) => (i * 7) % 700)
+    expect(counterRadix(0, { maxWall: 200, maxCounter: 699, counterBits: bits(spread) }, 1)).toBe(700)
+    expect(counterRadix(0, { maxWall: 200, maxCounter: 1, counterBits: bits([0, 1, 1, 0]) }, 3)).toBe(2)
+    // Through the encoder: the state of such a store takes no more bytes than format 1 would (within the header's byte).
+    const s = new RecordStore()
+    for (let i = 0; i < 300; i++) s.put('c', `r${i}`, { a: i }, { wall: NOW + i * 3_600_000, counter: 0, peer: `p${i % 3}` })
+    const quiet = s.encodeState()
+    expect(header(quiet).radix).toBe(1)
+    for (let i = 0; i < 100; i++) s.update('c', `r${i}`, { a: -i }, { wall: NOW + 400 * 3_600_000, counter: 1900 + i, peer: 'p0' })
+    const state = s.encodeState()
+    expect(header(state).radix).toBe(0)
+    expect(plain(decodeDelta(state))).toEqual(plain(s.changesSince(new Map())))
+  })
+
   it('the radix is used exactly while the largest stamp stays below 2^53, and that stamp round-trips', () => {
     // One peer, M = 2^21: walls up to 2^32 − 2 past the base fit (largest stamp 2^53 − 2^21 − 1), 2^32 − 1 does not.
     expect(counterRadix(0, { maxWall: 2 ** 32 - 2, maxCounter: 2 ** 21 - 1 }, 1)).toBe(2 ** 21)
@@ -176,7 +201,7 @@ describe('delta format version 2', () => {
         from: new Map(),
         to: new Map([['p', top]]),
         records: [
-          { collection: 'c', id: 'a', floor: { wall: base, counter: 0, peer: 'p' }, deleted: true, fields: [{ name: 'x', value: 1, ts: top }] },
+          { collection: 'c', id: 'a', floor: { wall: base, counter: 2 ** 21 - 3, peer: 'p' }, deleted: true, fields: [{ name: 'x', value: 1, ts: top }] },
           { collection: 'c', id: 'b', fields: [{ name: 'x', value: undefined, ts: { wall: base + 7, counter: 2 ** 21 - 2, peer: 'p' } }] },
         ],
       }
