@@ -145,7 +145,8 @@ let scratch = new Writer(4096)
  * The low-level writer of the format above, for encoders that do not hold a {@link Delta} (the record store writes
  * its state straight from its registers). Call order: the constructor (header: the peer and name tables in index
  * order, both vectors), then per collection {@link collection}, per record {@link record}, per field {@link field};
- * then {@link finish}. Every timestamp's peer must be in `peers` and every wall ≥ `baseWall`.
+ * then {@link finish}. Every timestamp's peer must be in `peers` and every wall ≥ `baseWall`; every record stamp
+ * (floor or field) within `stamps`, which sets the counter {@link radix} (see {@link counterRadix}).
  */
 export class DeltaWriter {
   private readonly w: Writer
