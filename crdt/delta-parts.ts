@@ -11,7 +11,7 @@
  * in the part of that origin's first such write: it is in that origin's chain of claims, so a lost part stops the
  * chain there. Two writes with the same timestamp always travel in one part (a claim up to a timestamp covers both).
  */
-import { DeltaWriter } from './delta.js'
+import { COUNTER_BIT_LENGTHS, DeltaWriter, noteCounter } from './delta.js'
 import type { DeltaIndex, OriginRange } from './delta-index.js'
 import { Regs, type Table, blockToWire, grown } from './record-table.js'
 import type { Timestamp } from './timestamp.js'
@@ -117,6 +117,8 @@ class PartsEncoder {
   private readonly partNames: number[] = []
   private readonly partPeers: number[] = []
   private partMinWall = Infinity
+  /** The largest wall and counter of the part's record stamps (a StampRange; counter −1: none yet). */
+  private readonly partStamps = { maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS) }
   /** Whether the last {@link select} took every register of the record. */
   private selectedAll = false
 
@@ -236,7 +238,7 @@ class PartsEncoder {
     let all = true
     if (cur.floorPeer === p && !covered(seen, p, cur.floorWall, cur.floorCounter) && !this.held(p, cur.floorWall, cur.floorCounter)) {
       bytes += 12
-      if (note) this.notePeerWall(p, cur.floorWall)
+      if (note) this.noteStamp(p, cur.floorWall, cur.floorCounter)
     } else if (cur.floorPeer >= 0) all = false
     for (let k = 0; k < cur.n; k++) {
       if (cur.peers[k] !== p || covered(seen, p, cur.walls[k]!, cur.counters[k]!) || this.held(p, cur.walls[k]!, cur.counters[k]!)) {
@@ -245,7 +247,7 @@ class PartsEncoder {
       }
       bytes += cur.ve[k]! - cur.vs[k]! + 12
       if (note) {
-        this.notePeerWall(p, cur.walls[k]!)
+        this.noteStamp(p, cur.walls[k]!, cur.counters[k]!)
         const name = cur.names[k]!
         if (this.nameAt[name] === -1) this.nameAt[name] = this.partNames.push(name) - 1
       }
@@ -260,9 +262,13 @@ class PartsEncoder {
     return c !== undefined && this.src.peerIds[p] === c.peer && (wall > c.wall || (wall === c.wall && counter > c.counter))
   }
 
-  private notePeerWall(p: number, wall: number): void {
+  private noteStamp(p: number, wall: number, counter: number): void {
     if (!this.partPeers.includes(p)) this.partPeers.push(p)
     if (wall < this.partMinWall) this.partMinWall = wall
+    const stamps = this.partStamps
+    if (wall > stamps.maxWall) stamps.maxWall = wall
+    if (counter > stamps.maxCounter) stamps.maxCounter = counter
+    noteCounter(stamps.counterBits, counter)
   }
 
   /** Writes the items gathered as one part (or more, when the estimate fell short), then starts a new part. */
@@ -274,6 +280,9 @@ class PartsEncoder {
     this.partNames.length = 0
     this.partPeers.length = 0
     this.partMinWall = Infinity
+    this.partStamps.maxWall = 0
+    this.partStamps.maxCounter = -1
+    this.partStamps.counterBits.fill(0)
   }
 
   /** Writes items `[lo, hi)` as a part; halves them (never between two writes of one timestamp) if it comes out too large. */
@@ -367,7 +376,8 @@ class PartsEncoder {
       if (!g) groups.set(ti, (g = []))
       g.push(i)
     }
-    const dw = new DeltaWriter(peers, baseWall, names, from, to, items.bytes + 1024)
+    // The part's stamp range is that of every item gathered: a superset when these items are half of a part.
+    const dw = new DeltaWriter(peers, baseWall, names, from, to, this.partStamps, items.bytes + 1024)
     dw.collections(groups.size)
     const seen = req.seen
     const wire = { peerAt, nameAt: this.nameAt }
@@ -380,7 +390,7 @@ class PartsEncoder {
         const row = items.rows[i]!
         const w = dw.recordIdBytes(t.idBytes(row))
         if (items.whole[i] === 1) {
-          blockToWire(t.buf, t.offset(row), w, wire, baseWall, peers.size)
+          blockToWire(t.buf, t.offset(row), w, wire, dw)
           continue
         }
         t.read(row, cur)

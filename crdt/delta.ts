@@ -1,22 +1,37 @@
 /**
  * Deltas — the unit of replication — and their binary codec, which storage snapshots and the sync protocol share.
  *
- * Wire format, version 1 (all integers are unsigned LEB128 varints unless marked u8; strings are a varint byte
+ * Wire format, version 2 (all integers are unsigned LEB128 varints unless marked u8; strings are a varint byte
  * length followed by WTF-8, so any JavaScript string round-trips exactly):
  *
- *   delta   := u8 version=1
+ *   delta   := u8 version=2
  *              uint nPeers    nPeers × string          peer table: every peer id in the delta, once
  *              uint baseWall                           smallest wall time in the delta
+ *              uint M                                  counter radix: > the counter of every record stamp; 0: none
  *              uint nNames    nNames × string          field-name table
- *              vv from        vv to                    version vectors: uint n, n × ts
+ *              vv from        vv to                    version vectors: uint n, n × vts
  *              uint nColl     nColl × collection
  *   collection := string name   uint nRecords   nRecords × record
  *   record  := uint shared  string suffix              id = first `shared` chars of the previous id + suffix
  *              u8 flags                                bit 0: has a floor; bit 1: the floor is a delete
  *              [ts floor]
  *              uint nFields  nFields × (uint nameIndex, value, ts)
- *   ts      := uint (wall − baseWall)   uint (counter × nPeers + peerIndex)
+ *   ts      := M > 0: uint (((wall − baseWall) × M + counter) × nPeers + peerIndex)
+ *              M = 0: vts
+ *   vts     := uint (wall − baseWall)   uint (counter × nPeers + peerIndex)
  *   value   := u8 tag + payload, see value.ts (tag 10 = the field was removed)
+ *
+ * A record's timestamps (floors and fields, most of a delta's bytes after the values) are one varint, in mixed radix:
+ * two varints waste the high bits of each (a 9-bit wall offset and a 10-bit counter take 2 + 2 bytes, the 19 bits
+ * together 3). The encoder sets M to the largest counter of a record stamp plus one — or to 0, writing every stamp as
+ * two varints, when the largest stamp would pass 2^53 − 1 (walls far apart with large counters, or many peers), or
+ * when most counters are much smaller than M, so that two varints are shorter (a burst of writes in one millisecond
+ * among writes spread over days: a radix of 2 000 costs every stamp 11 bits where a counter of 0 takes one byte).
+ * Vector stamps (`vts`, a few per delta) are always two varints. A decoder takes the one varint apart exactly (x mod
+ * nPeers, then mod M; a counter is < M by construction) and checks the wall (≤ MAX_WALL) and M (≤ MAX_COUNTER + 1).
+ *
+ * Version 1 is version 2 without M: every timestamp is a `vts`. Decoders read both (snapshots stored and peers on
+ * builds before version 2 hold version 1); encoders write version 2.
  *
  * A full snapshot is the delta against an empty version vector. Decoding checks every count against the bytes that
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
@@ -27,10 +42,67 @@ import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './time
 import { type Value, copyCanonicalValue, readValue, writeValue } from './value.js'
 import type { VersionVector } from './version-vector.js'
 
-/** Version byte of the delta format. */
-export const DELTA_FORMAT_VERSION = 1
+/** Version byte of the delta format encoders write (decoders also read version 1). */
+export const DELTA_FORMAT_VERSION = 2
 /** Most distinct peers one delta may name (keeps `counter × nPeers + index` a safe integer). */
 export const MAX_DELTA_PEERS = 2 ** 21
+
+/**
+ * The largest wall and counter among the record stamps (floors and fields) a delta being encoded will write — or
+ * upper bounds of them; `maxCounter` −1 when it writes none. Vector stamps need not be included. `counterBits`, when
+ * given, counts those stamps by the bit length of their counter (see {@link noteCounter}).
+ */
+export interface StampRange {
+  readonly maxWall: number
+  readonly maxCounter: number
+  readonly counterBits?: ArrayLike<number>
+}
+
+/** Bit lengths 0 (a counter of 0) to 32 (MAX_COUNTER): the size of a {@link StampRange}'s `counterBits`. */
+export const COUNTER_BIT_LENGTHS = 33
+
+/** Counts `counter` in `counterBits` (see {@link StampRange}). */
+export function noteCounter(counterBits: Float64Array, counter: number): void {
+  counterBits[32 - Math.clz32(counter)]!++
+}
+
+/**
+ * The counter radix M of a delta (see the format above): the largest counter plus one, or 0 (two varints per stamp)
+ * when there is no record stamp, when the largest one-varint stamp `(maxWall − baseWall + 1) × M × nPeers − 1` would
+ * pass 2^53 − 1, or when `counterBits` says two varints are shorter.
+ */
+export function counterRadix(baseWall: number, stamps: StampRange, nPeers: number): number {
+  if (stamps.maxCounter < 0 || nPeers === 0) return 0
+  const m = stamps.maxCounter + 1
+  // Each product is exact while below 2^53, and at least 2^53 (rounding is monotone) once the exact one is.
+  const span = (stamps.maxWall - baseWall + 1) * m
+  if (!(span < 2 ** 53 && span * nPeers < 2 ** 53)) return 0
+  const bits = stamps.counterBits
+  if (bits === undefined) return m
+  // A wall offset's varint wastes as many high bits on average in either form, so one varint is shorter when the
+  // counters' own varints (`counter × nPeers + peer`) take more bits on average than log2(M × nPeers).
+  const peerBits = Math.log2(nPeers)
+  let n = 0
+  let twoVarintBits = 0
+  for (let b = 0; b < bits.length; b++) {
+    const k = bits[b]!
+    n += k
+    twoVarintBits += k * 7 * Math.max(1, Math.ceil((b + peerBits) / 7))
+  }
+  return twoVarintBits >= n * Math.log2(m * nPeers) ? m : 0
+}
+
+/**
+ * A record stamp as format 2's one varint with radix `m` > 0 (see the format above). Throws InvalidArgumentError (a bug
+ * in the encoder's bounds, never input) rather than write a stamp that does not round-trip.
+ */
+export function oneVarintStamp(offset: number, counter: number, peerIndex: number, m: number, nPeers: number): number {
+  const x = (offset * m + counter) * nPeers + peerIndex
+  if (counter >= m || !(x <= Number.MAX_SAFE_INTEGER) || offset < 0) {
+    throw new InvalidArgumentError(`timestamp (offset ${offset}, counter ${counter}) outside the delta's stamp range (radix ${m})`)
+  }
+  return x
+}
 
 /** One field write inside a {@link RecordDelta}; `value: undefined` removes the field. */
 export interface FieldDelta {
@@ -73,11 +145,14 @@ let scratch = new Writer(4096)
  * The low-level writer of the format above, for encoders that do not hold a {@link Delta} (the record store writes
  * its state straight from its registers). Call order: the constructor (header: the peer and name tables in index
  * order, both vectors), then per collection {@link collection}, per record {@link record}, per field {@link field};
- * then {@link finish}. Every timestamp's peer must be in `peers` and every wall ≥ `baseWall`.
+ * then {@link finish}. Every timestamp's peer must be in `peers` and every wall ≥ `baseWall`; every record stamp
+ * (floor or field) within `stamps`, which sets the counter {@link radix} (see {@link counterRadix}).
  */
 export class DeltaWriter {
   private readonly w: Writer
   private readonly nPeers: number
+  /** The counter radix M (0: record stamps are two varints, as vector stamps). */
+  readonly radix: number
   private prev = ''
   /**
    * The previous id as bytes `prevBuf[prevStart, prevEnd)` when it was written by {@link recordIdAt} and is ASCII
@@ -93,36 +168,48 @@ export class DeltaWriter {
     private readonly names: ReadonlyMap<string, number>,
     from: ReadonlyMap<string, Timestamp>,
     to: ReadonlyMap<string, Timestamp>,
+    stamps: StampRange,
     sizeHint = 0,
   ) {
     if (peers.size > MAX_DELTA_PEERS) throw new InvalidArgumentError(`a delta may name at most ${MAX_DELTA_PEERS} peers`)
     this.nPeers = peers.size
+    this.radix = counterRadix(baseWall, stamps, peers.size)
     const w = (this.w = sizeHint > 1 << 16 ? new Writer(sizeHint) : scratch)
     w.pos = 0
     w.u8(DELTA_FORMAT_VERSION)
     w.uint(peers.size)
     for (const p of peers.keys()) w.string(p)
     w.uint(baseWall)
+    w.uint(this.radix)
     w.uint(names.size)
     for (const n of names.keys()) w.string(n)
     this.vv(from)
     this.vv(to)
   }
 
+  /** Writes a version vector; its stamps are two varints (`vts`). */
   private vv(vv: ReadonlyMap<string, Timestamp>): void {
-    this.w.uint(vv.size)
-    for (const ts of vv.values()) this.ts(ts.wall, ts.counter, ts.peer)
+    const w = this.w
+    w.uint(vv.size)
+    for (const ts of vv.values()) {
+      w.uint(ts.wall - this.baseWall)
+      w.uint(ts.counter * this.nPeers + this.peers.get(ts.peer)!)
+    }
   }
 
-  /** Writes a timestamp. */
+  /** Writes a record timestamp (a floor or a field's). */
   ts(wall: number, counter: number, peer: string): void {
     this.tsAt(wall, counter, this.peers.get(peer)!)
   }
 
   /** {@link ts} with the peer given as its index in the peer table. */
   tsAt(wall: number, counter: number, peerIndex: number): void {
-    this.w.uint(wall - this.baseWall)
-    this.w.uint(counter * this.nPeers + peerIndex)
+    const m = this.radix
+    if (m > 0) this.w.uint(oneVarintStamp(wall - this.baseWall, counter, peerIndex, m, this.nPeers))
+    else {
+      this.w.uint(wall - this.baseWall)
+      this.w.uint(counter * this.nPeers + peerIndex)
+    }
   }
 
   /** Starts the list of collections (`n` of them). */
@@ -156,7 +243,8 @@ export class DeltaWriter {
 
   /**
    * Starts a record with its id alone, for an encoder that writes the rest (flags, floor, fields: see the format
-   * above, with timestamps relative to {@link baseWall} and {@link peerCount}) itself; returns the writer to use.
+   * above, with timestamps relative to {@link baseWall}, {@link radix} and {@link peerCount}, or written by
+   * {@link tsAt}) itself; returns the writer to use.
    */
   recordId(id: string): Writer {
     const w = this.w
@@ -247,9 +335,16 @@ export function encodeDelta(delta: Delta): Uint8Array {
   const peers = new Map<string, number>()
   const names = new Map<string, number>()
   let baseWall = MAX_WALL
+  const stamps = { maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS) }
   const seeTs = (ts: Timestamp): void => {
     if (!peers.has(ts.peer)) peers.set(ts.peer, peers.size)
     if (ts.wall < baseWall) baseWall = ts.wall
+  }
+  const seeRecordTs = (ts: Timestamp): void => {
+    seeTs(ts)
+    if (ts.wall > stamps.maxWall) stamps.maxWall = ts.wall
+    if (ts.counter > stamps.maxCounter) stamps.maxCounter = ts.counter
+    noteCounter(stamps.counterBits, ts.counter)
   }
   const byCollection = new Map<string, RecordDelta[]>()
   for (const ts of delta.from.values()) seeTs(ts)
@@ -258,14 +353,14 @@ export function encodeDelta(delta: Delta): Uint8Array {
     let list = byCollection.get(rd.collection)
     if (!list) byCollection.set(rd.collection, (list = []))
     list.push(rd)
-    if (rd.floor) seeTs(rd.floor)
+    if (rd.floor) seeRecordTs(rd.floor)
     for (const f of rd.fields) {
-      seeTs(f.ts)
+      seeRecordTs(f.ts)
       if (!names.has(f.name)) names.set(f.name, names.size)
     }
   }
   if (peers.size === 0) baseWall = 0
-  const w = new DeltaWriter(peers, baseWall, names, delta.from, delta.to)
+  const w = new DeltaWriter(peers, baseWall, names, delta.from, delta.to, stamps)
   w.collections(byCollection.size)
   for (const [collection, list] of byCollection) {
     w.collection(collection, list.length)
@@ -423,16 +518,29 @@ export class RecordId {
 export const wireStamp = { wall: -0, counter: -0, peer: 0 } // −0: doubles from the start (see record-table's doubles)
 
 /**
- * Reads a record or vector timestamp (`uint (wall − baseWall), uint (counter × nPeers + peerIndex)`) into
- * {@link wireStamp}; throws DecodeError when it is out of range.
+ * Reads a timestamp into {@link wireStamp}: a record stamp with the delta's counter radix `radix` (see the format
+ * above: one varint when it is > 0), a vector stamp (or any stamp of a version-1 delta) with `radix` 0; throws
+ * DecodeError when it is out of range.
  */
-export function readWireStamp(r: Reader, baseWall: number, nPeers: number): void {
-  const wall = baseWall + r.uint()
+export function readWireStamp(r: Reader, baseWall: number, nPeers: number, radix: number): void {
+  let wall: number
+  let counter: number
+  let peer: number
+  // Exact divisions (not Math.floor of a fraction), so code compiled for one-peer deltas stays valid for others; every
+  // intermediate is an integer below 2^53.
+  if (radix > 0) {
+    const x = r.uint()
+    peer = x % nPeers
+    const y = (x - peer) / nPeers
+    counter = y % radix
+    wall = baseWall + (y - counter) / radix
+  } else {
+    wall = baseWall + r.uint()
+    const x = r.uint()
+    peer = x % nPeers
+    counter = (x - peer) / nPeers
+  }
   if (wall > MAX_WALL) throw new DecodeError(`timestamp wall ${wall} out of range at byte ${r.pos}`)
-  const x = r.uint()
-  const peer = x % nPeers
-  // An exact division (not Math.floor of a fraction), so code compiled for one-peer deltas stays valid for others.
-  const counter = (x - peer) / nPeers
   if (!(peer >= 0) || counter > MAX_COUNTER) throw new DecodeError(`malformed timestamp at byte ${r.pos}`)
   wireStamp.wall = wall
   wireStamp.counter = counter
@@ -480,8 +588,8 @@ export interface RecordScratch {
 export interface ReadDeltaOptions {
   /** Hand values over as canonical bytes (see {@link RecordScratch}) instead of decoded values. */
   readonly raw?: boolean
-  /** Hears the delta's peer and field-name tables and its base wall before the first record. */
-  readonly onTables?: (peers: readonly string[], names: readonly string[], baseWall: number) => void
+  /** Hears the delta's peer and field-name tables, its base wall and counter radix before the first record. */
+  readonly onTables?: (peers: readonly string[], names: readonly string[], baseWall: number, radix: number) => void
   /**
    * Offered each record once its collection and id are read: returning true means it read the rest of the record
    * (flags, floor, fields) from `r` itself, with the same checks (see {@link readWireStamp}); false leaves `r` where
@@ -494,16 +602,22 @@ export interface ReadDeltaOptions {
  * The header of {@link encodeDelta}'s bytes: tables, base wall and vectors (checked). With `track`, `newest` is the
  * per-peer newest stamp of the delta (see {@link readDelta}), kept up to date from here on by {@link readWireStamp}.
  */
-function readHeader(r: Reader, track: boolean): { peers: string[]; names: string[]; baseWall: number; from: VersionVector; to: VersionVector; newest: Float64Array | undefined } {
+function readHeader(
+  r: Reader,
+  track: boolean,
+): { peers: string[]; names: string[]; baseWall: number; radix: number; from: VersionVector; to: VersionVector; newest: Float64Array | undefined } {
   const version = r.u8()
-  if (version !== DELTA_FORMAT_VERSION) {
-    throw new DecodeError(`unsupported delta format version ${version} (this build reads ${DELTA_FORMAT_VERSION})`)
+  if (version !== DELTA_FORMAT_VERSION && version !== 1) {
+    throw new DecodeError(`unsupported delta format version ${version} (this build reads 1 and ${DELTA_FORMAT_VERSION})`)
   }
   const peers = readPeerTable(r, 'delta')
   const newest = track ? new Float64Array(2 * peers.length).fill(-1) : undefined
   if (newest) stampMax = newest
   const baseWall = r.uint()
   if (baseWall > MAX_WALL) throw new DecodeError(`delta base wall ${baseWall} out of range`)
+  // Version 1 has no radix: its record stamps are two varints, as radix 0 says.
+  const radix = version === 1 ? 0 : r.uint()
+  if (radix > MAX_COUNTER + 1) throw new DecodeError(`delta counter radix ${radix} out of range`)
   const nNames = r.count(1)
   const names: string[] = []
   for (let i = 0; i < nNames; i++) {
@@ -517,7 +631,7 @@ function readHeader(r: Reader, track: boolean): { peers: string[]; names: string
     const n = r.count(2, nPeers)
     const vv: VersionVector = new Map()
     for (let i = 0; i < n; i++) {
-      readWireStamp(r, baseWall, nPeers)
+      readWireStamp(r, baseWall, nPeers, 0)
       const peer = peers[ts.peer]!
       if (vv.has(peer)) throw new DecodeError(`version vector names ${JSON.stringify(peer)} twice`)
       vv.set(peer, { wall: ts.wall, counter: ts.counter, peer })
@@ -526,7 +640,7 @@ function readHeader(r: Reader, track: boolean): { peers: string[]; names: string
   }
   const from = readVV()
   const to = readVV()
-  return { peers, names, baseWall, from, to, newest }
+  return { peers, names, baseWall, radix, from, to, newest }
 }
 
 /**
@@ -560,11 +674,11 @@ function readDeltaIn(
   options: ReadDeltaOptions,
 ): { from: VersionVector; to: VersionVector; newest: Float64Array } {
   const r = new Reader(bytes)
-  const { peers, names, baseWall, from, to, newest } = readHeader(r, true)
+  const { peers, names, baseWall, radix, from, to, newest } = readHeader(r, true)
   const nPeers = peers.length
   const ts = wireStamp
-  const readTs = (): void => readWireStamp(r, baseWall, nPeers)
-  options.onTables?.(peers, names, baseWall)
+  const readTs = (): void => readWireStamp(r, baseWall, nPeers, radix)
+  options.onTables?.(peers, names, baseWall, radix)
   const raw = options.raw === true
   const vw = raw ? new Writer(256) : undefined
   const id = new RecordId()
@@ -651,7 +765,7 @@ function readDeltaIn(
  */
 export function newestInDelta(bytes: Uint8Array): Timestamp | undefined {
   const r = new Reader(bytes)
-  const { peers, names, baseWall, to } = readHeader(r, false)
+  const { peers, names, baseWall, radix, to } = readHeader(r, false)
   const nPeers = peers.length
   const ts = wireStamp
   let wall = -1
@@ -676,14 +790,14 @@ export function newestInDelta(bytes: Uint8Array): Timestamp | undefined {
       const flags = r.u8()
       if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
       if (flags & 1) {
-        readWireStamp(r, baseWall, nPeers)
+        readWireStamp(r, baseWall, nPeers, radix)
         see()
       }
       const nFields = r.count(3)
       for (let k = 0; k < nFields; k++) {
         if (r.uint() >= names.length) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
         copyCanonicalValue(r, undefined)
-        readWireStamp(r, baseWall, nPeers)
+        readWireStamp(r, baseWall, nPeers, radix)
         see()
       }
     }

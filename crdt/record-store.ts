@@ -1,5 +1,5 @@
 import { Reader, Writer } from './bytes.js'
-import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
+import { COUNTER_BIT_LENGTHS, type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, noteCounter, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
@@ -94,14 +94,17 @@ interface OwnScan {
   peer: number
   sinceWall: number
   sinceCounter: number
-  /** The smallest wall of the delta. */
+  /** The smallest wall of the delta; the largest wall and counter of its record stamps (a StampRange). */
   minWall: number
+  maxWall: number
+  maxCounter: number
+  readonly counterBits: Float64Array
   /** Store name index → delta name index; the delta's names in order. */
   readonly nameAt: number[]
   readonly names: Map<string, number>
 }
 // −0: doubles from the start, as the walls and counters they take (see record-table's doubles).
-const ownScan: OwnScan = { peer: -1, sinceWall: -0, sinceCounter: -0, minWall: -0, nameAt: [], names: new Map() }
+const ownScan: OwnScan = { peer: -1, sinceWall: -0, sinceCounter: -0, minWall: -0, maxWall: -0, maxCounter: -0, counterBits: new Float64Array(COUNTER_BIT_LENGTHS), nameAt: [], names: new Map() }
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
@@ -560,6 +563,9 @@ export class RecordStore {
     own.sinceCounter = since === undefined ? -1 : since.counter
     own.minWall = MAX_WALL
     if (to.size > 0) own.minWall = Math.min(newest!.wall, since === undefined ? MAX_WALL : since.wall)
+    own.maxWall = 0
+    own.maxCounter = -1
+    own.counterBits.fill(0)
     own.nameAt.length = 0
     own.names.clear()
     // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
@@ -588,7 +594,7 @@ export class RecordStore {
       const peers = new Map<string, number>()
       if (to.size > 0 || any) peers.set(origin, 0)
       // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
-      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to)
+      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to, own)
       w.collections(groups.size)
       for (const [collection, { table, ids, at, rows, n }] of groups) {
         w.collection(collection, n)
@@ -603,7 +609,8 @@ export class RecordStore {
 
   /**
    * Pass 1 of {@link encodeChangesOf} for one record: whether it holds a floor or register of `own.peer` newer than
-   * `own.since…`; numbers the names of those registers and lowers `own.minWall` to their walls.
+   * `own.since…`; numbers the names of those registers, lowers `own.minWall` to their walls and raises `own.maxWall`
+   * and `own.maxCounter` to their walls and counters.
    */
   private scanOwn(t: Table, row: number, own: OwnScan): boolean {
     const cur = this.cur
@@ -611,13 +618,20 @@ export class RecordStore {
     let out = false
     if (ownFloor(cur, own)) {
       out = true
-      if (cur.floorWall < own.minWall) own.minWall = cur.floorWall
+      const wall = cur.floorWall
+      if (wall < own.minWall) own.minWall = wall
+      if (wall > own.maxWall) own.maxWall = wall
+      if (cur.floorCounter > own.maxCounter) own.maxCounter = cur.floorCounter
+      noteCounter(own.counterBits, cur.floorCounter)
     }
     for (let k = 0; k < cur.n; k++) {
       if (!ownField(cur, k, own)) continue
       const wall = cur.walls[k]!
       out = true
       if (wall < own.minWall) own.minWall = wall
+      if (wall > own.maxWall) own.maxWall = wall
+      if (cur.counters[k]! > own.maxCounter) own.maxCounter = cur.counters[k]!
+      noteCounter(own.counterBits, cur.counters[k]!)
       const name = cur.names[k]!
       if (own.nameAt[name] === undefined) {
         own.nameAt[name] = own.names.size
@@ -634,22 +648,19 @@ export class RecordStore {
     const floor = ownFloor(cur, own)
     let nFields = 0
     for (let k = 0; k < cur.n; k++) if (ownField(cur, k, own)) nFields++
-    // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0, so a stamp is
-    // `wall − base, counter`): walls go out as small differences, never as the large numbers they are.
+    // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0): walls go out as
+    // small differences, never as the large numbers they are.
     const out = w.recordId(id)
-    const base = w.wallBase
     if (floor) {
       out.u8(cur.deleted ? 3 : 1)
-      out.uint(cur.floorWall - base)
-      out.uint(cur.floorCounter)
+      w.tsAt(cur.floorWall, cur.floorCounter, 0)
     } else out.u8(0)
     out.uint(nFields)
     for (let k = 0; k < cur.n; k++) {
       if (!ownField(cur, k, own)) continue
       out.uint(own.nameAt[cur.names[k]!]!)
       out.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
-      out.uint(cur.walls[k]! - base)
-      out.uint(cur.counters[k]!)
+      w.tsAt(cur.walls[k]!, cur.counters[k]!, 0)
     }
   }
 
@@ -707,6 +718,7 @@ export class RecordStore {
     let peerMap: number[] = []
     let nameMap: number[] = []
     let baseWall = 0
+    let radix = 0
     const inc = this.inc
     const w = transcoded
     const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
@@ -723,10 +735,11 @@ export class RecordStore {
         () => undefined,
         {
           raw: true,
-          onTables: (peers, names, base) => {
+          onTables: (peers, names, base, m) => {
             peerMap = peers.map((p) => this.peer(p))
             nameMap = names.map((n) => this.name(n))
             baseWall = base
+            radix = m
           },
           // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
           // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
@@ -737,7 +750,7 @@ export class RecordStore {
             const held = t.findBytes(id.bytes, 0, id.len, h)
             if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
               const start = r.pos
-              const got = wireToBlock(r, w, baseWall, peerMap.length, peerMap, nameMap, cmpPeers)
+              const got = wireToBlock(r, w, baseWall, radix, peerMap.length, peerMap, nameMap, cmpPeers)
               if (got !== NEEDS_MERGE) {
                 if (got & WIRE_EMPTY) return true
                 merged = true
@@ -749,7 +762,7 @@ export class RecordStore {
               }
               r.pos = start
             }
-            wireToRegs(r, inc, incoming, baseWall, peerMap.length, peerMap, nameMap)
+            wireToRegs(r, inc, incoming, baseWall, radix, peerMap.length, peerMap, nameMap)
             merged = true
             this.merge(collection, held < 0 || reports ? id.string : '', inc, ctx, t, held)
             return true
@@ -1213,7 +1226,7 @@ export class RecordStore {
     const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
     const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
     const baseWall = peers.size === 0 ? 0 : t.minWall
-    const w = new DeltaWriter(peers, baseWall, names, from, to, out.valueBytes + 16 * out.m + 16 * out.n + 64)
+    const w = new DeltaWriter(peers, baseWall, names, from, to, t, out.valueBytes + 16 * out.m + 16 * out.n + 64)
     writeOutgoing(w, out, tables, t)
     if (out.tables.length > 1 << 16 || out.names.length > 1 << 18) outgoing = new Outgoing()
     return w.finish()
@@ -1242,7 +1255,7 @@ export class RecordStore {
     const peers = new Map<string, number>(t.peers.map((p, i) => [this.peerIds[p]!, i]))
     const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
     const baseWall = peers.size === 0 ? 0 : t.minWall
-    const w = new DeltaWriter(peers, baseWall, names, from, to, bytes + 64)
+    const w = new DeltaWriter(peers, baseWall, names, from, to, t, bytes + 64)
     let nonEmpty = 0
     for (const table of this.tables.values()) if (table.size > 0) nonEmpty++
     w.collections(nonEmpty)
@@ -1251,7 +1264,7 @@ export class RecordStore {
       w.collection(collection, table.size)
       const buf = table.buf
       for (let row = 0; row < table.rowLimit; row++) {
-        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row)), t, baseWall, peers.size)
+        if (table.has(row)) blockToWire(buf, table.offset(row), w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row)), t, w)
       }
     }
     return w.finish()

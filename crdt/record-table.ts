@@ -18,7 +18,7 @@
  * when a record is read.
  */
 import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
-import { readWireStamp, wireStamp } from './delta.js'
+import { COUNTER_BIT_LENGTHS, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
 
@@ -248,8 +248,8 @@ function encodeBlock(regs: Regs, buf: Uint8Array, pos: number): number {
 }
 
 /**
- * Which peers and field names a delta being encoded names, numbered in order of first appearance, and its smallest
- * wall time (see {@link scanBlock}).
+ * Which peers and field names a delta being encoded names, numbered in order of first appearance, its smallest wall
+ * time, and the largest wall and counter of its record stamps (see {@link scanBlock}; a {@link StampRange}).
  */
 export class WireTables {
   /** Store peer index → delta peer index (−1: not named yet); `peers` lists store indexes in delta order. */
@@ -258,16 +258,27 @@ export class WireTables {
   readonly nameAt: number[]
   readonly names: number[] = []
   minWall = Number.MAX_SAFE_INTEGER
+  maxWall = 0
+  maxCounter = -1
+  readonly counterBits = new Float64Array(COUNTER_BIT_LENGTHS)
 
   constructor(nPeers: number, nNames: number) {
     this.peerAt = new Array<number>(nPeers).fill(-1)
     this.nameAt = new Array<number>(nNames).fill(-1)
   }
 
-  /** Notes a timestamp's peer (store index) and wall. */
+  /** Notes a timestamp's peer (store index) and wall (a vector's: see {@link stamp} for a record's). */
   see(peer: number, wall: number): void {
     if (this.peerAt[peer] === -1) this.peerAt[peer] = this.peers.push(peer) - 1
     if (wall < this.minWall) this.minWall = wall
+  }
+
+  /** Notes a record stamp: {@link see}, and its wall and counter in the largest ones. */
+  stamp(peer: number, wall: number, counter: number): void {
+    this.see(peer, wall)
+    if (wall > this.maxWall) this.maxWall = wall
+    if (counter > this.maxCounter) this.maxCounter = counter
+    noteCounter(this.counterBits, counter)
   }
 
   /** Notes a field name (store index). */
@@ -281,14 +292,14 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
   const flags = startBlock(buf, pos)
   if (flags & 1) {
     readStamp(buf)
-    t.see(stampPeer, stampWC[0]!)
+    t.stamp(stampPeer, stampWC[0]!, stampWC[1]!)
   }
   const n = readUint(buf)
   for (let k = 0; k < n; k++) {
     t.name(readUint(buf))
     at = valueEnd(buf, at)
     readStamp(buf)
-    t.see(stampPeer, stampWC[0]!)
+    t.stamp(stampPeer, stampWC[0]!, stampWC[1]!)
   }
 }
 
@@ -356,8 +367,12 @@ export class Outgoing {
  */
 export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array, t: WireTables, out: Outgoing, table: number, row: number): void {
   const flags = startBlock(buf, pos)
-  // The smallest wall kept in a local (a double passed to a call that is not inlined is boxed).
+  // The smallest wall (and largest wall and counter) kept in locals (a double passed to a call that is not inlined
+  // is boxed).
   let minWall = t.minWall
+  let maxWall = t.maxWall
+  let maxCounter = t.maxCounter
+  const counterBits = t.counterBits
   const peerAt = t.peerAt
   let fp = -1
   let fw = 0
@@ -371,6 +386,9 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
       fc = stampWC[1]!
       if (peerAt[fp] === -1) peerAt[fp] = t.peers.push(fp) - 1
       if (fw < minWall) minWall = fw
+      if (fw > maxWall) maxWall = fw
+      if (fc > maxCounter) maxCounter = fc
+      noteCounter(counterBits, fc)
     }
   }
   const n = readUint(buf)
@@ -384,8 +402,12 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
     const w = seen[2 * stampPeer]!
     if (w >= 0 && (stampWC[0]! < w || (stampWC[0]! === w && stampWC[1]! <= seen[2 * stampPeer + 1]!))) continue
     const wall = stampWC[0]!
+    const counter = stampWC[1]!
     if (peerAt[stampPeer] === -1) peerAt[stampPeer] = t.peers.push(stampPeer) - 1
     if (wall < minWall) minWall = wall
+    if (wall > maxWall) maxWall = wall
+    if (counter > maxCounter) maxCounter = counter
+    noteCounter(counterBits, counter)
     t.name(name)
     let m = out.m
     if (m === out.names.length) out.growRegisters()
@@ -394,11 +416,13 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
     out.vs[m] = vs
     out.ve[m] = ve
     out.walls[m] = wall
-    out.counters[m] = stampWC[1]!
+    out.counters[m] = counter
     out.m = ++m
     out.valueBytes += ve - vs
   }
   t.minWall = minWall
+  t.maxWall = maxWall
+  t.maxCounter = maxCounter
   if (fp < 0 && out.m === first) return
   const i = out.n
   if (i === out.tables.length) out.growRecords()
@@ -413,14 +437,25 @@ export function collectOutgoing(buf: Uint8Array, pos: number, seen: Float64Array
   out.n = i + 1
 }
 
+/** How a delta being written spells its record stamps (see delta.ts; a DeltaWriter is one). */
+export interface WireStamps {
+  readonly wallBase: number
+  /** The counter radix M: 0 for two varints per stamp. */
+  readonly radix: number
+  readonly peerCount: number
+}
+
 /**
  * Writes the block at `pos` as the rest of a delta record after its id (flags, floor, fields: see delta.ts), with
- * names and peers numbered by `t` and timestamps relative to `baseWall` and `nPeers`; values are copied as they are.
+ * names and peers numbered by `t` and timestamps as `d` spells them; values are copied as they are.
  */
-export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readonly peerAt: ArrayLike<number>; readonly nameAt: ArrayLike<number> }, baseWall: number, nPeers: number): void {
+export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readonly peerAt: ArrayLike<number>; readonly nameAt: ArrayLike<number> }, d: WireStamps): void {
   // Written straight into the writer's buffer, with room made once per field: this runs once per record of a
   // full-state encode or a full sync.
   const { peerAt, nameAt } = t
+  const baseWall = d.wallBase
+  const m = d.radix
+  const nPeers = d.peerCount
   const flags = startBlock(buf, pos)
   w.ensure(2 * MAX_VARINT + 1 + MAX_VARINT)
   let out = w.buffer
@@ -428,8 +463,11 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   out[o++] = flags
   if (flags & 1) {
     readStamp(buf)
-    o = putUint(out, o, stampWC[0]! - baseWall)
-    o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
+    if (m > 0) o = putUint(out, o, oneVarintStamp(stampWC[0]! - baseWall, stampWC[1]!, peerAt[stampPeer]!, m, nPeers))
+    else {
+      o = putUint(out, o, stampWC[0]! - baseWall)
+      o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
+    }
   }
   const n = readUint(buf)
   o = putUint(out, o, n)
@@ -446,8 +484,11 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
     else out.set(buf.subarray(start, at), o)
     o += len
     readStamp(buf)
-    o = putUint(out, o, stampWC[0]! - baseWall)
-    o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
+    if (m > 0) o = putUint(out, o, oneVarintStamp(stampWC[0]! - baseWall, stampWC[1]!, peerAt[stampPeer]!, m, nPeers))
+    else {
+      o = putUint(out, o, stampWC[0]! - baseWall)
+      o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
+    }
   }
   w.pos = o
 }
@@ -473,6 +514,7 @@ export function wireToBlock(
   r: Reader,
   w: Writer,
   baseWall: number,
+  radix: number,
   nPeers: number,
   peerMap: readonly number[],
   nameMap: readonly number[],
@@ -490,7 +532,7 @@ export function wireToBlock(
   let fp = -1
   const deleted = flags === 3
   if (flags & 1) {
-    readWireStamp(r, baseWall, nPeers)
+    readWireStamp(r, baseWall, nPeers, radix)
     fw = wireStamp.wall
     fc = wireStamp.counter
     fp = peerMap[wireStamp.peer]!
@@ -508,7 +550,7 @@ export function wireToBlock(
     w.uint(name)
     const vs = w.pos
     copyCanonicalValue(r, w)
-    readWireStamp(r, baseWall, nPeers)
+    readWireStamp(r, baseWall, nPeers, radix)
     const { wall, counter } = wireStamp
     const peer = peerMap[wireStamp.peer]!
     if (fp >= 0) {
@@ -526,12 +568,12 @@ export function wireToBlock(
  * `readDelta`: values are checked and copied in canonical form to `vw` (from its start), and `out`'s fields point
  * into its buffer. `peerMap`/`nameMap` map delta indexes to store indexes.
  */
-export function wireToRegs(r: Reader, out: Regs, vw: Writer, baseWall: number, nPeers: number, peerMap: readonly number[], nameMap: readonly number[]): void {
+export function wireToRegs(r: Reader, out: Regs, vw: Writer, baseWall: number, radix: number, nPeers: number, peerMap: readonly number[], nameMap: readonly number[]): void {
   const flags = r.u8()
   if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
   out.clear()
   if (flags & 1) {
-    readWireStamp(r, baseWall, nPeers)
+    readWireStamp(r, baseWall, nPeers, radix)
     out.floorPeer = peerMap[wireStamp.peer]!
     out.floorWall = wireStamp.wall
     out.floorCounter = wireStamp.counter
@@ -544,7 +586,7 @@ export function wireToRegs(r: Reader, out: Regs, vw: Writer, baseWall: number, n
     if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
     const vs = vw.pos
     copyCanonicalValue(r, vw)
-    readWireStamp(r, baseWall, nPeers)
+    readWireStamp(r, baseWall, nPeers, radix)
     out.set(k, name, wireStamp.wall, wireStamp.counter, peerMap[wireStamp.peer]!, NO_BYTES, vs, vw.pos)
   }
   // The buffer once every value is in it (it may have moved while growing).

@@ -62,7 +62,8 @@ function seqKey(slot: number, kind: 'log' | 'snapshot', seq: number, text = fals
   return text ? ['text', String(slot), ...tail] : slot === 0 ? tail : ['tabs', String(slot), ...tail]
 }
 
-function wrap(payload: Uint8Array): Uint8Array {
+/** A stored value: `payload` behind the entry version and its checksum (see above). */
+export function wrap(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(payload.length + 17)
   out[0] = ENTRY_VERSION
   const h = murmur3x128(payload)

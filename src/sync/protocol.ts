@@ -1,5 +1,5 @@
 /**
- * The syncmesh sync protocol, version 1, revision 5. This comment is the specification.
+ * The syncmesh sync protocol, version 1, revision 6. This comment is the specification.
  *
  * Transport: any best-effort frame transport (frames may be dropped, duplicated or reordered). Every frame is
  *
@@ -105,9 +105,13 @@
  *                                      sender writes its next live text to it against them (TEXT, format 2).
  *   other                              ignored (room for later, backwards-compatible message types).
  *
- * Compatibility. Within version 1, a revision only adds message types, and a receiver ignores types it does not
- * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 adds 7–10, revision 4 adds 11, revision 5
- * ({@link PROTOCOL_REVISION}) adds 12. A peer that ignores LIVE receives live changes by anti-entropy; one that ignores ACK_CHANGES learns a
+ * Compatibility. Within version 1, revisions 1–5 only add message types, and a receiver ignores types it does not
+ * know: revision 1 has types 1–4, revision 2 adds 5–6, revision 3 adds 7–10, revision 4 adds 11, revision 5 adds 12.
+ * Revision 6 ({@link PROTOCOL_REVISION}) adds no type but writes its deltas (DELTA, LIVE) in delta format 2 (one
+ * varint per record timestamp, see crdt/delta.ts), which a revision ≤ 5 peer cannot decode: it refuses each such
+ * message with a DecodeError, reports it on 'error' and stops listening to the sender until it reconnects. Revision 6
+ * reads both delta formats 1 and 2, so it takes a revision ≤ 5 peer's deltas, but not the other way round: peers must
+ * be upgraded together. (Text messages keep their own format, unchanged.) A peer that ignores LIVE receives live changes by anti-entropy; one that ignores ACK_CHANGES learns a
  * sender's progress from its SYNC_REQUESTs (its sync() may wait for an anti-entropy round), and one that ignores TEXT_ACK_TO learns a peer's text progress
  * from its TEXT_REQUESTs and whole TEXT_ACKs alone (the same); one that never sends NEIGHBOURS is always sent to; one
  * without text (an earlier revision, or a replica opened without `text`) ignores types 7–9, neither stores nor
@@ -164,8 +168,8 @@ import { MessageTooLargeError, UnsupportedVersionError } from '../errors.js'
 
 /** Version byte at the start of every frame. */
 export const PROTOCOL_VERSION = 1
-/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 5 has types 1–12). */
-export const PROTOCOL_REVISION = 5
+/** Revision of version 1 this build speaks (see the spec's Compatibility: revision 6 has types 1–12 and writes delta format 2). */
+export const PROTOCOL_REVISION = 6
 /** Text deltas sent to (and TEXT_ACK_TOs sent to) each peer that a replica remembers by fingerprint. */
 export const MAX_TEXT_FINGERPRINTS = 64
 /** Incomplete multi-part text sessions a replica keeps track of; the oldest is forgotten beyond this. */

@@ -7,6 +7,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import type { RecordStore } from '../../crdt/record-store.js'
 import { MemoryNetwork } from '../../transports/memory.js'
 import { StorageClosedError, StorageCorruptError } from '../../src/errors.js'
+import { wrap } from '../../src/persistence.js'
+import { V1_FIXTURES } from '../crdt/fixtures/delta-v1.js'
 import { type Replica, createReplica } from '../../src/replica.js'
 import { LevelStorage, decodeLevelKey, encodeLevelKey, levelStorage } from '../../src/storage/level.js'
 import { type Storage, compareKeys } from '../../src/storage/types.js'
@@ -163,6 +165,49 @@ describe('a replica on LevelDB', () => {
     const r3 = await createReplica({ storage: levelStorage(dir) })
     open.push(r3)
     expect(r3.collection('c').get('b')).toEqual({ id: 'b', v: 1, w: 3 })
+  })
+
+  it('writes snapshots and log entries in delta format 2, and loads them beside format-1 entries of earlier builds', async () => {
+    const dir = freshDir()
+    const r1 = await createReplica({ storage: levelStorage(dir), compactAfterEntries: 5 })
+    for (let i = 0; i < 12; i++) await r1.collection('c').put({ id: `x${i}`, v: i })
+    await r1.collection('c').update('x3', { w: 'later' })
+    // The payload of a stored value (after the entry version and checksum) starts with its delta format version.
+    const storedFormats = async (): Promise<Set<string>> => {
+      const s = await LevelStorage.open(dir)
+      try {
+        const entries = (await s.loadRange([])).filter((e) => e.key[0] === 'snapshot' || e.key[0] === 'log')
+        return new Set(entries.map((e) => `${e.key[0]} ${e.data[17]}`))
+      } finally {
+        await s.close()
+      }
+    }
+    await r1.close()
+    expect(await storedFormats()).toEqual(new Set(['snapshot 2']))
+    const s = await LevelStorage.open(dir)
+    const entries = (await s.loadRange([])).filter((e) => e.key[0] === 'snapshot' || e.key[0] === 'log')
+    // Format-1 deltas, as a build before format 2 logged them (received from peers alice, bob, carol and dave).
+    const last = Math.max(...entries.map((e) => Number(e.key[1])))
+    const v1 = [V1_FIXTURES.state, V1_FIXTURES.own].map((f) => Uint8Array.from(Buffer.from(f.hex, 'hex')))
+    for (const [i, payload] of v1.entries()) await s.save(['log', String(last + 1 + i).padStart(16, '0')], wrap(payload))
+    await s.close()
+    const r2 = await createReplica({ storage: levelStorage(dir), compactAfterEntries: 5 })
+    open.push(r2)
+    expect(r2.collection('c').get('x3')).toEqual({ id: 'x3', v: 3, w: 'later' })
+    expect(r2.collection('c').get('x11')).toEqual({ id: 'x11', v: 11 })
+    expect(r2.collection('users').get('u1')).toEqual({ id: 'u1', name: 'Ann', age: 31 })
+    expect(r2.collection('users').get('u2')).toEqual({ id: 'u2', ok: false })
+    expect(r2.collection('users').get('u10')).toBeUndefined()
+    expect(r2.collection('posts').get('p1')).toEqual({ id: 'p1', title: 'héllo', score: 1.5 })
+    // Compaction rewrites everything in format 2, which the next start loads.
+    for (let i = 0; i < 6; i++) await r2.collection('c').update('x0', { i })
+    const d = digest(r2)
+    await r2.close()
+    expect(await storedFormats()).toEqual(new Set(['snapshot 2']))
+    const r3 = await createReplica({ storage: levelStorage(dir) })
+    open.push(r3)
+    expect(digest(r3)).toBe(d)
+    expect(r3.collection('users').get('u1')).toEqual({ id: 'u1', name: 'Ann', age: 31 })
   })
 
   it('a restarted replica resumes by exchanging only the delta of what both wrote while apart (bytes measured)', async () => {
