@@ -82,24 +82,25 @@ function mixBlocks(words: Int32Array, n: number): void {
   let h3 = s3
   let h4 = s4
   // Every sum is truncated to 32 bits where it is made (`| 0`, as Math.imul would): the optimising compiler then keeps
-  // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them.
+  // the loop in 32-bit integers instead of deoptimising on the first sum that overflows them. The rotations are
+  // written out: until the loop is compiled, each call of a helper costs more than its work.
   for (let i = 0; i < n; i += 4) {
-    let k1 = words[i]!
-    let k2 = words[i + 1]!
-    let k3 = words[i + 2]!
-    let k4 = words[i + 3]!
-    k1 = Math.imul(rotl(Math.imul(k1, C1), 15), C2)
+    let k1 = Math.imul(words[i]!, C1)
+    let k2 = Math.imul(words[i + 1]!, C2)
+    let k3 = Math.imul(words[i + 2]!, C3)
+    let k4 = Math.imul(words[i + 3]!, C4)
+    k1 = Math.imul((k1 << 15) | (k1 >>> 17), C2)
     h1 ^= k1
-    h1 = (Math.imul((rotl(h1, 19) + h2) | 0, 5) + 0x561ccd1b) | 0
-    k2 = Math.imul(rotl(Math.imul(k2, C2), 16), C3)
+    h1 = (Math.imul((((h1 << 19) | (h1 >>> 13)) + h2) | 0, 5) + 0x561ccd1b) | 0
+    k2 = Math.imul((k2 << 16) | (k2 >>> 16), C3)
     h2 ^= k2
-    h2 = (Math.imul((rotl(h2, 17) + h3) | 0, 5) + 0x0bcaa747) | 0
-    k3 = Math.imul(rotl(Math.imul(k3, C3), 17), C4)
+    h2 = (Math.imul((((h2 << 17) | (h2 >>> 15)) + h3) | 0, 5) + 0x0bcaa747) | 0
+    k3 = Math.imul((k3 << 17) | (k3 >>> 15), C4)
     h3 ^= k3
-    h3 = (Math.imul((rotl(h3, 15) + h4) | 0, 5) + 0x96cd1c35) | 0
-    k4 = Math.imul(rotl(Math.imul(k4, C4), 18), C1)
+    h3 = (Math.imul((((h3 << 15) | (h3 >>> 17)) + h4) | 0, 5) + 0x96cd1c35) | 0
+    k4 = Math.imul((k4 << 18) | (k4 >>> 14), C1)
     h4 ^= k4
-    h4 = (Math.imul((rotl(h4, 13) + h1) | 0, 5) + 0x32ac3b17) | 0
+    h4 = (Math.imul((((h4 << 13) | (h4 >>> 19)) + h1) | 0, 5) + 0x32ac3b17) | 0
   }
   s1 = h1
   s2 = h2

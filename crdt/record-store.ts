@@ -1,10 +1,10 @@
-import { Reader, Writer } from './bytes.js'
+import { Reader, Writer, putUint } from './bytes.js'
 import { COUNTER_BIT_LENGTHS, type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, noteCounter, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, wireToBlock, wireToRegs } from './record-table.js'
+import { MAX_VARINT, MAX_WIRE_STAMP, NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, putWireStamp, wireToBlock, wireToRegs } from './record-table.js'
 import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, covers, isNewer } from './version-vector.js'
@@ -105,6 +105,9 @@ interface OwnScan {
 }
 // −0: doubles from the start, as the walls and counters they take (see record-table's doubles).
 const ownScan: OwnScan = { peer: -1, sinceWall: -0, sinceCounter: -0, minWall: -0, maxWall: -0, maxCounter: -0, counterBits: new Float64Array(COUNTER_BIT_LENGTHS), nameAt: [], names: new Map() }
+
+/** The stamp {@link RecordStore.writeOwn} writes (wall, counter). */
+const ownStamp = new Float64Array(2)
 
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
@@ -647,21 +650,35 @@ export class RecordStore {
     t.read(row, cur)
     const floor = ownFloor(cur, own)
     let nFields = 0
-    for (let k = 0; k < cur.n; k++) if (ownField(cur, k, own)) nFields++
-    // The rest of the record straight to the bytes (the format of delta.ts; one peer, index 0): walls go out as
-    // small differences, never as the large numbers they are.
-    const out = w.recordId(id)
-    if (floor) {
-      out.u8(cur.deleted ? 3 : 1)
-      w.tsAt(cur.floorWall, cur.floorCounter, 0)
-    } else out.u8(0)
-    out.uint(nFields)
+    let room = 1 + MAX_WIRE_STAMP + MAX_VARINT
     for (let k = 0; k < cur.n; k++) {
       if (!ownField(cur, k, own)) continue
-      out.uint(own.nameAt[cur.names[k]!]!)
-      out.copy(cur.srcs[k]!, cur.vs[k]!, cur.ve[k]!)
-      w.tsAt(cur.walls[k]!, cur.counters[k]!, 0)
+      nFields++
+      room += MAX_VARINT + cur.ve[k]! - cur.vs[k]! + MAX_WIRE_STAMP
     }
+    // The rest of the record straight into the buffer (the format of delta.ts; one peer, index 0), room made once.
+    const out = w.recordId(id)
+    out.ensure(room)
+    const buf = out.buffer
+    const wc = ownStamp
+    let o = out.pos
+    buf[o++] = floor ? (cur.deleted ? 3 : 1) : 0
+    if (floor) {
+      wc[0] = cur.floorWall
+      wc[1] = cur.floorCounter
+      o = putWireStamp(buf, o, wc, 0, w)
+    }
+    o = putUint(buf, o, nFields)
+    for (let k = 0; k < cur.n; k++) {
+      if (!ownField(cur, k, own)) continue
+      o = putUint(buf, o, own.nameAt[cur.names[k]!]!)
+      const src = cur.srcs[k]!
+      for (let i = cur.vs[k]!, e = cur.ve[k]!; i < e; i++) buf[o++] = src[i]!
+      wc[0] = cur.walls[k]!
+      wc[1] = cur.counters[k]!
+      o = putWireStamp(buf, o, wc, 0, w)
+    }
+    out.pos = o
   }
 
   /**

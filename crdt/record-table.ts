@@ -453,9 +453,6 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   // Written straight into the writer's buffer, with room made once per field: this runs once per record of a
   // full-state encode or a full sync.
   const { peerAt, nameAt } = t
-  const baseWall = d.wallBase
-  const m = d.radix
-  const nPeers = d.peerCount
   const flags = startBlock(buf, pos)
   w.ensure(2 * MAX_VARINT + 1 + MAX_VARINT)
   let out = w.buffer
@@ -463,11 +460,7 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   out[o++] = flags
   if (flags & 1) {
     readStamp(buf)
-    if (m > 0) o = putUint(out, o, oneVarintStamp(stampWC[0]! - baseWall, stampWC[1]!, peerAt[stampPeer]!, m, nPeers))
-    else {
-      o = putUint(out, o, stampWC[0]! - baseWall)
-      o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
-    }
+    o = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
   }
   const n = readUint(buf)
   o = putUint(out, o, n)
@@ -484,17 +477,28 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
     else out.set(buf.subarray(start, at), o)
     o += len
     readStamp(buf)
-    if (m > 0) o = putUint(out, o, oneVarintStamp(stampWC[0]! - baseWall, stampWC[1]!, peerAt[stampPeer]!, m, nPeers))
-    else {
-      o = putUint(out, o, stampWC[0]! - baseWall)
-      o = putUint(out, o, stampWC[1]! * nPeers + peerAt[stampPeer]!)
-    }
+    o = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
   }
   w.pos = o
 }
 
+/**
+ * Writes a record stamp — `wc` holds its wall and counter (a typed array: doubles passed to a call are boxed), `peer`
+ * is its index in the delta's table — at `out[o]` as `d` spells it; returns where it ends. The caller has made room
+ * for {@link MAX_WIRE_STAMP} bytes.
+ */
+export function putWireStamp(out: Uint8Array, o: number, wc: Float64Array, peer: number, d: WireStamps): number {
+  const m = d.radix
+  const offset = wc[0]! - d.wallBase
+  if (m > 0) return putUint(out, o, oneVarintStamp(offset, wc[1]!, peer, m, d.peerCount))
+  o = putUint(out, o, offset)
+  return putUint(out, o, wc[1]! * d.peerCount + peer)
+}
+
 /** The most bytes a varint of a safe integer takes. */
-const MAX_VARINT = 8
+export const MAX_VARINT = 8
+/** The most bytes {@link putWireStamp} writes. */
+export const MAX_WIRE_STAMP = 2 * MAX_VARINT
 
 /** What {@link wireToBlock} found: the record needs the general merge, or these bits. */
 export const NEEDS_MERGE = -1
