@@ -1,11 +1,11 @@
 import { Reader, Writer, putUint } from './bytes.js'
-import { COUNTER_BIT_LENGTHS, type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, noteCounter, readDelta } from './delta.js'
+import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
 import { InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { MAX_VARINT, MAX_WIRE_STAMP, NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, putWireStamp, wireToBlock, wireToRegs } from './record-table.js'
-import { MAX_WALL, type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
+import { MAX_VARINT, NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, putWireStamp, wireToBlock, wireToRegs } from './record-table.js'
+import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, covers, isNewer } from './version-vector.js'
 
@@ -88,27 +88,6 @@ function objectList<T>(): T[] {
   return list
 }
 
-/** What {@link RecordStore.encodeChangesOf} looks for and has found (reused: encoding never re-enters itself). */
-interface OwnScan {
-  /** The origin's peer index (−1: none). */
-  peer: number
-  sinceWall: number
-  sinceCounter: number
-  /** The smallest wall of the delta; the largest wall and counter of its record stamps (a StampRange). */
-  minWall: number
-  maxWall: number
-  maxCounter: number
-  readonly counterBits: Float64Array
-  /** Store name index → delta name index; the delta's names in order. */
-  readonly nameAt: number[]
-  readonly names: Map<string, number>
-}
-// −0: doubles from the start, as the walls and counters they take (see record-table's doubles).
-const ownScan: OwnScan = { peer: -1, sinceWall: -0, sinceCounter: -0, minWall: -0, maxWall: -0, maxCounter: -0, counterBits: new Float64Array(COUNTER_BIT_LENGTHS), nameAt: [], names: new Map() }
-
-/** The stamp {@link RecordStore.writeOwn} writes (wall, counter). */
-const ownStamp = new Float64Array(2)
-
 /** The values of local writes, encoded before they are merged (writes never re-enter the store). */
 const localValues = new Writer(256)
 
@@ -137,6 +116,17 @@ function collectTable(table: Table, ti: number, seen: Float64Array, t: WireTable
   for (let row = 0; row < table.rowLimit; row++) if (table.has(row)) collectOutgoing(buf, table.offset(row), seen, t, out, ti, row)
 }
 
+/** Gathers in `out` what goes out of the records `ids` of one table (in that order, each once; {@link collectRows}). */
+function gatherWritten(table: Table, ti: number, ids: readonly string[], seen: Float64Array, t: WireTables, out: Outgoing): void {
+  for (let i = 0; i < ids.length; i++) {
+    const row = table.find(ids[i]!)
+    if (row < 0 || table.marked(row)) continue
+    const n = out.n
+    collectOutgoing(table.buf, table.offset(row), seen, t, out, ti, row)
+    if (out.n > n) table.mark(row)
+  }
+}
+
 /** Writes the records gathered in `out` (after the header `w` wrote), grouped by collection in order of first appearance. */
 function writeOutgoing(w: DeltaWriter, out: Outgoing, tables: readonly Table[], t: WireTables): void {
   const order = groupByTable(out)
@@ -154,21 +144,39 @@ function writeOutgoing(w: DeltaWriter, out: Outgoing, tables: readonly Table[], 
     }
     const row = out.rows[r]!
     const ww = w.recordIdAt(table.idArena, table.idStart(row), table.idStop(row))
-    const fp = out.floorPeers[r]!
-    if (fp < 0) ww.u8(0)
-    else {
-      ww.u8(out.deleted[r] ? 3 : 1)
-      w.tsAt(out.floorWalls[r]!, out.floorCounters[r]!, peerAt[fp]!)
-    }
+    // The rest straight into the buffer, room made once per record.
     const first = out.firsts[r]!
     const end = first + out.counts[r]!
-    ww.uint(end - first)
-    const buf = table.buf
-    for (let k = first; k < end; k++) {
-      w.fieldAt(nameAt[out.names[k]!]!, buf, out.vs[k]!, out.ve[k]!, out.walls[k]!, out.counters[k]!, peerAt[out.peers[k]!]!)
+    let room = 1 + 3 * MAX_VARINT
+    for (let k = first; k < end; k++) room += 3 * MAX_VARINT + out.ve[k]! - out.vs[k]!
+    ww.ensure(room)
+    const buf = ww.buffer
+    const wc = stampScratch
+    let o = ww.pos
+    const fp = out.floorPeers[r]!
+    if (fp < 0) buf[o++] = 0
+    else {
+      buf[o++] = out.deleted[r] ? 3 : 1
+      wc[0] = out.floorWalls[r]!
+      wc[1] = out.floorCounters[r]!
+      o = putWireStamp(buf, o, wc, peerAt[fp]!, w)
     }
+    o = putUint(buf, o, end - first)
+    const src = table.buf
+    for (let k = first; k < end; k++) {
+      o = putUint(buf, o, nameAt[out.names[k]!]!)
+      const ve = out.ve[k]!
+      for (let i = out.vs[k]!; i < ve; i++) buf[o++] = src[i]!
+      wc[0] = out.walls[k]!
+      wc[1] = out.counters[k]!
+      o = putWireStamp(buf, o, wc, peerAt[out.peers[k]!]!, w)
+    }
+    ww.pos = o
   }
 }
+
+/** A stamp {@link writeOutgoing} writes (wall, counter: typed, as doubles passed to a call are boxed). */
+const stampScratch = new Float64Array(2)
 
 /**
  * The records of `out` in write order: grouped by table in order of first appearance, in their order within a group
@@ -560,125 +568,34 @@ export class RecordStore {
     const newest = this.vv.get(origin)
     const to: VersionVector = newest && (!since || compareTimestamps(newest, since) > 0) ? new Map([[origin, newest]]) : new Map()
     const from: VersionVector = since && to.size > 0 ? new Map([[origin, since]]) : new Map()
-    const own = ownScan
-    own.peer = p ?? -1
-    own.sinceWall = since === undefined ? -1 : since.wall
-    own.sinceCounter = since === undefined ? -1 : since.counter
-    own.minWall = MAX_WALL
-    if (to.size > 0) own.minWall = Math.min(newest!.wall, since === undefined ? MAX_WALL : since.wall)
-    own.maxWall = 0
-    own.maxCounter = -1
-    own.counterBits.fill(0)
-    own.nameAt.length = 0
-    own.names.clear()
-    // Pass 1: the records that go out, grouped by collection in order of first appearance (as encodeDelta groups
-    // them); the field names in order of first appearance; the smallest wall. The work per record is in small
-    // methods, which the compiler optimises after a few records of the first commit; loops are indexed, which costs
-    // no iterator step while the loop itself still runs unoptimised.
-    // A record listed twice goes out once: the rows taken are marked in their table until the end. What goes out is
-    // noted as positions in the caller's id list and rows, in two typed arrays per collection (sized once).
-    const groups = new Map<string, { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number }>()
+    const t = new WireTables(this.peerIds.length, this.nameIds.length)
+    for (const ts of to.values()) t.see(p!, ts.wall)
+    for (const ts of from.values()) t.see(p!, ts.wall)
+    // What goes out is gathered as encodeChangesSince gathers it, with every peer but `origin` seen in full: one read
+    // of each record's block. A record listed twice goes out once: the rows gathered are marked until the end.
+    const seen = new Float64Array(2 * this.peerIds.length).fill(Infinity)
+    if (p !== undefined) {
+      seen[2 * p] = since === undefined ? -1 : since.wall
+      seen[2 * p + 1] = since === undefined ? -1 : since.counter
+    }
+    const out = outgoing
+    out.clear()
+    const tables: Table[] = []
     try {
-      let any = false
       for (const [collection, ids] of p === undefined ? [] : written) {
-        const t = this.tables.get(collection)
-        if (!t) continue
-        let group: { table: Table; ids: readonly string[]; at: Int32Array; rows: Int32Array; n: number } | undefined
-        for (let i = 0; i < ids.length; i++) {
-          const row = t.find(ids[i]!)
-          if (row < 0 || t.marked(row) || !this.scanOwn(t, row, own)) continue
-          any = true
-          if (!group) groups.set(collection, (group = { table: t, ids, at: new Int32Array(ids.length - i), rows: new Int32Array(ids.length - i), n: 0 }))
-          t.mark(row)
-          group.at[group.n] = i
-          group.rows[group.n++] = row
-        }
+        const table = this.tables.get(collection)
+        if (!table) continue
+        tables.push(table)
+        gatherWritten(table, tables.length - 1, ids, seen, t, out)
       }
-      const peers = new Map<string, number>()
-      if (to.size > 0 || any) peers.set(origin, 0)
-      // Pass 2: the bytes (every stamp is `origin`'s: peer index 0).
-      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : own.minWall, own.names, from, to, own)
-      w.collections(groups.size)
-      for (const [collection, { table, ids, at, rows, n }] of groups) {
-        w.collection(collection, n)
-        for (let i = 0; i < n; i++) this.writeOwn(w, table, rows[i]!, ids[at[i]!]!, own)
-      }
+      const peers = new Map<string, number>(t.peers.map((q, i) => [this.peerIds[q]!, i]))
+      const names = new Map<string, number>(t.names.map((n, i) => [this.nameIds[n]!, i]))
+      const w = new DeltaWriter(peers, peers.size === 0 ? 0 : t.minWall, names, from, to, t, out.valueBytes + 16 * out.m + 16 * out.n + 64)
+      writeOutgoing(w, out, tables, t)
       return w.finish()
     } finally {
-      for (const { table, rows, n } of groups.values()) for (let i = 0; i < n; i++) table.unmark(rows[i]!)
-      this.cur.release()
+      for (let i = 0; i < out.n; i++) tables[out.tables[i]!]!.unmark(out.rows[i]!)
     }
-  }
-
-  /**
-   * Pass 1 of {@link encodeChangesOf} for one record: whether it holds a floor or register of `own.peer` newer than
-   * `own.since…`; numbers the names of those registers, lowers `own.minWall` to their walls and raises `own.maxWall`
-   * and `own.maxCounter` to their walls and counters.
-   */
-  private scanOwn(t: Table, row: number, own: OwnScan): boolean {
-    const cur = this.cur
-    t.read(row, cur)
-    let out = false
-    if (ownFloor(cur, own)) {
-      out = true
-      const wall = cur.floorWall
-      if (wall < own.minWall) own.minWall = wall
-      if (wall > own.maxWall) own.maxWall = wall
-      if (cur.floorCounter > own.maxCounter) own.maxCounter = cur.floorCounter
-      noteCounter(own.counterBits, cur.floorCounter)
-    }
-    for (let k = 0; k < cur.n; k++) {
-      if (!ownField(cur, k, own)) continue
-      const wall = cur.walls[k]!
-      out = true
-      if (wall < own.minWall) own.minWall = wall
-      if (wall > own.maxWall) own.maxWall = wall
-      if (cur.counters[k]! > own.maxCounter) own.maxCounter = cur.counters[k]!
-      noteCounter(own.counterBits, cur.counters[k]!)
-      const name = cur.names[k]!
-      if (own.nameAt[name] === undefined) {
-        own.nameAt[name] = own.names.size
-        own.names.set(this.nameIds[name]!, own.names.size)
-      }
-    }
-    return out
-  }
-
-  /** Pass 2 of {@link encodeChangesOf} for one record: writes what {@link scanOwn} found. */
-  private writeOwn(w: DeltaWriter, t: Table, row: number, id: string, own: OwnScan): void {
-    const cur = this.cur
-    t.read(row, cur)
-    const floor = ownFloor(cur, own)
-    let nFields = 0
-    let room = 1 + MAX_WIRE_STAMP + MAX_VARINT
-    for (let k = 0; k < cur.n; k++) {
-      if (!ownField(cur, k, own)) continue
-      nFields++
-      room += MAX_VARINT + cur.ve[k]! - cur.vs[k]! + MAX_WIRE_STAMP
-    }
-    // The rest of the record straight into the buffer (the format of delta.ts; one peer, index 0), room made once.
-    const out = w.recordId(id)
-    out.ensure(room)
-    const buf = out.buffer
-    const wc = ownStamp
-    let o = out.pos
-    buf[o++] = floor ? (cur.deleted ? 3 : 1) : 0
-    if (floor) {
-      wc[0] = cur.floorWall
-      wc[1] = cur.floorCounter
-      o = putWireStamp(buf, o, wc, 0, w)
-    }
-    o = putUint(buf, o, nFields)
-    for (let k = 0; k < cur.n; k++) {
-      if (!ownField(cur, k, own)) continue
-      o = putUint(buf, o, own.nameAt[cur.names[k]!]!)
-      const src = cur.srcs[k]!
-      for (let i = cur.vs[k]!, e = cur.ve[k]!; i < e; i++) buf[o++] = src[i]!
-      wc[0] = cur.walls[k]!
-      wc[1] = cur.counters[k]!
-      o = putWireStamp(buf, o, wc, 0, w)
-    }
-    out.pos = o
   }
 
   /**
@@ -1372,21 +1289,6 @@ const MAX_AHEAD = 32
 function newerRaw(vv: ReadonlyMap<string, Timestamp>, wall: number, counter: number, peer: string): boolean {
   const seen = vv.get(peer)
   return seen === undefined || wall > seen.wall || (wall === seen.wall && (counter > seen.counter || (counter === seen.counter && peer > seen.peer)))
-}
-
-/**
- * Whether field `k` of `r` is a write of `own.peer` after `own.since…` ({@link RecordStore.encodeChangesOf}). Takes
- * the registers and an index, not the wall: a wall passed as an argument is boxed.
- */
-function ownField(r: Regs, k: number, own: OwnScan): boolean {
-  const wall = r.walls[k]!
-  return r.peers[k] === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.counters[k]! > own.sinceCounter))
-}
-
-/** {@link ownField} for the record's floor. */
-function ownFloor(r: Regs, own: OwnScan): boolean {
-  const wall = r.floorWall
-  return r.floorPeer === own.peer && (wall > own.sinceWall || (wall === own.sinceWall && r.floorCounter > own.sinceCounter))
 }
 
 /** Refuses a timestamp the codec could not carry (so a store never holds state it cannot encode and reload). */

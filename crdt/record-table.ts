@@ -485,7 +485,7 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
 /**
  * Writes a record stamp — `wc` holds its wall and counter (a typed array: doubles passed to a call are boxed), `peer`
  * is its index in the delta's table — at `out[o]` as `d` spells it; returns where it ends. The caller has made room
- * for {@link MAX_WIRE_STAMP} bytes.
+ * for two varints.
  */
 export function putWireStamp(out: Uint8Array, o: number, wc: Float64Array, peer: number, d: WireStamps): number {
   const m = d.radix
@@ -497,8 +497,6 @@ export function putWireStamp(out: Uint8Array, o: number, wc: Float64Array, peer:
 
 /** The most bytes a varint of a safe integer takes. */
 export const MAX_VARINT = 8
-/** The most bytes {@link putWireStamp} writes. */
-export const MAX_WIRE_STAMP = 2 * MAX_VARINT
 
 /** What {@link wireToBlock} found: the record needs the general merge, or these bits. */
 export const NEEDS_MERGE = -1
