@@ -128,14 +128,18 @@ function readUint(buf: Uint8Array): number {
   }
 }
 
-/** Reads a stamp into stampWC (wall, counter) and stampPeer (unchanged for "the same as the previous one"). */
-function readStamp(buf: Uint8Array): void {
+/**
+ * Reads a stamp into stampWC (wall, counter) and stampPeer (unchanged for "the same as the previous one"); false when
+ * it is the same as the previous one.
+ */
+function readStamp(buf: Uint8Array): boolean {
   const x = readUint(buf)
-  if (x === 0) return
+  if (x === 0) return false
   stampPeer = x - 1
   const d = readUint(buf)
   stampWC[0] = stampWC[0]! + (d % 2 === 1 ? -(d + 1) / 2 : d / 2)
   stampWC[1] = readUint(buf)
+  return true
 }
 
 /** Starts reading the block at `pos`: returns its flags byte. */
@@ -298,8 +302,9 @@ export function scanBlock(buf: Uint8Array, pos: number, t: WireTables): void {
   for (let k = 0; k < n; k++) {
     t.name(readUint(buf))
     at = valueEnd(buf, at)
-    readStamp(buf)
-    t.stamp(stampPeer, stampWC[0]!, stampWC[1]!)
+    // A stamp the same as the previous one (all of a put's) is only counted again.
+    if (readStamp(buf)) t.stamp(stampPeer, stampWC[0]!, stampWC[1]!)
+    else noteCounter(t.counterBits, stampWC[1]!)
   }
 }
 
@@ -458,9 +463,13 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
   let out = w.buffer
   let o = w.pos
   out[o++] = flags
+  // The last stamp written is out[ps, pe): a stamp the same as the previous one (all of a put's) is copied.
+  let ps = 0
+  let pe = 0
   if (flags & 1) {
     readStamp(buf)
-    o = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
+    ps = o
+    o = pe = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
   }
   const n = readUint(buf)
   o = putUint(out, o, n)
@@ -476,8 +485,10 @@ export function blockToWire(buf: Uint8Array, pos: number, w: Writer, t: { readon
     if (len < 32) for (let i = 0; i < len; i++) out[o + i] = buf[start + i]!
     else out.set(buf.subarray(start, at), o)
     o += len
-    readStamp(buf)
-    o = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
+    if (readStamp(buf) || pe === ps) {
+      ps = o
+      o = pe = putWireStamp(out, o, stampWC, peerAt[stampPeer]!, d)
+    } else for (let i = ps; i < pe; i++) out[o++] = out[i]!
   }
   w.pos = o
 }
