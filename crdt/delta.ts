@@ -596,6 +596,8 @@ export interface ReadDeltaOptions {
    * it was, and the record is read and handed to `onRecord` as usual.
    */
   readonly claim?: (collection: string, id: RecordId, r: Reader) => boolean
+  /** Hears each collection's name and record count before its records (`r` is at the first of them). */
+  readonly onCollection?: (collection: string, nRecords: number, r: Reader) => void
 }
 
 /**
@@ -710,6 +712,7 @@ function readDeltaIn(
     if (collection.length === 0) throw new DecodeError('delta names an empty collection')
     rec.collection = collection
     const nRecords = r.count(3)
+    options.onCollection?.(collection, nRecords, r)
     id.reset()
     for (let i = 0; i < nRecords; i++) {
       id.read(r)

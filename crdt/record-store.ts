@@ -675,6 +675,12 @@ export class RecordStore {
             baseWall = base
             radix = m
           },
+          // A load into an empty collection (a snapshot, a full sync) sizes its table once, from the record count and
+          // the bytes left (a block is about its record's bytes in the delta).
+          onCollection: (collection, nRecords, r) => {
+            const t = this.tables.get(collection)
+            if (nRecords >= 1024 && (t === undefined || t.size === 0)) this.table(collection).expect(nRecords, r.remaining + 8 * nRecords)
+          },
           // Each record is read straight from the delta's bytes: into its block, when the store does not hold it and
           // merging it into nothing is copying it (no index to update, no tombstone collected that could make it
           // stale); else into the incoming registers, merged into the row found here.

@@ -824,6 +824,26 @@ export class Table {
     this.hash = grown(this.hash, size)
   }
 
+  /**
+   * Makes room for `rows` more records whose blocks take about `bytes` in all, before a bulk load: the row arrays, the
+   * hash index and the block arena are sized once instead of grown (and rehashed, and copied) step by step.
+   */
+  expect(rows: number, bytes: number): void {
+    const want = this.next + rows
+    if (want > this.off.length) {
+      this.off = grown(this.off, want)
+      this.len = grown(this.len, want)
+      this.flags = grown(this.flags, want)
+      this.idOff = grown(this.idOff, want)
+      this.idLen = grown(this.idLen, want)
+      this.hash = grown(this.hash, want)
+    }
+    let slots = this.slots.length >> 1
+    while (want + 1 > slots >> 1) slots *= 2
+    if (slots > this.slots.length >> 1) this.rehash(slots)
+    if (this.end + bytes > this.buf.length) this.buf = grown(this.buf, this.end + bytes)
+  }
+
   /** Drops a record (its row stays unused until rows are renumbered). */
   remove(row: number): void {
     this.live -= this.len[row]!

@@ -393,4 +393,23 @@ describe('RecordStore memory layout', () => {
     expect(copy.digest()).toBe(s.digest())
     expect(Buffer.from(copy.encodeState()).equals(Buffer.from(encodeDelta(s.changesSince(new Map()))))).toBe(true)
   })
+
+  it('a large snapshot loads into an empty store sized once, and loads again (or merges) into a full one unchanged', () => {
+    const s = new RecordStore()
+    for (let i = 0; i < 5000; i++) s.put('big', `id${i}`, { a: i, b: `v${i % 7}` }, ts(1000 + i, i % 3 === 0 ? 'a' : 'b'))
+    for (let i = 0; i < 300; i++) s.put('small', `s${i}`, { c: true }, ts(9000 + i))
+    const state = s.encodeState()
+    const copy = RecordStore.decodeState(state)
+    expect(copy.digest()).toBe(s.digest())
+    expect(copy.count('big')).toEqual({ visible: 5000, deleted: 0 })
+    // Loaded again into the full store: nothing changes, and the rows are not duplicated.
+    copy.applyEncoded(state)
+    expect(copy.digest()).toBe(s.digest())
+    expect(copy.ids('big').length).toBe(5000)
+    // A later write on top of the loaded records, then a reload of the old snapshot: the later write survives.
+    copy.put('big', 'id42', { a: -1 }, ts(99_999))
+    copy.applyEncoded(state)
+    expect(copy.get('big', 'id42')).toEqual({ id: 'id42', a: -1 })
+    expect(Buffer.from(copy.encodeState()).equals(Buffer.from(encodeDelta(copy.changesSince(new Map()))))).toBe(true)
+  })
 })
