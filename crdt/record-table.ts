@@ -814,8 +814,8 @@ export class Table {
     for (let row = 0; row < this.next; row++) if (this.flags[row]! & ALIVE) this.insert(row)
   }
 
-  private growRows(): void {
-    const size = Math.max(64, Math.ceil(this.off.length * 1.5))
+  /** Grows the row arrays to `size` rows (by half by default). */
+  private growRows(size = Math.max(64, Math.ceil(this.off.length * 1.5))): void {
     this.off = grown(this.off, size)
     this.len = grown(this.len, size)
     this.flags = grown(this.flags, size)
@@ -830,14 +830,7 @@ export class Table {
    */
   expect(rows: number, bytes: number): void {
     const want = this.next + rows
-    if (want > this.off.length) {
-      this.off = grown(this.off, want)
-      this.len = grown(this.len, want)
-      this.flags = grown(this.flags, want)
-      this.idOff = grown(this.idOff, want)
-      this.idLen = grown(this.idLen, want)
-      this.hash = grown(this.hash, want)
-    }
+    if (want > this.off.length) this.growRows(want)
     let slots = this.slots.length >> 1
     while (want + 1 > slots >> 1) slots *= 2
     if (slots > this.slots.length >> 1) this.rehash(slots)
