@@ -251,8 +251,11 @@ export class Reader {
     }
     let result = 0
     let scale = 1
+    const buf = this.buf
     for (let i = 0; i < 8; i++) {
-      const b = this.u8()
+      // The byte read here, not through u8(): a call per byte costs more than the byte until this is compiled.
+      const b = buf[this.pos++]
+      if (b === undefined) throw new DecodeError(`unexpected end of input at byte ${--this.pos}`)
       result += (b & 0x7f) * scale
       if (b < 0x80) {
         if (result > Number.MAX_SAFE_INTEGER) break
