@@ -175,6 +175,11 @@ function writeOutgoing(w: DeltaWriter, out: Outgoing, tables: readonly Table[], 
   }
 }
 
+/** Lets go of {@link outgoing}'s arrays after a large encode (the next one starts small again). */
+function shrinkOutgoing(): void {
+  if (outgoing.tables.length > 1 << 16 || outgoing.names.length > 1 << 18) outgoing = new Outgoing()
+}
+
 /** A stamp {@link writeOutgoing} writes (wall, counter: typed, as doubles passed to a call are boxed). */
 const stampScratch = new Float64Array(2)
 
@@ -595,6 +600,7 @@ export class RecordStore {
       return w.finish()
     } finally {
       for (let i = 0; i < out.n; i++) tables[out.tables[i]!]!.unmark(out.rows[i]!)
+      shrinkOutgoing()
     }
   }
 
@@ -1168,7 +1174,7 @@ export class RecordStore {
     const baseWall = peers.size === 0 ? 0 : t.minWall
     const w = new DeltaWriter(peers, baseWall, names, from, to, t, out.valueBytes + 16 * out.m + 16 * out.n + 64)
     writeOutgoing(w, out, tables, t)
-    if (out.tables.length > 1 << 16 || out.names.length > 1 << 18) outgoing = new Outgoing()
+    shrinkOutgoing()
     return w.finish()
   }
 
