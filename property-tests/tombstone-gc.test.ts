@@ -164,7 +164,12 @@ function run(horizon: boolean, { n, events, away: gone, during }: Case): void {
       const b = (a + 1 + (ev.b % (n - 1))) % n
       const A = nodes[a]!
       const B = nodes[b]!
-      if (away !== a && away !== b && covers(A.store.versionVector(), B.store.gcFrontier().vector)) {
+      // As the engine does: A is not behind B's frontier, and A's gate for B is open — B has taken A's frontier (the
+      // engine sends a peer that has not its FRONTIER first, and no delta). Without the gate, a delta from a store that
+      // collected a tombstone claims it in its vector and lets a store that never saw it skip the rebase (seed
+      // -1046358424).
+      const gateOpen = covers(B.store.gcFrontier().vector, A.store.gcFrontier().vector)
+      if (away !== a && away !== b && covers(A.store.versionVector(), B.store.gcFrontier().vector) && gateOpen) {
         const bytes = encodeDelta(A.store.changesSince(B.store.versionVector()))
         inFlight.push({ to: b, incarnation: B.incarnation, bytes, shadow: encodeDelta(A.shadow.changesSince(B.shadow.versionVector())) })
       }
