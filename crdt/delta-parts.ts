@@ -11,7 +11,7 @@
  * in the part of that origin's first such write: it is in that origin's chain of claims, so a lost part stops the
  * chain there. Two writes with the same timestamp always travel in one part (a claim up to a timestamp covers both).
  */
-import { COUNTER_BIT_LENGTHS, DeltaWriter, noteCounter } from './delta.js'
+import { DeltaWriter, StampStats } from './delta.js'
 import type { DeltaIndex, OriginRange } from './delta-index.js'
 import { Regs, type Table, blockToWire, grown } from './record-table.js'
 import type { Timestamp } from './timestamp.js'
@@ -118,7 +118,7 @@ class PartsEncoder {
   private readonly partPeers: number[] = []
   private partMinWall = Infinity
   /** The largest wall and counter of the part's record stamps (a StampRange; counter −1: none yet). */
-  private readonly partStamps = { maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS) }
+  private readonly partStamps = new StampStats()
   /** Whether the last {@link select} took every register of the record. */
   private selectedAll = false
 
@@ -265,10 +265,7 @@ class PartsEncoder {
   private noteStamp(p: number, wall: number, counter: number): void {
     if (!this.partPeers.includes(p)) this.partPeers.push(p)
     if (wall < this.partMinWall) this.partMinWall = wall
-    const stamps = this.partStamps
-    if (wall > stamps.maxWall) stamps.maxWall = wall
-    if (counter > stamps.maxCounter) stamps.maxCounter = counter
-    noteCounter(stamps.counterBits, counter)
+    this.partStamps.note(wall, counter)
   }
 
   /** Writes the items gathered as one part (or more, when the estimate fell short), then starts a new part. */
@@ -280,9 +277,7 @@ class PartsEncoder {
     this.partNames.length = 0
     this.partPeers.length = 0
     this.partMinWall = Infinity
-    this.partStamps.maxWall = 0
-    this.partStamps.maxCounter = -1
-    this.partStamps.counterBits.fill(0)
+    this.partStamps.reset()
   }
 
   /** Writes items `[lo, hi)` as a part; halves them (never between two writes of one timestamp) if it comes out too large. */

@@ -66,6 +66,27 @@ export function noteCounter(counterBits: Float64Array, counter: number): void {
   counterBits[32 - Math.clz32(counter)]!++
 }
 
+/** A {@link StampRange} gathered stamp by stamp, as an encoder finds the record stamps it will write. */
+export class StampStats implements StampRange {
+  maxWall = 0
+  maxCounter = -1
+  readonly counterBits = new Float64Array(COUNTER_BIT_LENGTHS)
+
+  /** Notes a record stamp. */
+  note(wall: number, counter: number): void {
+    if (wall > this.maxWall) this.maxWall = wall
+    if (counter > this.maxCounter) this.maxCounter = counter
+    noteCounter(this.counterBits, counter)
+  }
+
+  /** Forgets every stamp noted. */
+  reset(): void {
+    this.maxWall = 0
+    this.maxCounter = -1
+    this.counterBits.fill(0)
+  }
+}
+
 /**
  * The counter radix M of a delta (see the format above): the largest counter plus one, or 0 (two varints per stamp)
  * when there is no record stamp, when the largest one-varint stamp `(maxWall − baseWall + 1) × M × nPeers − 1` would
@@ -335,16 +356,14 @@ export function encodeDelta(delta: Delta): Uint8Array {
   const peers = new Map<string, number>()
   const names = new Map<string, number>()
   let baseWall = MAX_WALL
-  const stamps = { maxWall: 0, maxCounter: -1, counterBits: new Float64Array(COUNTER_BIT_LENGTHS) }
+  const stamps = new StampStats()
   const seeTs = (ts: Timestamp): void => {
     if (!peers.has(ts.peer)) peers.set(ts.peer, peers.size)
     if (ts.wall < baseWall) baseWall = ts.wall
   }
   const seeRecordTs = (ts: Timestamp): void => {
     seeTs(ts)
-    if (ts.wall > stamps.maxWall) stamps.maxWall = ts.wall
-    if (ts.counter > stamps.maxCounter) stamps.maxCounter = ts.counter
-    noteCounter(stamps.counterBits, ts.counter)
+    stamps.note(ts.wall, ts.counter)
   }
   const byCollection = new Map<string, RecordDelta[]>()
   for (const ts of delta.from.values()) seeTs(ts)

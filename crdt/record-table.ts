@@ -18,7 +18,7 @@
  * when a record is read.
  */
 import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
-import { COUNTER_BIT_LENGTHS, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
+import { StampStats, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
 
@@ -255,18 +255,16 @@ function encodeBlock(regs: Regs, buf: Uint8Array, pos: number): number {
  * Which peers and field names a delta being encoded names, numbered in order of first appearance, its smallest wall
  * time, and the largest wall and counter of its record stamps (see {@link scanBlock}; a {@link StampRange}).
  */
-export class WireTables {
+export class WireTables extends StampStats {
   /** Store peer index → delta peer index (−1: not named yet); `peers` lists store indexes in delta order. */
   readonly peerAt: number[]
   readonly peers: number[] = []
   readonly nameAt: number[]
   readonly names: number[] = []
   minWall = Number.MAX_SAFE_INTEGER
-  maxWall = 0
-  maxCounter = -1
-  readonly counterBits = new Float64Array(COUNTER_BIT_LENGTHS)
 
   constructor(nPeers: number, nNames: number) {
+    super()
     this.peerAt = new Array<number>(nPeers).fill(-1)
     this.nameAt = new Array<number>(nNames).fill(-1)
   }
@@ -277,12 +275,10 @@ export class WireTables {
     if (wall < this.minWall) this.minWall = wall
   }
 
-  /** Notes a record stamp: {@link see}, and its wall and counter in the largest ones. */
+  /** Notes a record stamp: {@link see}, and {@link note}. */
   stamp(peer: number, wall: number, counter: number): void {
     this.see(peer, wall)
-    if (wall > this.maxWall) this.maxWall = wall
-    if (counter > this.maxCounter) this.maxCounter = counter
-    noteCounter(this.counterBits, counter)
+    this.note(wall, counter)
   }
 
   /** Notes a field name (store index). */
