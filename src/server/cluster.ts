@@ -49,7 +49,8 @@ export interface Cluster {
   readonly node: string
   /**
    * Subscribes to the room (the first local member), claims `peer` cluster-wide and lists the members on other
-   * nodes; `undefined` when another live node holds the id. Then call {@link Cluster.announce}.
+   * nodes as of its return (the UP/DOWN heard meanwhile applied, as {@link ClusterEvents} may have reached a caller
+   * with no room yet); `undefined` when another live node holds the id. Then call {@link Cluster.announce}.
    */
   join(topic: string, peer: string): Promise<Map<string, string> | undefined>
   /** Tells the other nodes that `peer` is here (after the local members were told). */
@@ -84,6 +85,13 @@ return redis.call('HGETALL', KEYS[1])`
 const RELEASE = `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1`
+
+/** An UP or DOWN heard on a room's channel. */
+interface Membership {
+  up: boolean
+  peer: string
+  node: string
+}
 
 const UP = 1
 const DOWN = 2
@@ -149,8 +157,11 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
   heartbeat.unref()
 
   const hash = (topic: string): string => createHash('sha256').update(topic, 'utf8').digest('hex')
-  /** Rooms this node is subscribed to: channel → topic (and how the subscription is going). */
-  const channels = new Map<string, { topic: string; ready: Promise<void> }>()
+  /**
+   * Rooms this node is subscribed to: channel → topic, how the subscription is going, and the UP/DOWN heard while
+   * joins are under way (one list per join).
+   */
+  const channels = new Map<string, { topic: string; ready: Promise<void>; journals: Set<Membership[]> }>()
   /** Joins under way per channel: the last local member leaving must not unsubscribe under them. */
   const joining = new Map<string, number>()
   const publish = (topic: string, message: Buffer): void => {
@@ -160,6 +171,7 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
     const room = channels.get(channel.toString('utf8'))
     const m = decode(message)
     if (room === undefined || m === undefined || m.node === node) return
+    if (m.kind === UP || m.kind === DOWN) for (const journal of room.journals) journal.push({ up: m.kind === UP, peer: m.from, node: m.node })
     if (m.kind === UP) events.up(room.topic, m.from, m.node)
     else if (m.kind === DOWN) events.down(room.topic, m.from, m.node)
     else if (m.kind === TO_ONE || m.kind === TO_ALL) events.frame(room.topic, m.from, m.to, m.payload)
@@ -172,30 +184,41 @@ export async function startCluster(init: ClusterInit, events: ClusterEvents): Pr
       const channel = `${ns}:c:${h}`
       let room = channels.get(channel)
       if (room === undefined) {
-        room = { topic, ready: sub.subscribe(channel, onMessage, true) }
+        room = { topic, ready: sub.subscribe(channel, onMessage, true), journals: new Set() }
         channels.set(channel, room)
         room.ready.catch(() => channels.delete(channel))
       }
       joining.set(channel, (joining.get(channel) ?? 0) + 1)
-      let all: string[] | null
+      // UP/DOWN heard until this join returns. The caller knows no room yet, so it cannot act on them; and the
+      // claim's snapshot below may be older or newer than any of them (two connections, no common order).
+      const journal: Membership[] = []
+      room.journals.add(journal)
       try {
         await room.ready
-        all = (await cmd.sendCommand(['EVAL', CLAIM, '1', `${ns}:m:${h}`, peer, node, nodePrefix])) as string[] | null
+        const all = (await cmd.sendCommand(['EVAL', CLAIM, '1', `${ns}:m:${h}`, peer, node, nodePrefix])) as string[] | null
+        if (all === null) return undefined
+        const remote = new Map<string, string>()
+        for (let i = 0; i + 1 < all.length; i += 2) if (all[i + 1] !== node) remote.set(String(all[i]), String(all[i + 1]))
+        const gone = await self.dead(new Set(remote.values()))
+        for (const [p, n] of remote) {
+          if (!gone.has(n)) continue
+          remote.delete(p)
+          self.forget(topic, p, n)
+        }
+        // Replayed in order over the snapshot. One UP/DOWN older than the snapshot changes nothing: a publisher
+        // claims before its UP and releases before its DOWN, and a DOWN removes only the node that sent it.
+        for (const e of journal) {
+          if (e.peer === peer) continue
+          if (e.up) remote.set(e.peer, e.node)
+          else if (remote.get(e.peer) === e.node) remote.delete(e.peer)
+        }
+        return remote
       } finally {
+        room.journals.delete(journal)
         const n = (joining.get(channel) ?? 1) - 1
         if (n > 0) joining.set(channel, n)
         else joining.delete(channel)
       }
-      if (all === null) return undefined
-      const remote = new Map<string, string>()
-      for (let i = 0; i + 1 < all.length; i += 2) if (all[i + 1] !== node) remote.set(String(all[i]), String(all[i + 1]))
-      const gone = await self.dead(new Set(remote.values()))
-      for (const [p, n] of remote) {
-        if (!gone.has(n)) continue
-        remote.delete(p)
-        self.forget(topic, p, n)
-      }
-      return remote
     },
     announce(topic, peer) {
       publish(topic, encode(UP, node, peer, undefined))
