@@ -48,6 +48,12 @@ export class Writer {
     this.buf = new Uint8Array(initialSize)
   }
 
+  /** Writes into `buf` from `pos` on from now (growing into a copy when full: read the result back through {@link buffer}). */
+  over(buf: Uint8Array, pos: number): void {
+    this.buf = buf
+    this.pos = pos
+  }
+
   /** Makes room for at least `n` more bytes. */
   ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return

@@ -212,8 +212,8 @@ function groupByTable(out: Outgoing): Int32Array {
   return order
 }
 
-/** A record's block as {@link RecordStore.applyEncoded} transcodes it from a delta. */
-const transcoded = new Writer(1024)
+/** Writes a received record's block straight into its table's arena (Table.openArena). */
+const arena = new Writer(0)
 
 /** The values of a delta record {@link RecordStore.applyEncoded} merges (each merge copies them before the next). */
 const incoming = new Writer(1024)
@@ -660,7 +660,6 @@ export class RecordStore {
     let baseWall = 0
     let radix = 0
     const inc = this.inc
-    const w = transcoded
     const cmpPeers = (a: number, b: number): number => (a === b ? 0 : this.peerIds[a]! < this.peerIds[b]! ? -1 : 1)
     const sizes = new Map<Table, number>()
     for (const t of this.tables.values()) sizes.set(t, t.capacity)
@@ -696,12 +695,18 @@ export class RecordStore {
             const held = t.findBytes(id.bytes, 0, id.len, h)
             if (held < 0 && this.index === undefined && this.collectedNewest === undefined) {
               const start = r.pos
-              const got = wireToBlock(r, w, baseWall, radix, peerMap.length, peerMap, nameMap, cmpPeers)
+              t.openArena(arena)
+              let got = NEEDS_MERGE
+              try {
+                got = wireToBlock(r, arena, baseWall, radix, peerMap.length, peerMap, nameMap, cmpPeers)
+              } finally {
+                const keep = got !== NEEDS_MERGE && (got & WIRE_EMPTY) === 0
+                t.closeArena(arena, keep ? t.addBytes(id.bytes, 0, id.len, h) : -1, (got & WIRE_VISIBLE) !== 0)
+              }
               if (got !== NEEDS_MERGE) {
                 if (got & WIRE_EMPTY) return true
                 merged = true
                 ctx.wrote = true
-                t.place(t.addBytes(id.bytes, 0, id.len, h), w, (got & WIRE_VISIBLE) !== 0)
                 if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
                 if (changes && got & WIRE_FLOOR) ctx.floors.push({ collection, id: id.string })
                 return true

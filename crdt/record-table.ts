@@ -515,7 +515,8 @@ const seenNames: number[] = []
 
 /**
  * Reads the rest of a delta record after its id (flags, floor, fields) from `r`, with the checks of `readDelta`, and
- * writes it to `w` as the block a record the store did not hold becomes when it is merged — unless merging is more
+ * writes it to `w` (from `w.pos` on: {@link Table.openArena}) as the block a record the store did not hold becomes
+ * when it is merged — unless merging is more
  * than copying: a field named twice, a field its own floor erases, or many fields (then {@link NEEDS_MERGE}, and the
  * caller rewinds `r`). `peerMap`/`nameMap` map delta indexes to store indexes; `cmpPeers` orders two store peers.
  */
@@ -531,7 +532,6 @@ export function wireToBlock(
 ): number {
   const flags = r.u8()
   if (flags > 3 || flags === 2) throw new DecodeError(`bad record flags ${flags} at byte ${r.pos - 1}`)
-  w.pos = 0
   lastWC[0] = 0
   lastWC[1] = -1
   lastPeer = -1
@@ -903,21 +903,30 @@ export class Table {
     this.live += n - old
   }
 
-  /** Stores the block written in `w` as the row's block. */
-  place(row: number, w: Writer, visible: boolean): void {
-    this.flags[row] = visible ? ALIVE | VISIBLE : ALIVE
-    const n = w.pos
-    const old = this.len[row]!
-    if (n > old) {
-      this.reserve(n)
+  /**
+   * Points `w` at the arena's free end, so a block is written in place rather than copied there; then
+   * {@link closeArena}, whatever was written.
+   */
+  openArena(w: Writer): void {
+    this.reserve(256)
+    w.over(this.buf, this.end)
+  }
+
+  /**
+   * Takes back the arena from `w` (it may have grown) and lets `w` go of it. With `row` ≥ 0 (a row with no block
+   * yet), what `w` wrote since {@link openArena} becomes that row's block; otherwise it is left as free room.
+   */
+  closeArena(w: Writer, row: number, visible: boolean): void {
+    this.buf = w.buffer as Uint8Array<ArrayBuffer> // the arena, or the copy it grew into
+    if (row >= 0) {
+      const n = w.pos - this.end
+      this.flags[row] = visible ? ALIVE | VISIBLE : ALIVE
       this.off[row] = this.end
-      this.end += n
+      this.len[row] = n
+      this.end = w.pos
+      this.live += n
     }
-    const buf = this.buf
-    const src = w.buffer
-    for (let i = 0, o = this.off[row]!; i < n; i++) buf[o + i] = src[i]!
-    this.len[row] = n
-    this.live += n - old
+    w.over(NO_BYTES, 0)
   }
 
   /** Bytes the table's arenas take. */
