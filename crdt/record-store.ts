@@ -1,6 +1,6 @@
 import { Reader, Writer, putUint } from './bytes.js'
 import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
-import { InvalidArgumentError, InvalidValueError } from './errors.js'
+import { DecodeError, InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
@@ -351,6 +351,13 @@ export class RecordStore {
     const t = this.tables.get(collection)
     if (t) for (let row = 0; row < t.rowLimit; row++) if (t.visible(row)) out.push(this.materialize(t, row, t.id(row)))
     return out
+  }
+
+  /** Records held, visible or deleted, in every collection. */
+  get size(): number {
+    let n = 0
+    for (const t of this.tables.values()) n += t.size
+    return n
   }
 
   /** Names of the collections that hold any record (visible or deleted). */
@@ -1221,6 +1228,86 @@ export class RecordStore {
     return w.finish()
   }
 
+  /**
+   * The whole state as it lies in memory, for this machine's own storage (never for the wire): the tables' rows and
+   * block arenas as they are, with the peer and field-name numbering their blocks use, the version vector and the
+   * bound on writes held beyond it. {@link RecordStore.decodeSnapshot} loads it by copying, where a delta is decoded
+   * record by record. The layout is {@link SNAPSHOT_FORMAT}; a build with another block format refuses it.
+   */
+  encodeSnapshot(): Uint8Array {
+    for (const ts of this.vv.values()) this.peer(ts.peer)
+    for (const ts of this.beyond.values()) this.peer(ts.peer)
+    let size = 64
+    for (const [name, t] of this.tables) size += name.length * 3 + 16 + t.capacity + 13 * t.size
+    for (const p of this.peerIds) size += p.length * 3 + 2
+    for (const n of this.nameIds) size += n.length * 3 + 2
+    const w = new Writer(size)
+    w.u8(SNAPSHOT_FORMAT)
+    w.raw(new Uint8Array(BYTE_ORDER.buffer))
+    for (const list of [this.peerIds, this.nameIds]) {
+      w.uint(list.length)
+      for (const x of list) w.string(x)
+    }
+    for (const vv of [this.vv, this.beyond]) {
+      w.uint(vv.size)
+      for (const ts of vv.values()) {
+        w.uint(this.peer(ts.peer))
+        w.uint(ts.wall)
+        w.uint(ts.counter)
+      }
+    }
+    w.u8(this.beyondUnknown ? 1 : 0)
+    w.uint(this.tables.size)
+    for (const [name, t] of this.tables) {
+      w.string(name)
+      t.save(w)
+    }
+    return w.finish()
+  }
+
+  /** True when `bytes` start as {@link RecordStore.encodeSnapshot}'s do (rather than as a delta). */
+  static isSnapshot(bytes: Uint8Array): boolean {
+    return bytes[0] === SNAPSHOT_FORMAT
+  }
+
+  /** Loads {@link RecordStore.encodeSnapshot}'s bytes into a new store; throws `DecodeError` on malformed input. */
+  static decodeSnapshot(bytes: Uint8Array): RecordStore {
+    const r = new Reader(bytes)
+    if (r.u8() !== SNAPSHOT_FORMAT) throw new DecodeError(`not a record snapshot (format byte ${bytes[0]})`)
+    const order = new Uint32Array(1)
+    new Uint8Array(order.buffer).set(r.raw(4))
+    if (order[0] !== BYTE_ORDER[0]) throw new DecodeError('the snapshot was written by a machine of the other byte order')
+    const store = new RecordStore()
+    for (const interner of [store.peers, store.names]) {
+      const n = r.count(1)
+      for (let i = 0; i < n; i++) {
+        const x = r.string()
+        if (interner.of(x) !== i) throw new DecodeError(`snapshot lists ${JSON.stringify(x)} twice`)
+      }
+    }
+    for (const vv of [store.vv, store.beyond]) {
+      const n = r.count(3)
+      for (let i = 0; i < n; i++) {
+        const peer = store.peerIds[r.uint()]
+        const ts = { wall: r.uint(), counter: r.uint(), peer: peer ?? '' }
+        const bad = peer === undefined ? 'peer index out of range' : invalidTimestampReason(ts)
+        if (bad !== undefined || vv.has(ts.peer)) throw new DecodeError(`snapshot vector entry ${i}: ${bad ?? 'peer listed twice'}`)
+        vv.set(ts.peer, ts)
+      }
+    }
+    store.beyondUnknown = r.u8() !== 0
+    const n = r.count(4)
+    for (let i = 0; i < n; i++) {
+      const name = r.string()
+      if (store.tables.has(name)) throw new DecodeError(`snapshot lists collection ${JSON.stringify(name)} twice`)
+      const t = Table.load(name, r)
+      t.checkBlocks(store.peerIds.length, store.nameIds.length)
+      store.tables.set(name, t)
+    }
+    if (!r.done) throw new DecodeError(`${r.remaining} bytes after the snapshot`)
+    return store
+  }
+
   /** Rebuilds a store from {@link RecordStore.encodeState}'s bytes; throws `DecodeError` on malformed input. */
   static decodeState(bytes: Uint8Array): RecordStore {
     const store = new RecordStore()
@@ -1298,6 +1385,19 @@ function sameVisible(a: Regs, b: Regs): boolean {
 
 /** Fewest records for which {@link RecordStore.changesSince} builds its index (below, it scans). */
 const INDEX_MIN_RECORDS = 16_384
+
+/**
+ * First byte of {@link RecordStore.encodeSnapshot}'s bytes (a delta starts with its version, 1 or 2). It names the
+ * block layout of record-table.ts as well: change either, change this.
+ *
+ *   snapshot := u8 format  u32 1 (in the writer's byte order)
+ *               uint n, n × string peers    uint n, n × string field names     (the store's numbering)
+ *               vector vv   vector beyond   u8 beyondUnknown                   vector := uint n, n × (uint peer, uint wall, uint counter)
+ *               uint n, n × (string collection, table)                         table: Table.save
+ */
+export const SNAPSHOT_FORMAT = 0xb1
+/** 1, written in the machine's byte order: the snapshot's arrays are read back only on a machine of the same one. */
+const BYTE_ORDER = new Uint32Array([1])
 
 /** Most ranges held ahead of the version vector per origin (see {@link RecordStore.apply}). */
 const MAX_AHEAD = 32

@@ -20,7 +20,7 @@
 import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
 import { StampStats, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
-import { ABSENT_TAG, copyCanonicalValue, valueEnd } from './value.js'
+import { ABSENT_TAG, checkedValueEnd, copyCanonicalValue, valueEnd } from './value.js'
 
 const NO_BYTES = new Uint8Array(0)
 
@@ -929,6 +929,119 @@ export class Table {
     w.over(NO_BYTES, 0)
   }
 
+  /**
+   * Writes the table as it lies in memory, for {@link Table.load}: per row that holds a record, in order, its block's
+   * length and its id's length × 2 + 1 when visible; then the ids' bytes and the blocks' bytes, packed in that order.
+   * Blocks number peers and field names as the store does: only the store's snapshot (RecordStore.encodeSnapshot)
+   * may write it.
+   */
+  save(w: Writer): void {
+    let blockBytes = 0
+    let idBytes = 0
+    for (let row = 0; row < this.next; row++) {
+      if ((this.flags[row]! & ALIVE) === 0) continue
+      blockBytes += this.len[row]!
+      idBytes += this.idLen[row]!
+    }
+    w.uint(this.alive)
+    w.uint(idBytes)
+    w.uint(blockBytes)
+    for (let row = 0; row < this.next; row++) {
+      if ((this.flags[row]! & ALIVE) === 0) continue
+      w.uint(this.len[row]!)
+      w.uint(this.idLen[row]! * 2 + (this.flags[row]! & VISIBLE))
+    }
+    w.ensure(idBytes + blockBytes)
+    for (let row = 0; row < this.next; row++) if (this.flags[row]! & ALIVE) w.copy(this.ids, this.idOff[row]!, this.idOff[row]! + this.idLen[row]!)
+    for (let row = 0; row < this.next; row++) if (this.flags[row]! & ALIVE) w.copy(this.buf, this.off[row]!, this.off[row]! + this.len[row]!)
+  }
+
+  /**
+   * A table read back from {@link Table.save}'s bytes: the arenas copied as they are, offsets summed, the hash index
+   * built. Checks that the lengths add up and that each id appears once; the blocks themselves are trusted (the
+   * storage entry's checksum covers them).
+   */
+  static load(name: string, r: Reader): Table {
+    const t = new Table(name)
+    const rows = r.count(2)
+    const idBytes = r.uint()
+    const blockBytes = r.uint()
+    const size = Math.max(64, rows)
+    const off = new Uint32Array(size)
+    const len = new Uint32Array(size)
+    const idOff = new Uint32Array(size)
+    const idLen = new Uint32Array(size)
+    const flags = new Uint8Array(size)
+    let end = 0
+    let idEnd = 0
+    for (let row = 0; row < rows; row++) {
+      const n = r.uint()
+      const id = r.uint()
+      if (n === 0) throw new DecodeError(`table ${name}: row ${row} has an empty block`)
+      off[row] = end
+      len[row] = n
+      idOff[row] = idEnd
+      idLen[row] = Math.floor(id / 2)
+      flags[row] = id % 2 === 1 ? ALIVE | VISIBLE : ALIVE
+      end += n
+      idEnd += idLen[row]!
+    }
+    if (end !== blockBytes || idEnd !== idBytes) throw new DecodeError(`table ${name}: the rows take ${end} + ${idEnd} bytes, not ${blockBytes} + ${idBytes}`)
+    if (idBytes + blockBytes > r.remaining) throw new DecodeError(`table ${name}: ${idBytes + blockBytes} bytes announced, ${r.remaining} left`)
+    const ids = new Uint8Array(Math.max(1024, idBytes))
+    ids.set(r.raw(idBytes))
+    const buf = new Uint8Array(Math.max(1024, blockBytes))
+    buf.set(r.raw(blockBytes))
+    t.buf = buf
+    t.off = off
+    t.len = len
+    t.flags = flags
+    t.end = end
+    t.live = end
+    t.ids = ids
+    t.idEnd = idEnd
+    t.idOff = idOff
+    t.idLen = idLen
+    t.next = rows
+    t.alive = rows
+    let slots = 128
+    while (rows + 1 > slots >> 1) slots *= 2
+    t.slots = new Int32Array(2 * slots)
+    const index = t.slots
+    const mask = slots - 1
+    const hash = (t.hash = new Int32Array(size))
+    for (let row = 0; row < rows; row++) {
+      const start = idOff[row]!
+      const n = idLen[row]!
+      const h = (hash[row] = hashBytes(ids, start, start + n))
+      // Probed as Table.insert does, comparing ids with the same hash on the way.
+      let i = h & mask
+      for (let v = index[2 * i]!; v !== 0; i = (i + 1) & mask, v = index[2 * i]!) {
+        if (index[2 * i + 1] !== h || idLen[v - 1] !== n) continue
+        const o = idOff[v - 1]!
+        let k = 0
+        while (k < n && ids[o + k] === ids[start + k]) k++
+        if (k === n) throw new DecodeError(`table ${name}: row ${row} repeats the id of row ${v - 1}`)
+      }
+      index[2 * i] = row + 1
+      index[2 * i + 1] = h
+    }
+    return t
+  }
+
+  /**
+   * Reads every block through, with the checks of a delta's decoder (flags, counts, peer and name indexes below
+   * `nPeers`/`nNames`, values), and each exactly to its end: a table {@link load}ed from bytes that passed a
+   * checksum may still hold what its writer should never have written, and nothing reading the table checks again.
+   */
+  checkBlocks(nPeers: number, nNames: number): void {
+    const buf = this.buf
+    for (let row = 0; row < this.next; row++) {
+      const end = this.off[row]! + this.len[row]!
+      if (!checkBlock(buf, this.off[row]!, end, nPeers, nNames)) throw new DecodeError(`table ${this.name}: row ${row} holds a malformed block`)
+    }
+  }
+
   /** Bytes the table's arenas take. */
   get capacity(): number {
     return this.buf.length + this.ids.length
@@ -953,6 +1066,52 @@ export class Table {
     else next.set(this.buf.subarray(0, this.end))
     this.buf = next
   }
+}
+
+/**
+ * True when `buf[start, end)` is one well-formed block: flags, then stamps, counts and values that stay inside it and
+ * end exactly at `end`, peer indexes below `nPeers`, name indexes below `nNames`, a first stamp that is not "the same
+ * as the previous one". The cursor is {@link at}, as for the other block readers.
+ */
+function checkBlock(buf: Uint8Array, start: number, end: number, nPeers: number, nNames: number): boolean {
+  const flags = buf[start]!
+  if (start >= end || flags > 3 || flags === 2) return false
+  at = start + 1
+  let first = true
+  if (flags & 1) {
+    if (!checkStamp(buf, end, nPeers, true)) return false
+    first = false
+  }
+  const n = checkedUint(buf, end)
+  for (let k = 0; k < n; k++) {
+    const name = checkedUint(buf, end)
+    if (name < 0 || name >= nNames) return false
+    at = checkedValueEnd(buf, at, end)
+    if (at < 0 || !checkStamp(buf, end, nPeers, first)) return false
+    first = false
+  }
+  return n >= 0 && at === end
+}
+
+/** A varint of at most 7 bytes at {@link at}, read no further than `end`; −1 when it is not there. */
+function checkedUint(buf: Uint8Array, end: number): number {
+  let v = 0
+  let scale = 1
+  for (let i = 0; i < 7; i++) {
+    if (at >= end) return -1
+    const b = buf[at++]!
+    v += (b & 0x7f) * scale
+    if (b < 0x80) return v
+    scale *= 0x80
+  }
+  return -1
+}
+
+/** A block stamp at {@link at}, read with {@link checkedUint}: false when it is malformed. */
+function checkStamp(buf: Uint8Array, end: number, nPeers: number, first: boolean): boolean {
+  const x = checkedUint(buf, end)
+  if (x < 0 || x > nPeers || (x === 0 && first)) return false
+  return x === 0 || (checkedUint(buf, end) >= 0 && checkedUint(buf, end) >= 0)
 }
 
 /** A copy of `a`, `size` long (zero-filled past `a`'s length). */

@@ -296,6 +296,68 @@ export function copyCanonicalValue(r: Reader, w: Writer | undefined): void {
   if (w) writeValue(w, v)
 }
 
+/**
+ * Where the value starting at `pos` ends, reading no further than `end`; −1 when the bytes there are no value (an
+ * unknown tag, a length past `end`, nesting deeper than {@link MAX_VALUE_DEPTH}). Checks the shape only: what
+ * {@link valueEnd} and the readers after it rely on.
+ */
+export function checkedValueEnd(buf: Uint8Array, pos: number, end: number, depth = 0): number {
+  if (pos >= end) return -1
+  const tag = buf[pos++]!
+  switch (tag) {
+    case Tag.Null:
+    case Tag.False:
+    case Tag.True:
+    case Tag.Absent:
+      return pos
+    case Tag.Int:
+      return checkedVarintEnd(buf, pos, end)
+    case Tag.Float:
+      return pos + 8 <= end ? pos + 8 : -1
+    case Tag.Decimal: {
+      const p = checkedVarintEnd(buf, pos, end)
+      return p >= 0 && p < end ? p + 1 : -1
+    }
+    case Tag.String:
+    case Tag.Bytes:
+      return checkedBlobEnd(buf, pos, end)
+    case Tag.Array:
+    case Tag.Object: {
+      if (depth >= MAX_VALUE_DEPTH) return -1
+      let n = 0
+      let scale = 1
+      for (let i = 0; ; i++) {
+        if (pos >= end || i > 7) return -1
+        const b = buf[pos++]!
+        n += (b & 0x7f) * scale
+        if (b < 0x80) break
+        scale *= 0x80
+      }
+      for (let i = 0; i < n && pos >= 0; i++) {
+        if (tag === Tag.Object) pos = checkedBlobEnd(buf, pos, end) // the key
+        if (pos >= 0) pos = checkedValueEnd(buf, pos, end, depth + 1)
+      }
+      return pos
+    }
+    default:
+      return -1
+  }
+}
+
+/** Where the varint at `pos` ends (at most 8 bytes, before `end`), or −1. */
+function checkedVarintEnd(buf: Uint8Array, pos: number, end: number): number {
+  for (let i = 0; i < 8; i++) if (pos + i >= end) return -1
+  else if (buf[pos + i]! < 0x80) return pos + i + 1
+  return -1
+}
+
+/** Where the length-prefixed bytes at `pos` end (before `end`), or −1. */
+function checkedBlobEnd(buf: Uint8Array, pos: number, end: number): number {
+  if (checkedVarintEnd(buf, pos, end) < 0) return -1
+  const stop = blobEnd(buf, pos)
+  return stop <= end ? stop : -1
+}
+
 /** Where the canonical value starting at `pos` in `buf` ends (the bytes must be a valid value: no checks). */
 export function valueEnd(buf: Uint8Array, pos: number): number {
   const tag = buf[pos++]!
