@@ -1300,9 +1300,7 @@ export class RecordStore {
     for (let i = 0; i < n; i++) {
       const name = r.string()
       if (store.tables.has(name)) throw new DecodeError(`snapshot lists collection ${JSON.stringify(name)} twice`)
-      const t = Table.load(name, r)
-      t.checkBlocks(store.peerIds.length, store.nameIds.length)
-      store.tables.set(name, t)
+      store.tables.set(name, Table.load(name, r, store.peerIds.length, store.nameIds.length))
     }
     if (!r.done) throw new DecodeError(`${r.remaining} bytes after the snapshot`)
     return store

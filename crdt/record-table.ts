@@ -958,10 +958,10 @@ export class Table {
 
   /**
    * A table read back from {@link Table.save}'s bytes: the arenas copied as they are, offsets summed, the hash index
-   * built. Checks that the lengths add up and that each id appears once; the blocks themselves are trusted (the
-   * storage entry's checksum covers them).
+   * built. Checks that the lengths add up, that each id appears once, and every block (see {@link checkBlocks}) with
+   * the store's `nPeers` peers and `nNames` field names; throws `DecodeError`.
    */
-  static load(name: string, r: Reader): Table {
+  static load(name: string, r: Reader, nPeers: number, nNames: number): Table {
     const t = new Table(name)
     const rows = r.count(2)
     const idBytes = r.uint()
@@ -1026,15 +1026,16 @@ export class Table {
       index[2 * i] = row + 1
       index[2 * i + 1] = h
     }
+    t.checkBlocks(nPeers, nNames)
     return t
   }
 
   /**
-   * Reads every block through, with the checks of a delta's decoder (flags, counts, peer and name indexes below
-   * `nPeers`/`nNames`, values), and each exactly to its end: a table {@link load}ed from bytes that passed a
-   * checksum may still hold what its writer should never have written, and nothing reading the table checks again.
+   * Reads every block through, with bounds checks (flags, counts, peer and name indexes below `nPeers`/`nNames`,
+   * value shapes), and each exactly to its end: bytes that passed a storage checksum may still hold what no writer
+   * should have written, and nothing that reads a table checks its blocks again.
    */
-  checkBlocks(nPeers: number, nNames: number): void {
+  private checkBlocks(nPeers: number, nNames: number): void {
     const buf = this.buf
     for (let row = 0; row < this.next; row++) {
       const end = this.off[row]! + this.len[row]!
