@@ -20,9 +20,10 @@
  * union of CRDT states is the state); a replica may take over the keys of a slot nobody holds ({@link
  * Persistence.absorb}) by writing a snapshot of its own that covers them before removing them.
  *
- * A snapshot is the store as it lies in memory (RecordStore.encodeSnapshot: copied back in, not decoded record by
- * record); earlier builds wrote the whole-state delta instead, which is still read (and replaced at the next
- * compaction). Such a snapshot cannot be opened by a build from before that change.
+ * A snapshot of a store holding `memoryLayoutFrom` records or more is the store as it lies in memory
+ * (RecordStore.encodeSnapshot: copied back in, not decoded record by record); a smaller store's, and every snapshot
+ * of earlier builds, is the whole-state delta, which is always read. Builds from before the memory layout cannot
+ * open a snapshot written in it.
  *
  * Every value is `u8 version=1 | 16-byte MurmurHash3 of the payload | payload`, so a corrupt or truncated value is
  * detected and reported as StorageCorruptError naming its key — never silently skipped. Compaction writes the new
