@@ -49,6 +49,8 @@ interface ScaleResult {
   heapIndexedMB?: number
   syncMs?: number
   levelStartMs?: number
+  /** The snapshot's bytes as stored on LevelDB (in the store's memory layout from 65 536 records, else a delta). */
+  levelSnapshotBytes?: number
 }
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789'
@@ -119,8 +121,8 @@ async function childSyncmesh(count: number): Promise<ScaleResult> {
   }
   const coreOnly = arg('parts', 'all') === 'core'
   const syncMs = coreOnly ? undefined : await fullSync(loaded)
-  const levelStartMs = coreOnly ? undefined : await levelStart(loaded)
-  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, syncMs, levelStartMs }
+  const level = coreOnly ? undefined : await levelStart(loaded)
+  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, syncMs, levelStartMs: level?.ms, levelSnapshotBytes: level?.snapshotBytes }
 }
 
 /** A replica holding `store` (stored as one snapshot) and a new one on the memory network: ms until it holds it all. */
@@ -141,8 +143,8 @@ async function fullSync(store: import('../crdt/index.js').RecordStore): Promise<
   return ms
 }
 
-/** A LevelDB store holding `store`: ms from createReplica until it returns (readable). */
-async function levelStart(store: import('../crdt/index.js').RecordStore): Promise<number> {
+/** A LevelDB store holding `store`: ms from createReplica until it returns (readable), and the snapshot's bytes. */
+async function levelStart(store: import('../crdt/index.js').RecordStore): Promise<{ ms: number; snapshotBytes: number }> {
   const { createReplica } = await import('../src/index.js')
   const { levelStorage } = await import('../src/storage/level.js')
   const { Persistence } = await import('../src/persistence.js')
@@ -156,7 +158,10 @@ async function levelStart(store: import('../crdt/index.js').RecordStore): Promis
     const ms = performance.now() - t0
     if (replica.collection('records').get('r0000000') === undefined) throw new Error('LevelDB start: not readable')
     await replica.close()
-    return ms
+    const after = levelStorage(dir)
+    const snapshotBytes = (await after.loadRange(['snapshot'])).reduce((n, e) => n + e.data.byteLength, 0)
+    await after.close()
+    return { ms, snapshotBytes }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -275,6 +280,7 @@ async function main(): Promise<void> {
     ['heap of the loaded state with that index', ...cells((r) => r.heapIndexedMB, mb), growth((r) => r.heapIndexedMB), target((r) => r.heapIndexedMB, 250, 'MB')],
     ['new replica, full sync over the memory network', ...cells((r) => r.syncMs, ms), growth((r) => r.syncMs), target((r) => r.syncMs, 5000, 'ms')],
     ['LevelDB cold start until readable', ...cells((r) => r.levelStartMs, ms), growth((r) => r.levelStartMs), target((r) => r.levelStartMs, 2000, 'ms')],
+    ['… the snapshot it loads, as stored', ...cells((r) => (r.levelSnapshotBytes === undefined ? undefined : r.levelSnapshotBytes / 1e6), mb), growth((r) => r.levelSnapshotBytes), '—'],
   ]
   const header = ['measure', ...sizes.map((n) => `syncmesh ${n.toLocaleString('en-US')}`), `yjs ${top.toLocaleString('en-US')}`, 'growth', 'target at 1 M']
   for (const r of results) if ('error' in r) rows.push([`${r.system} ${r.records} failed`, r.error.slice(0, 120), '', '', '', '', ''])
