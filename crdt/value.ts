@@ -346,8 +346,10 @@ export function checkedValueEnd(buf: Uint8Array, pos: number, end: number, depth
 
 /** Where the varint at `pos` ends (at most 8 bytes, before `end`), or −1. */
 function checkedVarintEnd(buf: Uint8Array, pos: number, end: number): number {
-  for (let i = 0; i < 8; i++) if (pos + i >= end) return -1
-  else if (buf[pos + i]! < 0x80) return pos + i + 1
+  for (let i = 0; i < 8; i++) {
+    if (pos + i >= end) return -1
+    if (buf[pos + i]! < 0x80) return pos + i + 1
+  }
   return -1
 }
 
