@@ -1094,11 +1094,11 @@ function checkBlock(buf: Uint8Array, start: number, end: number, nPeers: number,
   return n >= 0 && at === end
 }
 
-/** A varint of at most 7 bytes at {@link at}, read no further than `end`; −1 when it is not there. */
+/** A varint of at most {@link MAX_VARINT} bytes at {@link at}, read no further than `end`; −1 when it is not there. */
 function checkedUint(buf: Uint8Array, end: number): number {
   let v = 0
   let scale = 1
-  for (let i = 0; i < 7; i++) {
+  for (let i = 0; i < MAX_VARINT; i++) {
     if (at >= end) return -1
     const b = buf[at++]!
     v += (b & 0x7f) * scale

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DecodeError, HLC, RecordStore, type Timestamp } from '../../crdt/index.js'
+import { MAX_COUNTER, MAX_WALL } from '../../crdt/timestamp.js'
 import { SNAPSHOT_FORMAT } from '../../crdt/record-store.js'
 import { StorageCorruptError } from '../../src/errors.js'
 import { Persistence, wrap } from '../../src/persistence.js'
@@ -120,6 +121,18 @@ describe('snapshots in the in-memory layout', () => {
       }
     }
     expect(refused).toBeGreaterThan(300)
+  })
+
+  it('timestamps at the ends of their ranges load back (the widest varints a block holds)', () => {
+    const s = new RecordStore()
+    const far = { wall: MAX_WALL, counter: MAX_COUNTER, peer: 'p'.repeat(256) }
+    s.put('c', 'x', { a: 1 }, { wall: 0, counter: 0, peer: 'q' })
+    s.update('c', 'x', { b: 2 }, far)
+    s.update('c', 'x', { c: 3 }, { wall: 1, counter: MAX_COUNTER, peer: 'q' })
+    s.delete('c', 'gone', far)
+    const back = roundTrip(s)
+    expect(Buffer.from(back.encodeState()).equals(Buffer.from(s.encodeState()))).toBe(true)
+    expect(back.get('c', 'x')).toEqual({ id: 'x', a: 1, b: 2, c: 3 })
   })
 
   it('an empty store, and one whose records were all removed, load back', () => {
