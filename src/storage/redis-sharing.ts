@@ -58,6 +58,7 @@ interface CoordinationClient {
   unsubscribe(channel: string, listener: (message: Buffer) => void, bufferMode: true): Promise<void>
   on(event: 'error', fn: (err: unknown) => void): unknown
   connect(): Promise<unknown>
+  ref(): void
   unref(): void
   close(): Promise<void>
   destroy(): void
@@ -129,6 +130,35 @@ class Connections {
     this.users++
   }
 
+  /**
+   * Sends a command that takes or gives back a lock, keeping the process alive until its reply or for `ttlMs` at
+   * most (the lock is gone by then anyway, and an unreachable server must not hold the process forever). The
+   * connections are otherwise unreferenced, so that an open replica never holds its process; but a process that ends
+   * with such a command in flight leaves Redis holding a lock that nobody releases until its TTL runs out: the one
+   * a SET took, or the one the release was for.
+   */
+  async lockCommand(args: (string | Buffer)[], ttlMs: number): Promise<unknown> {
+    const c = this.cmd
+    let held = true
+    const letGo = (): void => {
+      if (!held) return
+      held = false
+      if (--this.locking === 0) c.unref()
+    }
+    if (this.locking++ === 0) c.ref()
+    const limit = setTimeout(letGo, ttlMs)
+    limit.unref?.()
+    try {
+      return await c.sendCommand(args)
+    } finally {
+      clearTimeout(limit)
+      letGo()
+    }
+  }
+
+  /** Lock commands in flight (the command connection is referenced while there are any). */
+  private locking = 0
+
   drop(): void {
     if (--this.users > 0) return
     const open = [this.command, this.subscriber]
@@ -173,7 +203,7 @@ class RedisLocks implements Locks {
     const sentAt = performance.now()
     let reply: unknown
     try {
-      reply = await this.conns.cmd.sendCommand(['SET', key, token, 'NX', 'PX', String(this.ttlMs)])
+      reply = await this.conns.lockCommand(['SET', key, token, 'NX', 'PX', String(this.ttlMs)], this.ttlMs)
     } catch (err) {
       this.conns.drop()
       throw err
@@ -266,8 +296,8 @@ class RedisLease implements Lease {
     clearInterval(this.renewTimer)
     clearTimeout(this.deadline)
     const conns = this.locks.conns
-    conns.cmd
-      .sendCommand(['EVAL', RELEASE, '1', this.key, this.token])
+    conns
+      .lockCommand(['EVAL', RELEASE, '1', this.key, this.token], this.locks.ttlMs)
       .catch(() => {}) // it expires by itself
       .finally(() => conns.drop())
   }

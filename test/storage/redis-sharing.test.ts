@@ -22,6 +22,7 @@ import { SHARING_COLLECTION, sharingRecord } from './redis-sharing-child.js'
 const SEED = Number(process.env.REDIS_SHARING_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const CHILD = fileURLToPath(new URL('./redis-sharing-child.ts', import.meta.url))
 const REPO = fileURLToPath(new URL('../..', import.meta.url))
+const LOCK_EXIT_CHILD = fileURLToPath(new URL('./redis-lock-exit-child.ts', import.meta.url))
 
 const writerOf = (r: Replica): string => (r as unknown as { writerId: string }).writerId
 const slotOf = (r: Replica): number => Number(writerOf(r).split('~').pop())
@@ -167,6 +168,20 @@ describe.skipIf(!available)('replicas sharing one Redis namespace (real redis-se
     expect(await lockKeys(namespace)).toEqual([])
     const again = await openReplica(namespace)
     kids.forEach((c, i) => expectHolds(again, seeds[i]!, c.acked()))
+  })
+
+  it('a process that gives back a lock and ends at once does not leave the lock behind (its release is slow to arrive)', async () => {
+    // The child's release takes 300 ms to reach Redis; it closes and returns right after giving the lock back.
+    const namespace = freshNamespace('exit')
+    const child = spawn(process.execPath, ['--import', 'tsx', LOCK_EXIT_CHILD, String(server.port), namespace], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } })
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+    const code = await new Promise((resolve) => child.on('close', resolve))
+    expect(code, out).toBe(0)
+    expect(out).toContain('acquired')
+    expect(out).toContain('closed')
+    expect(await lockKeys(namespace)).toEqual([])
   })
 
   it('a process SIGKILLed mid-write: its acknowledged writes survive; its slot stays untouched until its lock expires, then the next opener absorbs it', async () => {
