@@ -36,7 +36,7 @@
  * A full snapshot is the delta against an empty version vector. Decoding checks every count against the bytes that
  * remain and every index against its table, so malformed input fails fast with {@link DecodeError}, never hangs.
  */
-import { Reader, Writer, decodeString, decodeStringAt } from './bytes.js'
+import { Reader, Writer, decodeString, decodeStringAt, holdShape } from './bytes.js'
 import { DecodeError, InvalidArgumentError } from './errors.js'
 import { type Timestamp, MAX_COUNTER, MAX_WALL, invalidPeerReason } from './timestamp.js'
 import { type Value, copyCanonicalValue, readValue, writeValue } from './value.js'
@@ -347,6 +347,10 @@ export class DeltaWriter {
   finish(): Uint8Array {
     const out = this.w.finish()
     if (this.w === scratch && out.length > 1 << 16) scratch = new Writer(4096) // keep the buffer for small live deltas, not for snapshots
+    if (this.w === scratch) {
+      this.prevBuf = undefined // a table's id arena
+      holdShape(this)
+    }
     return out
   }
 }
@@ -481,6 +485,10 @@ export class RecordId {
   private chars = 0
   private str: string | undefined = ''
   private static readonly scratch = new Writer(64)
+
+  constructor() {
+    holdShape(this)
+  }
 
   /** Forgets the previous id (a new collection starts). */
   reset(): void {

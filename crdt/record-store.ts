@@ -1,4 +1,4 @@
-import { Reader, Writer, putUint } from './bytes.js'
+import { Reader, Writer, holdShape, putUint } from './bytes.js'
 import { type Delta, DeltaWriter, type FieldDelta, type RecordDelta, type RecordRef, readDelta } from './delta.js'
 import { DecodeError, InvalidArgumentError, InvalidValueError } from './errors.js'
 import { DeltaIndex } from './delta-index.js'
@@ -77,6 +77,9 @@ class ApplyContext {
 }
 
 const NOTHING = { collection: '', id: '', existed: false }
+
+// Held for ApplyContext's hidden class (see holdShape): a merge's context would hold its lists and its listener.
+holdShape(new ApplyContext(false, undefined))
 
 /**
  * An empty array already of the kind that holds objects: a fresh `[]` holds small integers until its first push,

@@ -17,7 +17,7 @@
  * so equal values have equal bytes and exact ties compare bytes, as {@link compareValues} does; they are decoded only
  * when a record is read.
  */
-import { type Reader, Writer, decodeStringAt, putUint } from './bytes.js'
+import { type Reader, Writer, decodeStringAt, holdShape, putUint } from './bytes.js'
 import { StampStats, noteCounter, oneVarintStamp, readWireStamp, wireStamp } from './delta.js'
 import { DecodeError } from './errors.js'
 import { ABSENT_TAG, checkedValueEnd, copyCanonicalValue, valueEnd } from './value.js'
@@ -267,6 +267,7 @@ export class WireTables extends StampStats {
     super()
     this.peerAt = new Array<number>(nPeers).fill(-1)
     this.nameAt = new Array<number>(nNames).fill(-1)
+    holdShape(this)
   }
 
   /** Notes a timestamp's peer (store index) and wall (a vector's: see {@link stamp} for a record's). */
