@@ -241,7 +241,8 @@ const SECTIONS: Record<WorkloadName, Section> = {
       `API — through the replica API, in-memory storage: ${count(s.records)} \`collection.put\`, then ` +
       `${count(s.w1Updates)} single-field \`collection.update\`, pipelined and awaited`,
     columns: [
-      { header: 'insert ops/s (pipelined)', cell: (m) => formatRate(num(m, 'insertOpsPerSec')) },
+      { header: 'insert ops/s (pipelined, first of process)', cell: (m) => formatRate(num(m, 'insertOpsPerSec')) },
+      { header: 'insert ops/s (pipelined, warm)', cell: (m) => formatRate(num(m, 'warmInsertOpsPerSec')) },
       { header: 'update ops/s (pipelined)', cell: (m) => formatRate(num(m, 'pipelinedOpsPerSec')) },
       { header: 'update ops/s (awaited)', cell: (m) => formatRate(num(m, 'awaitedOpsPerSec')) },
       { header: 'heap MB', cell: (m) => formatHeapMB(num(m, 'heapMB')) },
@@ -253,22 +254,33 @@ const SECTIONS: Record<WorkloadName, Section> = {
     ratios: [
       { key: 'pipelinedOpsPerSec', label: 'pipelined updates', higherIsBetter: true },
       { key: 'awaitedOpsPerSec', label: 'awaited updates', higherIsBetter: true },
-      { key: 'insertOpsPerSec', label: 'inserts', higherIsBetter: true },
+      { key: 'insertOpsPerSec', label: 'inserts (first of process)', higherIsBetter: true },
+      { key: 'warmInsertOpsPerSec', label: 'inserts (warm)', higherIsBetter: true },
       { key: 'heapMB', label: 'heap' },
     ],
-    targets: [{ key: 'pipelinedOpsPerSec', label: 'API update ops/s (pipelined)', min: 3e5, format: formatRate }],
-    asides: [{ key: 'awaitedOpsPerSec', label: 'API update ops/s (awaited)', format: formatRate }],
+    targets: [
+      { key: 'pipelinedOpsPerSec', label: 'API update ops/s (pipelined)', min: 3e5, format: formatRate },
+      { key: 'warmInsertOpsPerSec', label: 'API put ops/s (pipelined, warm)', min: 3e5, format: formatRate },
+    ],
+    asides: [
+      { key: 'awaitedOpsPerSec', label: 'API update ops/s (awaited)', format: formatRate },
+      { key: 'insertOpsPerSec', label: 'API put ops/s (pipelined, first of process)', format: formatRate },
+    ],
     notes: (medians, s) => {
       const group = count(num([...medians.values()][0] ?? {}, 'groupSize'))
       return [
         'syncmesh: `createReplica({ peerId, storage })` with a `MemoryStorage` (a subclass whose `close()` keeps ' +
           'the content, for the checks below), no transports; the public ' +
           '`collection(\'records\')` API, W1’s records and updates (same seed). Each mode runs on its own fresh ' +
-          'replica in the same process, pipelined first (so the rate with the target gets no warm-up from the other).',
+          'replica in the same process, pipelined first (so the pipelined update rate gets no warm-up from the awaited ' +
+          'mode).',
         `pipelined: \`update\`s issued without awaiting each, awaited in groups of ${group} with \`Promise.all\` — ` +
           'what an app making a burst of edits sees. The writes of one tick are flushed to storage as one delta, and ' +
-          'each promise still resolves only once its write is stored. insert ops/s: the puts, pipelined the same ' +
-          'way; they are the first writes of the fresh process, so they include the JIT warm-up of the write path.',
+          'each promise still resolves only once its write is stored. insert ops/s: the puts of new records, pipelined ' +
+          'the same way. "first of process": the pipelined replica\'s, the first writes of the fresh process, so ' +
+          'mostly V8 compiling the write path while it runs. "warm": the awaited replica\'s, a new replica, store ' +
+          'and storage in the same process after the first one\'s writes and the two full collections of its heap ' +
+          'measurement — what an app sees from its second burst on.',
         `awaited: \`await c.update(…)\` one at a time — every write is durable in storage before the next one ` +
           `starts, so each of the ${count(s.w1Updates)} writes is its own delta and storage append. Informational, ` +
           'no target.',
