@@ -17,9 +17,9 @@ const shapes = new Map<unknown, object>()
 /**
  * Keeps `o`, the newest object of its class, alive. At a full garbage collection V8 frees a hidden class that no
  * live object has, and throws away the optimised code compiled against it. For a class whose objects live only
- * during one call (a writer, an id being read, a merge's context) that is every major collection between two bursts of
- * writes or deltas, each sending the encode, decode and merge code back to the interpreter to be compiled again.
- * Only for objects that hold nothing large or long-lived.
+ * during one call (a writer, an id being read, a merge's context), that is every major collection between two
+ * bursts of writes or deltas, each sending the encode, decode and merge code back to the interpreter to be compiled
+ * again. Only for objects that hold nothing large or long-lived.
  */
 export function holdShape(o: object): void {
   shapes.set(o.constructor, o)
