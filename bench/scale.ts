@@ -47,6 +47,10 @@ interface ScaleResult {
   deltaBytes: number
   firstDeltaMs?: number
   heapIndexedMB?: number
+  /** A tombstone collection with nothing to drop (the sync engine runs one after every anti-entropy round). */
+  collectMs?: number
+  /** The same delta request right after that collection. */
+  deltaAfterCollectMs?: number
   syncMs?: number
   levelStartMs?: number
   /** The snapshot's bytes as stored on LevelDB (in the store's memory layout from 65 536 records, else a delta). */
@@ -119,10 +123,12 @@ async function childSyncmesh(count: number): Promise<ScaleResult> {
     runs.push(ms)
     deltaBytes = encodeDelta(delta).byteLength
   }
+  const [, collectMs] = time(() => loaded.collect(loaded.versionVector()))
+  const [, deltaAfterCollectMs] = time(() => loaded.changesSince(vv))
   const coreOnly = arg('parts', 'all') === 'core'
   const syncMs = coreOnly ? undefined : await fullSync(loaded)
   const level = coreOnly ? undefined : await levelStart(loaded)
-  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, syncMs, levelStartMs: level?.ms, levelSnapshotBytes: level?.snapshotBytes }
+  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, collectMs, deltaAfterCollectMs, syncMs, levelStartMs: level?.ms, levelSnapshotBytes: level?.snapshotBytes }
 }
 
 /** A replica holding `store` (stored as one snapshot) and a new one on the memory network: ms until it holds it all. */
@@ -278,6 +284,8 @@ async function main(): Promise<void> {
     ['… its size', ...cells((r) => r.deltaBytes, (x) => (x === undefined ? '—' : `${x} B`)), '—', '—'],
     ['… the first request after the load (builds the index)', ...cells((r) => r.firstDeltaMs, ms), growth((r) => r.firstDeltaMs), '—'],
     ['heap of the loaded state with that index', ...cells((r) => r.heapIndexedMB, mb), growth((r) => r.heapIndexedMB), target((r) => r.heapIndexedMB, 250, 'MB')],
+    ['tombstone collection with none to drop (after every anti-entropy round)', ...cells((r) => r.collectMs, ms), growth((r) => r.collectMs), '—'],
+    ['… the same delta request right after it', ...cells((r) => r.deltaAfterCollectMs, ms), growth((r) => r.deltaAfterCollectMs), '—'],
     ['new replica, full sync over the memory network', ...cells((r) => r.syncMs, ms), growth((r) => r.syncMs), target((r) => r.syncMs, 5000, 'ms')],
     ['LevelDB cold start until readable', ...cells((r) => r.levelStartMs, ms), growth((r) => r.levelStartMs), target((r) => r.levelStartMs, 2000, 'ms')],
     ['… the snapshot it loads, as stored', ...cells((r) => (r.levelSnapshotBytes === undefined ? undefined : r.levelSnapshotBytes / 1e6), mb), growth((r) => r.levelSnapshotBytes), '—'],

@@ -4,7 +4,7 @@ import { DecodeError, InvalidArgumentError, InvalidValueError } from './errors.j
 import { DeltaIndex } from './delta-index.js'
 import { covered, encodeParts } from './delta-parts.js'
 import { murmur3x128 } from './hash.js'
-import { MAX_VARINT, NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, putWireStamp, wireToBlock, wireToRegs } from './record-table.js'
+import { MAX_VARINT, NEEDS_MERGE, Outgoing, Regs, Table, WIRE_EMPTY, WIRE_FLOOR, WIRE_TOMBSTONE, WIRE_VISIBLE, WireTables, blockToWire, collectOutgoing, hashBytes, scanBlock, putWireStamp, wireToBlock, wireToRegs } from './record-table.js'
 import { type Timestamp, compareTimestamps, invalidTimestampReason } from './timestamp.js'
 import { ABSENT_TAG, type Value, compareValueBytes, defineField, normalizeValue, readValue, valueEnd, writeValue } from './value.js'
 import { type VersionVector, advance, claimsFor, covers, isNewer } from './version-vector.js'
@@ -715,6 +715,7 @@ export class RecordStore {
               }
               if (got !== NEEDS_MERGE) {
                 if (got & WIRE_EMPTY) return true
+                if (got & WIRE_TOMBSTONE) t.tombstones = true
                 merged = true
                 ctx.wrote = true
                 if (changes && got & WIRE_VISIBLE) ctx.changed.push({ collection, id: id.string, existed: false })
@@ -1019,18 +1020,22 @@ export class RecordStore {
 
   /**
    * Drops, in every record, the floor and the fields `drop` selects (it sees each timestamp by its parts, and whether
-   * it is a delete floor or a removed field; `begin` sees each record first, whole); removes records left empty, and collections left empty. Returns how
-   * many floors and fields it dropped, and how many records it removed.
+   * it is a delete floor or a removed field; `begin` sees each record first, whole); removes records left empty, and
+   * collections left empty. With `tombstonesOnly` (`drop` drops nothing else), passes by the tables that hold no
+   * tombstone. Returns how many floors and fields it dropped, and how many records it removed.
    */
   private dropEverywhere(
     drop: (r: Regs, wall: number, counter: number, peer: string, tombstone: boolean) => boolean,
     begin?: (r: Regs) => void,
+    tombstonesOnly = false,
   ): { dropped: number; removed: number } {
     const cur = this.cur
     const peers = this.peerIds
     let dropped = 0
     let removed = 0
     for (const [collection, t] of this.tables) {
+      if (tombstonesOnly && !t.tombstones) continue
+      let tombstones = false
       for (let row = 0; row < t.rowLimit; row++) {
         if (!t.has(row)) continue
         t.read(row, cur)
@@ -1056,8 +1061,12 @@ export class RecordStore {
         if (cur.floorPeer < 0 && out === 0) {
           t.remove(row)
           removed++
-        } else if (changed) t.write(row, cur)
+          continue
+        }
+        if (changed) t.write(row, cur)
+        if (!tombstones) tombstones = cur.tombstone()
       }
+      t.tombstones = tombstones
       t.tidy()
       if (t.size === 0) this.tables.delete(collection)
     }
@@ -1073,12 +1082,18 @@ export class RecordStore {
    * register or floor it holds nothing for when our vector already covers it. Visible state does not change.
    */
   collect(stable: ReadonlyMap<string, Timestamp>): CollectResult {
-    this.index = undefined
-    const { dropped, removed } = this.dropEverywhere((_, wall, counter, peer, tombstone) => {
-      if (!tombstone || newerRaw(stable, wall, counter, peer) || newerRaw(this.vv, wall, counter, peer)) return false
-      this.noteCollected({ wall, counter, peer })
-      return true
-    })
+    // Only the tables holding tombstones are read, and the index stays unless records changed: a store with nothing
+    // to collect pays nothing (the sync engine collects after every anti-entropy round).
+    const { dropped, removed } = this.dropEverywhere(
+      (_, wall, counter, peer, tombstone) => {
+        if (!tombstone || newerRaw(stable, wall, counter, peer) || newerRaw(this.vv, wall, counter, peer)) return false
+        this.noteCollected({ wall, counter, peer })
+        return true
+      },
+      undefined,
+      true,
+    )
+    if (dropped > 0 || removed > 0) this.index = undefined
     // The frontier covers what was collected; it moves only when something was.
     if (dropped > 0) for (const ts of stable.values()) if (!isNewer(this.vv, ts)) advance(this.frontierVv, ts)
     return { tombstones: dropped, records: removed }

@@ -56,6 +56,13 @@ export class Regs {
     return this.srcs[k]![this.vs[k]!] !== ABSENT_TAG
   }
 
+  /** True when it holds a tombstone: a delete floor or a removed field (what tombstone collection drops). */
+  tombstone(): boolean {
+    if (this.floorPeer >= 0 && this.deleted) return true
+    for (let k = 0; k < this.n; k++) if (!this.present(k)) return true
+    return false
+  }
+
   /** Visible when the floor is a replacement, or any field survives a delete. */
   visible(): boolean {
     if (this.floorPeer >= 0 && !this.deleted) return true
@@ -511,6 +518,7 @@ export const NEEDS_MERGE = -1
 export const WIRE_VISIBLE = 1
 export const WIRE_FLOOR = 2
 export const WIRE_EMPTY = 4
+export const WIRE_TOMBSTONE = 8 // a delete floor or a removed field
 
 const seenNames: number[] = []
 
@@ -552,6 +560,7 @@ export function wireToBlock(
   if (n > 32) return NEEDS_MERGE
   w.uint(n)
   let visible = fp >= 0 && !deleted
+  let tombstone = fp >= 0 && deleted
   for (let k = 0; k < n; k++) {
     const name = nameMap[r.uint()]
     if (name === undefined) throw new DecodeError(`field-name index out of range at byte ${r.pos}`)
@@ -568,9 +577,10 @@ export function wireToBlock(
       if (c < 0 || (c === 0 && deleted)) return NEEDS_MERGE
     }
     if (w.buffer[vs] !== ABSENT_TAG) visible = true
+    else tombstone = true
     writeStamp(w, wall, counter, peer)
   }
-  return (visible ? WIRE_VISIBLE : 0) | (fp >= 0 ? WIRE_FLOOR : 0) | (fp < 0 && n === 0 ? WIRE_EMPTY : 0)
+  return (visible ? WIRE_VISIBLE : 0) | (fp >= 0 ? WIRE_FLOOR : 0) | (fp < 0 && n === 0 ? WIRE_EMPTY : 0) | (tombstone ? WIRE_TOMBSTONE : 0)
 }
 
 /**
@@ -675,6 +685,11 @@ export class Table {
   private alive = 0
   /** Bumped whenever rows are renumbered. */
   generation = 0
+  /**
+   * False when no block holds a tombstone (a delete floor or a removed field), so tombstone collection can pass the
+   * table by. Set by every write that may store one; cleared only by a scan that found none left.
+   */
+  tombstones = false
 
   constructor(
     /** The collection's name. */
@@ -886,6 +901,7 @@ export class Table {
   /** Stores `regs` as the row's block. */
   write(row: number, regs: Regs): void {
     const visible = regs.visible()
+    if (!this.tombstones && regs.tombstone()) this.tombstones = true
     // Written at the arena's end (where no block lies, so not over the bytes `regs` may point to), then moved into
     // the row's old place if it fits there.
     this.reserve(blockBound(regs))
@@ -964,6 +980,7 @@ export class Table {
    */
   static load(name: string, r: Reader, nPeers: number, nNames: number): Table {
     const t = new Table(name)
+    t.tombstones = true // not looked for: the first collection finds out
     const rows = r.count(2)
     const idBytes = r.uint()
     const blockBytes = r.uint()

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   DecodeError,
   InvalidValueError,
@@ -11,6 +11,7 @@ import {
   encodeDelta,
   encodeVersionVector,
 } from '../../crdt/index.js'
+import { Table } from '../../crdt/record-table.js'
 import { covers } from '../../crdt/version-vector.js'
 
 const ts = (wall: number, peer = 'a', counter = 0): Timestamp => ({ wall, counter, peer })
@@ -311,6 +312,52 @@ describe('RecordStore tombstone collection', () => {
     const b = new RecordStore()
     b.delete('c', 'r', ts(5))
     expect(b.collect(new Map([['z', ts(9)]]))).toEqual({ tombstones: 0, records: 0 })
+  })
+
+  it('reads no record and keeps the delta index when no table holds a tombstone', () => {
+    const a = new RecordStore({ indexFromRecords: 1 })
+    for (let i = 0; i < 50; i++) a.put('c', `r${i}`, { n: i }, ts(i + 1))
+    const since = a.versionVector()
+    a.update('c', 'r7', { n: -1 }, ts(100))
+    expect(a.changesSince(since).records.map((r) => r.id)).toEqual(['r7']) // through the index, built here
+    const index = (a as unknown as { index: unknown }).index
+    expect(index).toBeDefined()
+    const read = vi.spyOn(Table.prototype, 'read')
+    try {
+      expect(a.collect(a.versionVector())).toEqual({ tombstones: 0, records: 0 })
+      expect(read).not.toHaveBeenCalled()
+    } finally {
+      read.mockRestore()
+    }
+    expect((a as unknown as { index: unknown }).index).toBe(index)
+  })
+
+  it('collects a tombstone however it was stored after a collection that found none', () => {
+    /** Another replica's state holding one write, for the remote cases. */
+    const remote = (write: (b: RecordStore) => void): Uint8Array => {
+      const b = new RecordStore()
+      write(b)
+      return b.encodeState()
+    }
+    const cases: Record<string, (s: RecordStore) => RecordStore> = {
+      'local delete': (s) => (s.delete('c', 'x', ts(10)), s),
+      'local removal of a field': (s) => (s.update('c', 'x', { s: undefined }, ts(10)), s),
+      'local delete of a record never held': (s) => (s.delete('c', 'new', ts(10)), s),
+      'remote delete merged into a record held': (s) => (s.applyEncoded(remote((b) => b.delete('c', 'x', ts(10, 'b')))), s),
+      'remote delete of a record not held (copied as it came)': (s) => (s.applyEncoded(remote((b) => b.delete('c', 'z', ts(10, 'b')))), s),
+      'remote removal in a record not held (copied as it came)': (s) => (s.applyEncoded(remote((b) => b.update('c', 'z', { s: undefined }, ts(10, 'b')))), s),
+      'snapshot in the memory layout': (s) => (s.delete('c', 'x', ts(10)), RecordStore.decodeSnapshot(s.encodeSnapshot())),
+      'snapshot as a delta': (s) => (s.delete('c', 'x', ts(10)), RecordStore.decodeState(s.encodeState())),
+    }
+    for (const [name, store] of Object.entries(cases)) {
+      const s = new RecordStore()
+      s.put('c', 'x', { n: 1, s: 'a' }, ts(1))
+      s.put('c', 'y', { n: 2 }, ts(2))
+      expect(s.collect(s.versionVector()), name).toEqual({ tombstones: 0, records: 0 })
+      const after = store(s)
+      expect(after.collect(after.versionVector()).tombstones, name).toBe(1)
+      expect(after.collect(after.versionVector()).tombstones, name).toBe(0)
+    }
   })
 
   it('rebase keeps only its own writes newer than the frontier, or on records the frontier never saw', () => {
