@@ -52,6 +52,9 @@ interface ScaleResult {
   /** The same delta request right after that collection. */
   deltaAfterCollectMs?: number
   syncMs?: number
+  /** Event-loop delay (p99, max) of two live replicas holding the state, see {@link liveDelay}. */
+  liveP99Ms?: number
+  liveMaxMs?: number
   levelStartMs?: number
   /** The snapshot's bytes as stored on LevelDB (in the store's memory layout from 65 536 records, else a delta). */
   levelSnapshotBytes?: number
@@ -127,8 +130,45 @@ async function childSyncmesh(count: number): Promise<ScaleResult> {
   const [, deltaAfterCollectMs] = time(() => loaded.changesSince(vv))
   const coreOnly = arg('parts', 'all') === 'core'
   const syncMs = coreOnly ? undefined : await fullSync(loaded)
+  const live = coreOnly ? undefined : await liveDelay(loaded)
   const level = coreOnly ? undefined : await levelStart(loaded)
-  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, collectMs, deltaAfterCollectMs, syncMs, levelStartMs: level?.ms, levelSnapshotBytes: level?.snapshotBytes }
+  return { system: 'syncmesh', records: count, buildMs, encodeMs, encodedBytes: bytes.byteLength, loadMs, heapMB, deltaMs: median(runs), deltaBytes, firstDeltaMs, heapIndexedMB, collectMs, deltaAfterCollectMs, syncMs, liveP99Ms: live?.p99, liveMaxMs: live?.max, levelStartMs: level?.ms, levelSnapshotBytes: level?.snapshotBytes }
+}
+
+/** How long {@link liveDelay} watches, and how often each replica writes meanwhile. */
+const LIVE_MS = 10_000
+const LIVE_WRITE_MS = 50
+
+/**
+ * Two replicas holding `store` on the memory network, in sync, anti-entropy (and so tombstone collection) every
+ * second; each updates a record every {@link LIVE_WRITE_MS} ms for {@link LIVE_MS} ms. Returns the event-loop delay
+ * meanwhile (p99 and max, ms; sampled every 5 ms): the stalls an app of that size sees while it runs.
+ */
+async function liveDelay(store: import('../crdt/index.js').RecordStore): Promise<{ p99: number; max: number }> {
+  const { createReplica, MemoryStorage } = await import('../src/index.js')
+  const { MemoryNetwork } = await import('../transports/memory.js')
+  const { Persistence } = await import('../src/persistence.js')
+  const { monitorEventLoopDelay } = await import('node:perf_hooks')
+  const storage = new MemoryStorage()
+  await (await Persistence.open(storage)).persistence.compact(store)
+  const net = new MemoryNetwork({ seed: SEED })
+  const a = await createReplica({ peerId: 'live-a', storage, transports: [net.transport()], antiEntropyMs: 1000 })
+  const b = await createReplica({ peerId: 'live-b', transports: [net.transport()], antiEntropyMs: 1000 })
+  await b.sync({ timeoutMs: 600_000 })
+  const ids = store.ids('records')
+  const delay = monitorEventLoopDelay({ resolution: 5 })
+  delay.enable()
+  let k = 0
+  const writes = setInterval(() => {
+    k++
+    void a.collection('records').update(ids[(k * 7919) % ids.length]!, { n: -k })
+    void b.collection('records').update(ids[(k * 104_729) % ids.length]!, { title: `live ${k}` })
+  }, LIVE_WRITE_MS)
+  await new Promise((resolve) => setTimeout(resolve, LIVE_MS))
+  clearInterval(writes)
+  delay.disable()
+  await Promise.all([a.close(), b.close()])
+  return { p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 }
 }
 
 /** A replica holding `store` (stored as one snapshot) and a new one on the memory network: ms until it holds it all. */
@@ -287,6 +327,16 @@ async function main(): Promise<void> {
     ['tombstone collection with none to drop (after every anti-entropy round)', ...cells((r) => r.collectMs, ms), growth((r) => r.collectMs), '—'],
     ['… the same delta request right after it', ...cells((r) => r.deltaAfterCollectMs, ms), growth((r) => r.deltaAfterCollectMs), '—'],
     ['new replica, full sync over the memory network', ...cells((r) => r.syncMs, ms), growth((r) => r.syncMs), target((r) => r.syncMs, 5000, 'ms')],
+    [
+      `two live replicas, an update each every ${LIVE_WRITE_MS} ms, anti-entropy every 1 s: event-loop delay p99 / max`,
+      ...sizes.map((n) => {
+        const r = get('syncmesh', n)
+        return r?.liveP99Ms === undefined ? '—' : `${ms(r.liveP99Ms)} / ${ms(r.liveMaxMs)}`
+      }),
+      '—',
+      '—',
+      '—',
+    ],
     ['LevelDB cold start until readable', ...cells((r) => r.levelStartMs, ms), growth((r) => r.levelStartMs), target((r) => r.levelStartMs, 2000, 'ms')],
     ['… the snapshot it loads, as stored', ...cells((r) => (r.levelSnapshotBytes === undefined ? undefined : r.levelSnapshotBytes / 1e6), mb), growth((r) => r.levelSnapshotBytes), '—'],
   ]
