@@ -145,13 +145,8 @@ const LIVE_WRITE_MS = 50
  * meanwhile (p99 and max, ms; sampled every 5 ms): the stalls an app of that size sees while it runs.
  */
 async function liveDelay(store: import('../crdt/index.js').RecordStore): Promise<{ p99: number; max: number }> {
-  const { createReplica, MemoryStorage } = await import('../src/index.js')
-  const { MemoryNetwork } = await import('../transports/memory.js')
-  const { Persistence } = await import('../src/persistence.js')
   const { monitorEventLoopDelay } = await import('node:perf_hooks')
-  const storage = new MemoryStorage()
-  await (await Persistence.open(storage)).persistence.compact(store)
-  const net = new MemoryNetwork({ seed: SEED })
+  const { createReplica, storage, net } = await holding(store)
   const a = await createReplica({ peerId: 'live-a', storage, transports: [net.transport()], antiEntropyMs: 1000 })
   const b = await createReplica({ peerId: 'live-b', transports: [net.transport()], antiEntropyMs: 1000 })
   await b.sync({ timeoutMs: 600_000 })
@@ -171,14 +166,19 @@ async function liveDelay(store: import('../crdt/index.js').RecordStore): Promise
   return { p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 }
 }
 
-/** A replica holding `store` (stored as one snapshot) and a new one on the memory network: ms until it holds it all. */
-async function fullSync(store: import('../crdt/index.js').RecordStore): Promise<number> {
+/** `createReplica`, a memory storage holding `store` as one snapshot, and a memory network, for the replica parts. */
+async function holding(store: import('../crdt/index.js').RecordStore) {
   const { createReplica, MemoryStorage } = await import('../src/index.js')
   const { MemoryNetwork } = await import('../transports/memory.js')
   const { Persistence } = await import('../src/persistence.js')
   const storage = new MemoryStorage()
   await (await Persistence.open(storage)).persistence.compact(store)
-  const net = new MemoryNetwork({ seed: SEED })
+  return { createReplica, storage, net: new MemoryNetwork({ seed: SEED }) }
+}
+
+/** A replica holding `store` (stored as one snapshot) and a new one on the memory network: ms until it holds it all. */
+async function fullSync(store: import('../crdt/index.js').RecordStore): Promise<number> {
+  const { createReplica, storage, net } = await holding(store)
   const source = await createReplica({ peerId: 'source', storage, transports: [net.transport()], antiEntropyMs: 0 })
   const t0 = performance.now()
   const fresh = await createReplica({ peerId: 'fresh', transports: [net.transport()], antiEntropyMs: 0 })
