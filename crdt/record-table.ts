@@ -980,7 +980,6 @@ export class Table {
    */
   static load(name: string, r: Reader, nPeers: number, nNames: number): Table {
     const t = new Table(name)
-    t.tombstones = true // not looked for: the first collection finds out
     const rows = r.count(2)
     const idBytes = r.uint()
     const blockBytes = r.uint()
@@ -1051,14 +1050,19 @@ export class Table {
   /**
    * Reads every block through, with bounds checks (flags, counts, peer and name indexes below `nPeers`/`nNames`,
    * value shapes), and each exactly to its end: bytes that passed a storage checksum may still hold what no writer
-   * should have written, and nothing that reads a table checks its blocks again.
+   * should have written, and nothing that reads a table checks its blocks again. Notes on the way whether any block
+   * holds a tombstone.
    */
   private checkBlocks(nPeers: number, nNames: number): void {
     const buf = this.buf
+    let tombstones = false
     for (let row = 0; row < this.next; row++) {
       const end = this.off[row]! + this.len[row]!
-      if (!checkBlock(buf, this.off[row]!, end, nPeers, nNames)) throw new DecodeError(`table ${this.name}: row ${row} holds a malformed block`)
+      const got = checkBlock(buf, this.off[row]!, end, nPeers, nNames)
+      if (got === BAD_BLOCK) throw new DecodeError(`table ${this.name}: row ${row} holds a malformed block`)
+      if (got === TOMBSTONE_BLOCK) tombstones = true
     }
+    this.tombstones = tombstones
   }
 
   /** Bytes the table's arenas take. */
@@ -1087,29 +1091,39 @@ export class Table {
   }
 }
 
+/** What {@link checkBlock} found: a malformed block, or a well-formed one with or without a tombstone. */
+const BAD_BLOCK = -1
+const GOOD_BLOCK = 0
+const TOMBSTONE_BLOCK = 1
+
 /**
- * True when `buf[start, end)` is one well-formed block: flags, then stamps, counts and values that stay inside it and
- * end exactly at `end`, peer indexes below `nPeers`, name indexes below `nNames`, a first stamp that is not "the same
- * as the previous one". The cursor is {@link at}, as for the other block readers.
+ * Whether `buf[start, end)` is one well-formed block ({@link BAD_BLOCK} when not): flags, then stamps, counts and values
+ * that stay inside it and end exactly at `end`, peer indexes below `nPeers`, name indexes below `nNames`, a first
+ * stamp that is not "the same as the previous one"; and whether it holds a delete floor or a removed field. The cursor
+ * is {@link at}, as for the other block readers.
  */
-function checkBlock(buf: Uint8Array, start: number, end: number, nPeers: number, nNames: number): boolean {
+function checkBlock(buf: Uint8Array, start: number, end: number, nPeers: number, nNames: number): number {
   const flags = buf[start]!
-  if (start >= end || flags > 3 || flags === 2) return false
+  if (start >= end || flags > 3 || flags === 2) return BAD_BLOCK
   at = start + 1
   let first = true
   if (flags & 1) {
-    if (!checkStamp(buf, end, nPeers, true)) return false
+    if (!checkStamp(buf, end, nPeers, true)) return BAD_BLOCK
     first = false
   }
+  let tombstone = flags === 3
   const n = checkedUint(buf, end)
   for (let k = 0; k < n; k++) {
     const name = checkedUint(buf, end)
-    if (name < 0 || name >= nNames) return false
+    if (name < 0 || name >= nNames) return BAD_BLOCK
+    const vs = at
     at = checkedValueEnd(buf, at, end)
-    if (at < 0 || !checkStamp(buf, end, nPeers, first)) return false
+    if (at < 0 || !checkStamp(buf, end, nPeers, first)) return BAD_BLOCK
+    if (buf[vs] === ABSENT_TAG) tombstone = true
     first = false
   }
-  return n >= 0 && at === end
+  if (n < 0 || at !== end) return BAD_BLOCK
+  return tombstone ? TOMBSTONE_BLOCK : GOOD_BLOCK
 }
 
 /** A varint of at most {@link MAX_VARINT} bytes at {@link at}, read no further than `end`; −1 when it is not there. */
