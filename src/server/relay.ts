@@ -197,7 +197,16 @@ export class RelayProtocol {
     others?.delete(op.peer) // a peer back from a dead server: it is ours now (its old entry must not DOWN it later)
     if (remote !== undefined && remote.size > 0) {
       if (others === undefined) this.remotes.set(op.topic, (others = new Map()))
-      for (const [p, n] of remote) if (!members.has(p) && p !== op.peer) others.set(p, n)
+      for (const [p, n] of remote) {
+        if (members.has(p) || p === op.peer) continue
+        // A remote peer this claim found first (its UP has not come yet, and will then be one we know): the members
+        // already here hear of it now, as they would have from that UP.
+        if (!others.has(p)) {
+          const up = encodeServerOp({ op: 'up', peer: p })
+          for (const m of members.values()) push(out, m, up)
+        }
+        others.set(p, n)
+      }
     }
     push(out, c, this.welcome)
     const present = [...members.keys(), ...(others?.keys() ?? [])]

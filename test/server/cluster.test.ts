@@ -8,7 +8,7 @@ import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Cluster, type ClusterEvents, startCluster } from '../../src/server/cluster.js'
 import { available as redisAvailable, RedisServer, sleep } from '../storage/redis-server.js'
-import { until } from './helpers.js'
+import { lagProxy, until } from './helpers.js'
 
 /** One node as the relay uses it: members known per room, from `join`'s answer and the UP/DOWN after it. */
 class Node {
@@ -42,27 +42,6 @@ class Node {
   }
 }
 
-/**
- * A TCP proxy to `port` that holds back by `lagMs` what the server sends on the first connection through it (the
- * node's command connection, opened before its subscriber); later connections pass straight through.
- */
-async function slowFirstConnection(port: number, lagMs: number): Promise<net.Server> {
-  let count = 0
-  const proxy = net.createServer((client) => {
-    const slow = count++ === 0
-    const upstream = net.connect({ host: '127.0.0.1', port })
-    client.pipe(upstream)
-    upstream.on('data', (d: Buffer) => (slow ? setTimeout(() => client.write(d), lagMs) : client.write(d)))
-    const end = (): void => {
-      client.destroy()
-      upstream.destroy()
-    }
-    client.on('error', end).on('close', end)
-    upstream.on('error', end).on('close', end)
-  })
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r))
-  return proxy
-}
 
 const LAG_MS = 150
 
@@ -73,7 +52,8 @@ describe.runIf(redisAvailable)('cluster membership over Redis', () => {
   let proxy: net.Server
   beforeAll(async () => {
     await redis.start()
-    proxy = await slowFirstConnection(redis.port, LAG_MS)
+    // Only the node's command connection (the first through the proxy, opened before its subscriber) is slow.
+    proxy = await lagProxy(redis.port, LAG_MS, 'replies', (n) => n === 0)
     await slow.start(`redis://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`)
     await b.start(redis.url)
   }, 30_000)

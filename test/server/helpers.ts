@@ -246,3 +246,27 @@ export async function sigkill(child: ChildProcess): Promise<void> {
   child.kill('SIGKILL')
   await exited
 }
+
+/**
+ * A TCP proxy to `port` on 127.0.0.1 that holds back by `lagMs` one way of the connections `slow` picks (by their
+ * order through it, from 0): what the server sends (`'replies'`) or what the client sends (`'requests'`). The other
+ * way, and the other connections, pass straight through.
+ */
+export async function lagProxy(port: number, lagMs: number, way: 'replies' | 'requests', slow: (n: number) => boolean = () => true): Promise<net.Server> {
+  let count = 0
+  const proxy = net.createServer((client) => {
+    const lag = slow(count++)
+    const upstream = net.connect({ host: '127.0.0.1', port })
+    const [from, to] = way === 'replies' ? [upstream, client] : [client, upstream]
+    to.pipe(from) // the other way, straight through
+    from.on('data', (d: Buffer) => (lag ? setTimeout(() => to.write(d), lagMs) : to.write(d)))
+    const end = (): void => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', end).on('close', end)
+    upstream.on('error', end).on('close', end)
+  })
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r))
+  return proxy
+}
