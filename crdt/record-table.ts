@@ -687,7 +687,8 @@ export class Table {
   generation = 0
   /**
    * False when no block holds a tombstone (a delete floor or a removed field), so tombstone collection can pass the
-   * table by. Set by every write that may store one; cleared only by a scan that found none left.
+   * table by. Set by every write that may store one and by a load's block check that finds one; cleared only by a
+   * scan that found none left.
    */
   tombstones = false
 
