@@ -130,6 +130,9 @@ class Connections {
     this.users++
   }
 
+  /** Lock commands in flight (the command connection is referenced while there are any). */
+  private locking = 0
+
   /**
    * Sends a command that takes or gives back a lock, keeping the process alive until its reply or for `ttlMs` at
    * most (the lock is gone by then anyway, and an unreachable server must not hold the process forever). The
@@ -155,9 +158,6 @@ class Connections {
       letGo()
     }
   }
-
-  /** Lock commands in flight (the command connection is referenced while there are any). */
-  private locking = 0
 
   drop(): void {
     if (--this.users > 0) return
